@@ -1,0 +1,217 @@
+//! The access log: one line per response, in nginx's `combined` format.
+//!
+//! ```text
+//! 127.0.0.1 - - [24/Nov/2026:17:24:34 +0000] "GET /index.html HTTP/1.1" 200 1024 "-" "curl/8.5.0" 87
+//! ```
+//!
+//! That is `$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent
+//! "$http_referer" "$http_user_agent"`, then the time the server spent on the request in
+//! microseconds, which log tools such as goaccess skip or read as an extra field. Times are
+//! UTC. Quotes, backslashes and control bytes inside the quoted fields are escaped as `\xHH`,
+//! as nginx does, so a client cannot forge a log line.
+//!
+//! Lines are collected in a buffer and written once per loop iteration ([`AccessLog::flush`]),
+//! not once per request: a write(2) per request would cost more than serving a cached file.
+
+use std::fs::OpenOptions;
+use std::io::{self, BufWriter, Write};
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::AccessLogTarget;
+
+/// One finished request, as the access log sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    /// The client address (or `None` when not an IP peer).
+    pub peer: Option<IpAddr>,
+    /// The request line as received, e.g. `GET / HTTP/1.1`.
+    pub request_line: &'a [u8],
+    /// The status code sent.
+    pub status: u16,
+    /// Body bytes sent (0 for HEAD and 304).
+    pub body_bytes: u64,
+    /// The `Referer` header.
+    pub referer: Option<&'a [u8]>,
+    /// The `User-Agent` header.
+    pub user_agent: Option<&'a [u8]>,
+    /// Time from the complete head to the queued response, in microseconds.
+    pub micros: u64,
+}
+
+/// The access-log writer.
+pub struct AccessLog {
+    out: Option<BufWriter<Box<dyn Write + Send>>>,
+    /// Scratch line, reused so that logging does not allocate.
+    line: Vec<u8>,
+    /// The second `time_local` was last formatted for, and the text.
+    second: u64,
+    time_local: String,
+    /// A write failed; it has been reported once and will not be reported again.
+    failed: bool,
+}
+
+impl std::fmt::Debug for AccessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessLog")
+            .field("enabled", &self.out.is_some())
+            .finish()
+    }
+}
+
+impl AccessLog {
+    /// Opens the access log named by `target`. A file is opened for appending.
+    pub fn open(target: &AccessLogTarget) -> io::Result<Self> {
+        let out: Option<Box<dyn Write + Send>> = match target {
+            AccessLogTarget::Off => None,
+            AccessLogTarget::Stdout => Some(Box::new(io::stdout())),
+            AccessLogTarget::File(path) => Some(Box::new(
+                OpenOptions::new().create(true).append(true).open(path)?,
+            )),
+        };
+        Ok(Self::with_writer(out))
+    }
+
+    /// An access log writing to `out` (`None` logs nothing). Useful in tests.
+    pub fn with_writer(out: Option<Box<dyn Write + Send>>) -> Self {
+        AccessLog {
+            out: out.map(|w| BufWriter::with_capacity(64 * 1024, w)),
+            line: Vec::with_capacity(256),
+            second: u64::MAX,
+            time_local: String::new(),
+            failed: false,
+        }
+    }
+
+    /// Whether lines are written at all. Callers skip gathering an [`Entry`] when not.
+    pub fn enabled(&self) -> bool {
+        self.out.is_some()
+    }
+
+    /// Appends one line for `entry`, stamped with `now`.
+    pub fn log(&mut self, entry: &Entry<'_>, now: SystemTime) {
+        if self.out.is_none() {
+            return;
+        }
+        self.update_time(now);
+        let line = &mut self.line;
+        line.clear();
+        match entry.peer {
+            Some(ip) => {
+                let _ = write!(line, "{ip}");
+            }
+            None => line.push(b'-'),
+        }
+        line.extend_from_slice(b" - - [");
+        line.extend_from_slice(self.time_local.as_bytes());
+        line.extend_from_slice(b"] \"");
+        escape_into(line, entry.request_line);
+        let _ = write!(line, "\" {} {} \"", entry.status, entry.body_bytes);
+        escape_into(line, entry.referer.unwrap_or(b"-"));
+        line.extend_from_slice(b"\" \"");
+        escape_into(line, entry.user_agent.unwrap_or(b"-"));
+        let _ = writeln!(line, "\" {}", entry.micros);
+
+        if let Some(out) = self.out.as_mut()
+            && let Err(e) = out.write_all(line)
+        {
+            self.report(&e);
+        }
+    }
+
+    /// Writes buffered lines out. The loop calls this once per iteration and at exit.
+    pub fn flush(&mut self) {
+        if let Some(out) = self.out.as_mut()
+            && let Err(e) = out.flush()
+        {
+            self.report(&e);
+        }
+    }
+
+    fn report(&mut self, e: &io::Error) {
+        if !self.failed {
+            log::error!("access log write failed: {e} (further failures are not reported)");
+            self.failed = true;
+        }
+    }
+
+    fn update_time(&mut self, now: SystemTime) {
+        let second = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if second == self.second {
+            return;
+        }
+        self.second = second;
+        let format = time::macros::format_description!(
+            "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000"
+        );
+        self.time_local = time::OffsetDateTime::from(now)
+            .format(&format)
+            .unwrap_or_else(|_| "01/Jan/1970:00:00:00 +0000".to_string());
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// Copies `bytes` into `out`, escaping `"`, `\` and anything not printable ASCII as `\xHH`.
+fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
+    for &b in bytes {
+        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
+            let _ = write!(out, "\\x{b:02X}");
+        } else {
+            out.push(b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A writer the test can read back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().map_err(|_| io::Error::other("poisoned"))?.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn combined_format_with_escaping() {
+        let shared = Shared::default();
+        let mut log = AccessLog::with_writer(Some(Box::new(shared.clone())));
+        let t = UNIX_EPOCH + std::time::Duration::from_secs(784_111_777);
+        log.log(
+            &Entry {
+                peer: Some(IpAddr::from([127, 0, 0, 1])),
+                request_line: b"GET /a\"b HTTP/1.1",
+                status: 200,
+                body_bytes: 1234,
+                referer: None,
+                user_agent: Some(b"curl/8\x01"),
+                micros: 42,
+            },
+            t,
+        );
+        log.flush();
+        let text = String::from_utf8(shared.0.lock().map(|v| v.clone()).unwrap_or_default());
+        assert_eq!(
+            text.ok().as_deref(),
+            Some(
+                "127.0.0.1 - - [06/Nov/1994:08:49:37 +0000] \"GET /a\\x22b HTTP/1.1\" 200 1234 \"-\" \"curl/8\\x01\" 42\n"
+            )
+        );
+    }
+}

@@ -1,0 +1,196 @@
+//! Settings: every flag, its `READYSERVE_*` environment variable, and its default.
+//!
+//! `clap` does the parsing (DESIGN.md section 5: we write no argument parser by hand). A flag
+//! given on the command line wins over its environment variable, which wins over the default.
+//! A value clap cannot parse ends the process with one line on stderr and exit status 2;
+//! values that parse but cannot work (a root that does not exist, an address in use) are
+//! reported by [`crate::Server::bind`] and end it with status 1.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Where the server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// A TCP address such as `127.0.0.1:7878`; port 0 asks the kernel for a free port.
+    Tcp(SocketAddr),
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.starts_with("unix:") {
+            return Err("unix: listeners are not supported yet; use host:port".to_string());
+        }
+        s.parse::<SocketAddr>()
+            .map(ListenAddr::Tcp)
+            .map_err(|_| format!("'{s}' is not host:port (for example 127.0.0.1:7878)"))
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Tcp(addr) => write!(f, "{addr}"),
+        }
+    }
+}
+
+/// Where access-log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// Standard output (`-`).
+    Stdout,
+    /// Appended to a file.
+    File(PathBuf),
+    /// No access log (`off`).
+    Off,
+}
+
+impl std::str::FromStr for AccessLogTarget {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "" => return Err("expected a path, '-' or 'off'".to_string()),
+            "-" => AccessLogTarget::Stdout,
+            "off" => AccessLogTarget::Off,
+            path => AccessLogTarget::File(PathBuf::from(path)),
+        })
+    }
+}
+
+/// Every setting of the server. Build one with [`Config::parse`] (flags and environment),
+/// or start from [`Config::default`] in code and tests.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "readyserve", version, about, long_about = None)]
+pub struct Config {
+    /// Address to listen on, host:port.
+    #[arg(long, env = "READYSERVE_LISTEN", default_value = "127.0.0.1:7878")]
+    pub listen: ListenAddr,
+
+    /// Document root: the directory whose files are served.
+    #[arg(long, env = "READYSERVE_ROOT", default_value = "./public")]
+    pub root: PathBuf,
+
+    /// Most connections open at once; at the cap the server stops accepting until one closes.
+    #[arg(long, env = "READYSERVE_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Seconds from a request's first byte until its head must be complete (then 408).
+    #[arg(long, env = "READYSERVE_HEADER_TIMEOUT", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout: u64,
+
+    /// Seconds an idle keep-alive connection is kept open between requests.
+    #[arg(long, env = "READYSERVE_KEEP_ALIVE_TIMEOUT", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep_alive_timeout: u64,
+
+    /// Seconds without any progress on output before a connection is closed.
+    #[arg(long, env = "READYSERVE_WRITE_TIMEOUT", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub write_timeout: u64,
+
+    /// Seconds in-flight responses may take to finish after SIGTERM or SIGINT.
+    #[arg(long, env = "READYSERVE_SHUTDOWN_GRACE", default_value_t = 10)]
+    pub shutdown_grace: u64,
+
+    /// Largest request head (request line plus headers) in bytes; over it the answer is 431.
+    #[arg(long, env = "READYSERVE_MAX_HEADER_BYTES", default_value_t = 16 * 1024,
+          value_parser = clap::value_parser!(u32).range(256..=1024 * 1024))]
+    pub max_header_bytes: u32,
+
+    /// Largest request body in bytes; it is read and discarded. Over it the answer is 413.
+    #[arg(long, env = "READYSERVE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: u64,
+
+    /// Access log destination: a file path, '-' for stdout, or 'off'.
+    #[arg(long, env = "READYSERVE_ACCESS_LOG", default_value = "-")]
+    pub access_log: AccessLogTarget,
+
+    /// Level of the error and lifecycle log on stderr: error, warn, info, debug or trace.
+    #[arg(long, env = "READYSERVE_LOG", default_value = "info")]
+    pub log_level: log::LevelFilter,
+
+    /// Teaching mode: log every readiness event and state transition on stderr.
+    #[arg(long, env = "READYSERVE_TRACE")]
+    pub trace: bool,
+}
+
+impl Default for Config {
+    /// The defaults of the command line, as if no flag and no variable were given.
+    fn default() -> Self {
+        Config {
+            listen: ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 7878))),
+            root: PathBuf::from("./public"),
+            max_connections: 10_000,
+            header_timeout: 10,
+            keep_alive_timeout: 5,
+            write_timeout: 30,
+            shutdown_grace: 10,
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 1024 * 1024,
+            access_log: AccessLogTarget::Stdout,
+            log_level: log::LevelFilter::Info,
+            trace: false,
+        }
+    }
+}
+
+impl Config {
+    /// The header timeout as a [`Duration`].
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout)
+    }
+
+    /// The keep-alive idle timeout as a [`Duration`].
+    pub fn keep_alive_timeout(&self) -> Duration {
+        Duration::from_secs(self.keep_alive_timeout)
+    }
+
+    /// The write timeout as a [`Duration`].
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.write_timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_command_line_defaults() {
+        let parsed = Config::try_parse_from(["readyserve"]).map_err(|e| e.to_string());
+        let parsed = match parsed {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        let default = Config::default();
+        assert_eq!(parsed.listen, default.listen);
+        assert_eq!(parsed.root, default.root);
+        assert_eq!(parsed.max_header_bytes, default.max_header_bytes);
+        assert_eq!(parsed.max_body_bytes, default.max_body_bytes);
+        assert_eq!(parsed.access_log, default.access_log);
+        assert_eq!(parsed.keep_alive_timeout, default.keep_alive_timeout);
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        for args in [
+            &["readyserve", "--listen", "nowhere"][..],
+            &["readyserve", "--listen", "127.0.0.1"],
+            &["readyserve", "--max-header-bytes", "-5"],
+            &["readyserve", "--max-connections", "0"],
+            &["readyserve", "--log-level", "loud"],
+            &["readyserve", "--no-such-flag"],
+        ] {
+            assert!(Config::try_parse_from(args).is_err(), "{args:?} was accepted");
+        }
+    }
+}

@@ -1,0 +1,932 @@
+//! One client connection as an explicit state machine.
+//!
+//! ```text
+//!  accept ─▶ Reading ──bytes in──▶ Parsing ──response queued──▶ Writing ──all sent──▶ Reading
+//!               ▲  Partial: read more ─┘  │ (pipelined leftovers: Parsing again)    │
+//!               └─────────────── keep-alive ◀─────────────────────────────────────┘
+//!  any state ── EOF / error / limit / timeout / Connection: close ──▶ Closing ──▶ slot freed
+//! ```
+//!
+//! The connection never blocks and never waits by itself. The event loop
+//! ([`crate::server`]) calls [`Connection::ready`] when mio reports readiness; the connection
+//! then runs its state machine as far as it can without blocking, and stops when the socket
+//! says "would block" (or when it has used up its fair share of this turn). The loop then
+//! reads three things off it: [`Connection::interest`] (what to wait for, derived from the
+//! state), [`Connection::deadline`] (when to give up waiting), and [`Connection::is_done`].
+//!
+//! The state changes in one place, [`Connection::set_state`], which traces each transition
+//! (`--trace` shows them).
+//!
+//! The connection is generic over its [`Transport`], so the same state machine runs on a
+//! real `mio::net::TcpStream` and on an in-memory stream in tests and fuzzing.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use mio::{Interest, Token};
+
+use crate::access_log::{AccessLog, Entry};
+use crate::body::Discard;
+use crate::error::HttpError;
+use crate::request::{self, Method, Parsed, Request, Version};
+use crate::response::{self, DateCache};
+use crate::static_files::{Resolved, StaticFiles};
+
+/// The read buffer's first size. Most request heads are a few hundred bytes.
+const READ_CHUNK: usize = 4 * 1024;
+/// Stop parsing pipelined requests while this much output is waiting (backpressure): a
+/// client that sends requests but does not read answers must not make us buffer without end.
+const HIGH_WATER: usize = 64 * 1024;
+/// Files up to this size go into the output buffer whole; larger ones are streamed.
+const INLINE_FILE_MAX: u64 = 64 * 1024;
+/// Bytes read from a large file per refill of the output buffer.
+const FILE_CHUNK: usize = 64 * 1024;
+/// Fairness: most requests answered per connection per turn of the loop...
+const MAX_REQUESTS_PER_TURN: u32 = 32;
+/// ...and most bytes read or written. Past either, the connection yields to the others.
+const MAX_BYTES_PER_TURN: usize = 1024 * 1024;
+/// After an error response, how long and how much we keep reading before closing.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 64 * 1024;
+/// An output buffer larger than this is released when the connection goes idle.
+const OUT_KEEP: usize = 16 * 1024;
+
+/// A byte stream a [`Connection`] can run on.
+pub trait Transport: Read + Write {
+    /// Shuts down the sending half (TCP FIN), keeping the receiving half open.
+    fn shutdown_write(&mut self) -> io::Result<()>;
+}
+
+impl Transport for mio::net::TcpStream {
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
+    }
+}
+
+/// The four states of a connection (see the diagram in the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Waiting for bytes from the client: the start of a request, more of one, or a body.
+    Reading,
+    /// Bytes are buffered: turning them into requests and queueing responses.
+    Parsing,
+    /// Sending queued output.
+    Writing,
+    /// On the way out: after an error response, lingering to read what the client still
+    /// sends so that the close does not turn into a reset; or already finished.
+    Closing,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            State::Reading => "Reading",
+            State::Parsing => "Parsing",
+            State::Writing => "Writing",
+            State::Closing => "Closing",
+        })
+    }
+}
+
+/// The limits a connection enforces, taken from the configuration.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// `--max-header-bytes`.
+    pub max_head: usize,
+    /// `--max-body-bytes`.
+    pub max_body: u64,
+    /// `--header-timeout`.
+    pub header_timeout: Duration,
+    /// `--keep-alive-timeout`.
+    pub keep_alive_timeout: Duration,
+    /// `--write-timeout`.
+    pub write_timeout: Duration,
+}
+
+impl From<&crate::config::Config> for Limits {
+    fn from(config: &crate::config::Config) -> Self {
+        Limits {
+            max_head: config.max_header_bytes as usize,
+            max_body: config.max_body_bytes,
+            header_timeout: config.header_timeout(),
+            keep_alive_timeout: config.keep_alive_timeout(),
+            write_timeout: config.write_timeout(),
+        }
+    }
+}
+
+/// What a connection needs from the server while it runs: shared, read-only settings and
+/// the few things that are shared and written (the access log).
+pub struct Context<'a> {
+    /// Limits and timeouts.
+    pub limits: &'a Limits,
+    /// The document root.
+    pub files: &'a StaticFiles,
+    /// The current `Date` header value.
+    pub date: &'a DateCache,
+    /// The access log.
+    pub access_log: &'a mut AccessLog,
+    /// The loop's clock for this turn (one `Instant::now()` per turn, not per call).
+    pub now: Instant,
+    /// Wall-clock time for this turn, for the access log.
+    pub wall: SystemTime,
+    /// The server is shutting down: finish what is in flight, start nothing new.
+    pub shutting_down: bool,
+}
+
+/// What the event said about the socket.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Readiness {
+    /// Bytes (or EOF, or an error) can be read.
+    pub readable: bool,
+    /// Output can be written.
+    pub writable: bool,
+}
+
+/// A large file being streamed after its response head.
+#[derive(Debug)]
+struct FileBody {
+    file: File,
+    remaining: u64,
+}
+
+/// One client connection: its socket, its buffers and where it is in the protocol.
+pub struct Connection<S> {
+    /// The client's socket (or an in-memory stand-in).
+    socket: S,
+    /// This connection's slab key and mio token, for log lines.
+    token: Token,
+    /// The client's address, when it has one.
+    peer: Option<SocketAddr>,
+    /// Where the connection is in the protocol. Changed only by [`Connection::set_state`].
+    state: State,
+    /// Received bytes. `inbuf[in_start..in_end]` is not consumed yet; the rest is free space.
+    inbuf: Vec<u8>,
+    in_start: usize,
+    in_end: usize,
+    /// The unconsumed bytes are an incomplete head: no use parsing them again before more
+    /// bytes arrive.
+    head_incomplete: bool,
+    /// The body of the last request, still being skipped.
+    discard: Discard,
+    /// Output. `out[out_pos..]` is still to be sent; `file` follows it.
+    out: Vec<u8>,
+    out_pos: usize,
+    file: Option<FileBody>,
+    /// Close once the output is sent (an error, `Connection: close`, HTTP/1.0, shutdown).
+    close_after_write: bool,
+    /// The socket may hold unread bytes: no read has yet hit WouldBlock or come up short
+    /// since the last readable edge. Edge-triggered readiness is only reported once, so
+    /// forgetting this would leave a request unanswered.
+    read_more: bool,
+    /// When the current request head started arriving (for `--header-timeout`).
+    head_started: Option<Instant>,
+    /// When the connection last became idle (for `--keep-alive-timeout`).
+    idle_since: Instant,
+    /// Last progress on output, body or lingering (for `--write-timeout` and the others).
+    progress_at: Instant,
+    /// At least one request was answered.
+    served_any: bool,
+    /// This turn's work, for fairness.
+    turn_requests: u32,
+    turn_bytes: usize,
+    /// The turn ended because of the fairness budget, not because the socket would block.
+    yielded: bool,
+    /// Bytes read while lingering.
+    linger_read: usize,
+    /// Finished: the loop deregisters and frees this connection at the end of the turn.
+    done: bool,
+    /// The loop's clock for the current turn.
+    now: Instant,
+}
+
+impl<S: Transport> Connection<S> {
+    /// A new connection, just accepted at `now`, waiting for its first request.
+    pub fn new(socket: S, token: Token, peer: Option<SocketAddr>, now: Instant) -> Self {
+        Connection {
+            socket,
+            token,
+            peer,
+            state: State::Reading,
+            inbuf: Vec::new(),
+            in_start: 0,
+            in_end: 0,
+            head_incomplete: false,
+            discard: Discard::Done,
+            out: Vec::new(),
+            out_pos: 0,
+            file: None,
+            close_after_write: false,
+            // Registration is edge-triggered, and epoll reports bytes that arrived before
+            // registration as a first edge, so there is no need to try a read now.
+            read_more: false,
+            head_started: None,
+            idle_since: now,
+            progress_at: now,
+            served_any: false,
+            turn_requests: 0,
+            turn_bytes: 0,
+            yielded: false,
+            linger_read: 0,
+            done: false,
+            now,
+        }
+    }
+
+    /// The socket, for (de)registering it with mio.
+    pub fn socket(&self) -> &S {
+        &self.socket
+    }
+
+    /// The socket, mutably, for (de)registering it with mio.
+    pub fn socket_mut(&mut self) -> &mut S {
+        &mut self.socket
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Whether the connection is finished and its slot can be freed.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Whether the connection stopped because its fair share ran out while it still had
+    /// work. The loop runs it again, after the others, before it next sleeps in `poll`.
+    pub fn wants_resume(&self) -> bool {
+        self.yielded && !self.done
+    }
+
+    /// Whether the connection is between requests with nothing in flight.
+    pub fn is_idle(&self) -> bool {
+        self.state == State::Reading
+            && self.in_start == self.in_end
+            && self.discard.is_done()
+            && !self.done
+    }
+
+    /// What to ask mio to watch, derived from the state alone. Waiting for output room only
+    /// while there is output, and for input otherwise, is backpressure in its simplest form:
+    /// a client that does not read our answers is not read from either.
+    pub fn interest(&self) -> Interest {
+        match self.state {
+            State::Writing => Interest::WRITABLE,
+            State::Reading | State::Parsing | State::Closing => Interest::READABLE,
+        }
+    }
+
+    /// When this connection must next be looked at if nothing happens: the deadline of
+    /// whatever it is waiting for.
+    pub fn deadline(&self, limits: &Limits) -> Option<Instant> {
+        if self.done {
+            return None;
+        }
+        Some(match self.state {
+            State::Writing => self.progress_at + limits.write_timeout,
+            State::Closing => self.progress_at + LINGER_TIME,
+            State::Reading | State::Parsing => {
+                if let Some(started) = self.head_started {
+                    // From the first byte of the head, not reset by later bytes: a client
+                    // trickling one byte a second is still cut off (slowloris).
+                    started + limits.header_timeout
+                } else if !self.discard.is_done() {
+                    self.progress_at + limits.header_timeout
+                } else if self.served_any {
+                    self.idle_since + limits.keep_alive_timeout
+                } else {
+                    // A connection that never sends a byte gets the header timeout.
+                    self.idle_since + limits.header_timeout
+                }
+            }
+        })
+    }
+
+    /// Handles a readiness event, then runs as far as possible without blocking.
+    pub fn ready(&mut self, readiness: Readiness, ctx: &mut Context<'_>) {
+        if readiness.readable {
+            self.read_more = true;
+        }
+        if self.done {
+            return;
+        }
+        self.run(ctx);
+    }
+
+    /// Continues after yielding (see [`Connection::wants_resume`]).
+    pub fn resume(&mut self, ctx: &mut Context<'_>) {
+        if !self.done {
+            self.run(ctx);
+        }
+    }
+
+    /// Called when [`Connection::deadline`] has passed.
+    pub fn timed_out(&mut self, ctx: &mut Context<'_>) {
+        self.now = ctx.now;
+        match self.state {
+            State::Reading | State::Parsing if self.head_started.is_some() => {
+                log::debug!("token={} header timeout", self.token.0);
+                self.queue_error(HttpError::Timeout, Version::Http11, false, ctx);
+                self.set_state(State::Writing, "header timeout");
+                self.run(ctx);
+            }
+            State::Reading | State::Parsing if !self.discard.is_done() => {
+                self.close("body timeout");
+            }
+            State::Reading | State::Parsing => self.close("idle timeout"),
+            State::Writing => {
+                log::debug!("token={} write timeout: the client stopped reading", self.token.0);
+                self.close("write timeout");
+            }
+            State::Closing => self.close("linger done"),
+        }
+    }
+
+    /// Closes an idle connection during shutdown. Returns whether it did.
+    pub fn close_if_idle(&mut self) -> bool {
+        if self.is_idle() {
+            self.close("server shutting down");
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Runs the state machine until it has to wait for the socket, its turn is used up,
+    /// or the connection is done.
+    fn run(&mut self, ctx: &mut Context<'_>) {
+        self.now = ctx.now;
+        self.turn_requests = 0;
+        self.turn_bytes = 0;
+        self.yielded = false;
+        while !self.done {
+            let go_on = match self.state {
+                State::Reading => self.on_reading(ctx),
+                State::Parsing => self.on_parsing(ctx),
+                State::Writing => self.on_writing(ctx),
+                State::Closing => self.on_closing(),
+            };
+            if !go_on {
+                break;
+            }
+        }
+    }
+
+    /// The one place the state changes.
+    fn set_state(&mut self, next: State, why: &'static str) {
+        log::trace!(
+            "token={} {} {}=>{} ({why})",
+            self.token.0,
+            Peer(self.peer),
+            self.state,
+            next
+        );
+        if next == State::Writing && self.state != State::Writing {
+            self.progress_at = self.now;
+        }
+        self.state = next;
+    }
+
+    /// Ends the connection now. The loop frees the slot at the end of this turn.
+    fn close(&mut self, why: &'static str) {
+        if self.state != State::Closing {
+            self.set_state(State::Closing, why);
+        } else {
+            log::trace!("token={} closed ({why})", self.token.0);
+        }
+        self.done = true;
+    }
+
+    // ----- Reading -----------------------------------------------------------------------
+
+    /// Reading: pull bytes from the socket into the read buffer.
+    fn on_reading(&mut self, ctx: &mut Context<'_>) -> bool {
+        if !self.read_more {
+            return false; // wait for the next readable edge
+        }
+        if self.turn_bytes >= MAX_BYTES_PER_TURN {
+            self.yielded = true;
+            return false;
+        }
+        if !self.make_room(ctx.limits.max_head) {
+            // Cannot happen for a well-formed state: the parser rejects a head over the
+            // limit before the buffer is full. Treat it as the limit it protects.
+            self.fail(HttpError::HeadersTooLarge, ctx);
+            return true;
+        }
+        let spare = self.inbuf.len() - self.in_end;
+        match read_retrying(&mut self.socket, &mut self.inbuf[self.in_end..]) {
+            Ok(0) => {
+                // EOF. Nothing complete is left unanswered (we parse before reading again),
+                // so there is nothing more to do for this client.
+                if self.in_start != self.in_end || !self.discard.is_done() {
+                    log::debug!("token={} client closed mid-request", self.token.0);
+                }
+                self.close("client closed");
+                false
+            }
+            Ok(n) => {
+                // A short read means the kernel's queue is now empty, and the next byte to
+                // arrive will raise a new edge: skip the read that would only say WouldBlock.
+                if n < spare {
+                    self.read_more = false;
+                }
+                log::trace!("token={} read {n} bytes", self.token.0);
+                self.in_end += n;
+                self.turn_bytes += n;
+                self.head_incomplete = false;
+                if !self.discard.is_done() {
+                    self.progress_at = self.now;
+                }
+                self.set_state(State::Parsing, "bytes in");
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.read_more = false;
+                false
+            }
+            Err(e) => {
+                log::debug!("token={} {} read error: {e}", self.token.0, Peer(self.peer));
+                self.close("read error");
+                false
+            }
+        }
+    }
+
+    /// Makes free space at the end of the read buffer: moves unconsumed bytes to the front,
+    /// and grows the buffer (doubling, up to just over the head limit) when it is full.
+    fn make_room(&mut self, max_head: usize) -> bool {
+        if self.in_start == self.in_end {
+            self.in_start = 0;
+            self.in_end = 0;
+        } else if self.in_start > 0 && self.in_end == self.inbuf.len() {
+            self.inbuf.copy_within(self.in_start..self.in_end, 0);
+            self.in_end -= self.in_start;
+            self.in_start = 0;
+        }
+        if self.in_end < self.inbuf.len() {
+            return true;
+        }
+        // One byte over the limit must fit, or the parser could never see that a head is
+        // too large.
+        let cap = max_head + 1;
+        if self.inbuf.len() >= cap {
+            return false;
+        }
+        let size = (self.inbuf.len() * 2).clamp(READ_CHUNK, cap);
+        self.inbuf.resize(size, 0);
+        true
+    }
+
+    // ----- Parsing -----------------------------------------------------------------------
+
+    /// Parsing: turn buffered bytes into requests and queue their responses.
+    fn on_parsing(&mut self, ctx: &mut Context<'_>) -> bool {
+        // A body of the previous request comes first: skip it, byte-exact.
+        if !self.discard.is_done() {
+            let pending = &self.inbuf[self.in_start..self.in_end];
+            match self
+                .discard
+                .advance(pending, ctx.limits.max_body, ctx.limits.max_head)
+            {
+                Ok(n) => self.in_start += n,
+                Err(e) => {
+                    // The response to this request is already queued, so this error cannot
+                    // be answered; what follows on the stream cannot be trusted either.
+                    log::debug!("token={} bad request body: {e}", self.token.0);
+                    self.discard = Discard::Done;
+                    self.in_start = self.in_end;
+                    self.close_after_write = true;
+                }
+            }
+            if !self.discard.is_done() {
+                self.wait_for_input("body needs more bytes");
+                return true;
+            }
+        }
+        let has_output = self.out_pos < self.out.len() || self.file.is_some();
+        if self.close_after_write {
+            // Nothing after a closing response is answered.
+            self.in_start = self.in_end;
+            self.set_state(State::Writing, "closing response queued");
+            return true;
+        }
+        if self.in_start == self.in_end || self.head_incomplete {
+            self.wait_for_input("need more bytes");
+            return true;
+        }
+        if self.out.len() - self.out_pos >= HIGH_WATER || self.file.is_some() {
+            // Backpressure: send what is queued before answering more.
+            self.set_state(State::Writing, "output over high-water mark");
+            return true;
+        }
+        if self.turn_requests >= MAX_REQUESTS_PER_TURN {
+            self.yielded = true;
+            return false;
+        }
+
+        let pending = &self.inbuf[self.in_start..self.in_end];
+        match request::parse(pending, ctx.limits.max_head, ctx.limits.max_body) {
+            Ok(Parsed::Partial) => {
+                self.head_incomplete = true;
+                self.head_started.get_or_insert(self.now);
+                if has_output {
+                    self.set_state(State::Writing, "partial head; sending queued output");
+                } else {
+                    self.wait_for_input("partial head");
+                }
+            }
+            Ok(Parsed::Complete(req, n)) => {
+                log::trace!(
+                    "token={} request {}",
+                    self.token.0,
+                    String::from_utf8_lossy(req.request_line())
+                );
+                let started = self.head_started.take().unwrap_or(self.now);
+                let outcome = answer(&req, &mut self.out, &mut self.file, ctx);
+                if ctx.access_log.enabled() {
+                    log_request(ctx, self.peer, &req, &outcome, started);
+                }
+                self.in_start += n;
+                self.discard = Discard::new(req.body);
+                self.close_after_write |= outcome.close;
+                self.turn_requests += 1;
+                self.served_any = true;
+            }
+            Err(e) => self.fail(e, ctx),
+        }
+        true
+    }
+
+    /// Queues an error response for a request that could not be parsed, and closes after it.
+    fn fail(&mut self, e: HttpError, ctx: &mut Context<'_>) {
+        log::debug!("token={} {} bad request: {e}", self.token.0, Peer(self.peer));
+        if ctx.access_log.enabled() {
+            let pending = &self.inbuf[self.in_start..self.in_end];
+            let line_end = pending
+                .iter()
+                .take(1024)
+                .position(|&b| b == b'\r' || b == b'\n')
+                .unwrap_or(pending.len().min(1024));
+            let (code, _) = e.status();
+            let entry = Entry {
+                peer: self.peer.map(|p| p.ip()),
+                request_line: &pending[..line_end],
+                status: code,
+                body_bytes: 0,
+                referer: None,
+                user_agent: None,
+                micros: 0,
+            };
+            ctx.access_log.log(&entry, ctx.wall);
+        }
+        self.queue_error(e, Version::Http11, false, ctx);
+        self.in_start = self.in_end;
+        self.set_state(State::Writing, "error response queued");
+    }
+
+    fn queue_error(&mut self, e: HttpError, version: Version, head_only: bool, ctx: &Context<'_>) {
+        write_error(&mut self.out, e, version, head_only, false, ctx.date);
+        self.close_after_write = true;
+        self.head_started = None;
+    }
+
+    /// Goes to wait for more input, or sends queued output first if there is some.
+    fn wait_for_input(&mut self, why: &'static str) {
+        if self.out_pos < self.out.len() || self.file.is_some() {
+            self.set_state(State::Writing, why);
+            return;
+        }
+        if self.in_start == self.in_end && self.discard.is_done() {
+            self.become_idle();
+        }
+        self.set_state(State::Reading, why);
+    }
+
+    /// Between requests: restart the idle clock and give back large buffers, so that
+    /// thousands of idle keep-alive connections stay small.
+    fn become_idle(&mut self) {
+        self.idle_since = self.now;
+        self.head_started = None;
+        self.in_start = 0;
+        self.in_end = 0;
+        if self.inbuf.len() > READ_CHUNK {
+            self.inbuf = Vec::new();
+        }
+        if self.out.capacity() > OUT_KEEP {
+            self.out = Vec::new();
+        }
+    }
+
+    // ----- Writing -----------------------------------------------------------------------
+
+    /// Writing: send queued output until it is all sent or the socket would block.
+    fn on_writing(&mut self, ctx: &Context<'_>) -> bool {
+        let mut wrote = 0;
+        loop {
+            if self.out_pos < self.out.len() {
+                if self.turn_bytes >= MAX_BYTES_PER_TURN {
+                    self.yielded = true;
+                    return false;
+                }
+                match write_retrying(&mut self.socket, &self.out[self.out_pos..]) {
+                    Ok(0) => {
+                        self.close("write returned 0");
+                        return false;
+                    }
+                    Ok(n) => {
+                        self.out_pos += n;
+                        self.turn_bytes += n;
+                        wrote += n;
+                        self.progress_at = self.now;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // The socket's send buffer is full: the client reads slower than we
+                        // write. Wait for a writable edge. While we wait we are not told about
+                        // input, so look for it again afterwards.
+                        log::trace!("token={} wrote {wrote} bytes (WouldBlock)", self.token.0);
+                        self.read_more = true;
+                        return false;
+                    }
+                    Err(e) => {
+                        log::debug!("token={} {} write error: {e}", self.token.0, Peer(self.peer));
+                        self.close("write error");
+                        return false;
+                    }
+                }
+                continue;
+            }
+            self.out.clear();
+            self.out_pos = 0;
+            match self.refill_from_file() {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    log::warn!("token={} file body failed: {e}; closing", self.token.0);
+                    self.close("file read failed");
+                    return false;
+                }
+            }
+        }
+        log::trace!("token={} wrote {wrote} bytes (all sent)", self.token.0);
+
+        if self.close_after_write {
+            // Graceful close: send FIN but keep reading for a moment. Closing with unread
+            // input would make the kernel send RST, and an RST can destroy the response we
+            // just wrote before the client reads it.
+            let _ = self.socket.shutdown_write();
+            self.progress_at = self.now;
+            self.read_more = true;
+            self.set_state(State::Closing, "response sent; closing gracefully");
+            return true;
+        }
+        if ctx.shutting_down && self.in_start == self.in_end && self.discard.is_done() {
+            self.close("server shutting down");
+            return false;
+        }
+        if self.in_start != self.in_end && !self.head_incomplete {
+            self.set_state(State::Parsing, "pipelined bytes waiting");
+        } else {
+            if self.in_start == self.in_end && self.discard.is_done() {
+                self.become_idle();
+            }
+            self.set_state(State::Reading, "keep-alive");
+        }
+        true
+    }
+
+    /// Puts the next chunk of a streamed file into the (empty) output buffer. Returns
+    /// whether there is more to send.
+    fn refill_from_file(&mut self) -> io::Result<bool> {
+        let Some(body) = self.file.as_mut() else {
+            return Ok(false);
+        };
+        if body.remaining == 0 {
+            self.file = None;
+            return Ok(false);
+        }
+        let want = body.remaining.min(FILE_CHUNK as u64);
+        let got = (&mut body.file).take(want).read_to_end(&mut self.out)?;
+        if got == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while it was being sent",
+            ));
+        }
+        body.remaining -= got as u64;
+        Ok(true)
+    }
+
+    // ----- Closing -----------------------------------------------------------------------
+
+    /// Closing (lingering): read and drop input until EOF, the byte limit, or the timeout.
+    fn on_closing(&mut self) -> bool {
+        if !self.read_more {
+            return false;
+        }
+        let mut scratch = [0u8; 4096];
+        loop {
+            match read_retrying(&mut self.socket, &mut scratch) {
+                Ok(0) => {
+                    self.close("client closed after response");
+                    return false;
+                }
+                Ok(n) => {
+                    self.linger_read += n;
+                    if self.linger_read >= LINGER_BYTES {
+                        self.close("linger limit reached");
+                        return false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.read_more = false;
+                    return false;
+                }
+                Err(_) => {
+                    self.close("read error while lingering");
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Reads, retrying when a signal interrupts the call.
+fn read_retrying<S: Read>(socket: &mut S, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match socket.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Writes, retrying when a signal interrupts the call.
+fn write_retrying<S: Write>(socket: &mut S, buf: &[u8]) -> io::Result<usize> {
+    loop {
+        match socket.write(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// A peer address for log lines: `127.0.0.1:5000`, or `-` when there is none.
+struct Peer(Option<SocketAddr>);
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(addr) => write!(f, "{addr}"),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+// ----- Answering a request -----------------------------------------------------------------
+
+/// The result of answering one request.
+#[derive(Debug, Clone, Copy)]
+struct Outcome {
+    status: u16,
+    body_bytes: u64,
+    close: bool,
+}
+
+/// Queues the response to `req` into `out` (and `file`, for a large file body).
+fn answer(
+    req: &Request<'_>,
+    out: &mut Vec<u8>,
+    file_slot: &mut Option<FileBody>,
+    ctx: &Context<'_>,
+) -> Outcome {
+    // `Expect: 100-continue`: we answer without reading the body (RFC 9110 section 10.1.1),
+    // and then the body's bytes are still on the way, so the connection cannot be reused.
+    let keep_alive = req.keep_alive && !ctx.shutting_down && !req.expects_continue;
+    let head_only = req.method == Method::Head;
+    let result = match req.method {
+        Method::Options => {
+            // RFC 9110 section 9.3.7. 204 carries no Content-Length (section 8.6).
+            response::begin(out, 204, "No Content", ctx.date);
+            response::header(out, "Allow", "GET, HEAD, OPTIONS");
+            response::end(out, None, req.version, keep_alive);
+            return Outcome {
+                status: 204,
+                body_bytes: 0,
+                close: !keep_alive,
+            };
+        }
+        Method::Get | Method::Head => ctx.files.open(req.target),
+    };
+    match result {
+        Ok(Resolved::File {
+            mut file,
+            meta,
+            content_type,
+        }) => {
+            let len = meta.len();
+            response::begin(out, 200, "OK", ctx.date);
+            response::header(out, "Content-Type", &content_type);
+            if let Ok(modified) = meta.modified() {
+                response::header(out, "Last-Modified", &httpdate::fmt_http_date(modified));
+            }
+            response::end(out, Some(len), req.version, keep_alive);
+            let mut outcome = Outcome {
+                status: 200,
+                body_bytes: if head_only { 0 } else { len },
+                close: !keep_alive,
+            };
+            if head_only || len == 0 {
+                // no body
+            } else if len <= INLINE_FILE_MAX {
+                match (&mut file).take(len).read_to_end(out) {
+                    Ok(n) if n as u64 == len => {}
+                    Ok(_) | Err(_) => {
+                        // The head promised `len` bytes; fewer follow, so the client can
+                        // only learn of it when the connection closes.
+                        log::warn!("{}: file changed while being read; closing", req.target);
+                        outcome.close = true;
+                    }
+                }
+            } else {
+                *file_slot = Some(FileBody {
+                    file,
+                    remaining: len,
+                });
+            }
+            outcome
+        }
+        Ok(Resolved::Redirect(location)) => {
+            let body = response::error_page(301, "Moved Permanently");
+            response::begin(out, 301, "Moved Permanently", ctx.date);
+            response::header(out, "Location", &location);
+            response::header(out, "Content-Type", "text/html; charset=utf-8");
+            response::end(out, Some(body.len() as u64), req.version, keep_alive);
+            if !head_only {
+                out.extend_from_slice(body.as_bytes());
+            }
+            Outcome {
+                status: 301,
+                body_bytes: if head_only { 0 } else { body.len() as u64 },
+                close: !keep_alive,
+            }
+        }
+        Err(e) => {
+            let keep_alive = keep_alive && !e.closes_connection();
+            let body_bytes = write_error(out, e, req.version, head_only, keep_alive, ctx.date);
+            Outcome {
+                status: e.status().0,
+                body_bytes,
+                close: !keep_alive,
+            }
+        }
+    }
+}
+
+/// Writes a complete error response; returns the body length sent.
+fn write_error(
+    out: &mut Vec<u8>,
+    e: HttpError,
+    version: Version,
+    head_only: bool,
+    keep_alive: bool,
+    date: &DateCache,
+) -> u64 {
+    let (code, reason) = e.status();
+    let body = response::error_page(code, reason);
+    response::begin(out, code, reason, date);
+    if e == HttpError::MethodNotAllowed {
+        response::header(out, "Allow", "GET, HEAD, OPTIONS");
+    }
+    response::header(out, "Content-Type", "text/html; charset=utf-8");
+    response::end(out, Some(body.len() as u64), version, keep_alive);
+    if head_only {
+        return 0;
+    }
+    out.extend_from_slice(body.as_bytes());
+    body.len() as u64
+}
+
+fn log_request(
+    ctx: &mut Context<'_>,
+    peer: Option<SocketAddr>,
+    req: &Request<'_>,
+    outcome: &Outcome,
+    started: Instant,
+) {
+    let micros = Instant::now().saturating_duration_since(started).as_micros();
+    let entry = Entry {
+        peer: peer.map(|p| p.ip()),
+        request_line: req.request_line(),
+        status: outcome.status,
+        body_bytes: outcome.body_bytes,
+        referer: req.referer,
+        user_agent: req.user_agent,
+        micros: u64::try_from(micros).unwrap_or(u64::MAX),
+    };
+    ctx.access_log.log(&entry, ctx.wall);
+}

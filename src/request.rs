@@ -1,0 +1,461 @@
+//! Request heads: from bytes on the wire to a [`Request`], with `httparse` doing the syntax.
+//!
+//! [`parse`] looks at the bytes a connection has buffered and answers one of three things:
+//! not enough yet ([`Parsed::Partial`]: read more and try again), a complete head and how many
+//! bytes it took ([`Parsed::Complete`]: bytes after that belong to the body or to the next
+//! pipelined request), or an [`HttpError`]. Incomplete input is not an error. That split is
+//! what lets the same code work whether a request arrives in one packet or one byte at a time.
+//!
+//! A [`Request`] borrows from the connection's read buffer: parsing copies nothing and
+//! allocates nothing.
+
+use crate::error::HttpError;
+
+/// Most header lines in one request; more is answered with 431.
+pub const MAX_HEADERS: usize = 100;
+
+/// Longest request line. A longer one is answered with 414 (RFC 9112 section 3 recommends
+/// supporting at least 8000 octets).
+pub const MAX_REQUEST_LINE: usize = 8 * 1024;
+
+/// The request methods this server tells apart (RFC 9110 section 9). Methods are
+/// case-sensitive, so `get` is not `GET`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Fetch a file.
+    Get,
+    /// Like GET, without the body.
+    Head,
+    /// Ask which methods are allowed.
+    Options,
+}
+
+impl Method {
+    /// The method's name as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Options => "OPTIONS",
+        }
+    }
+}
+
+/// HTTP/1.0 or HTTP/1.1; the only versions httparse accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// HTTP/1.0: closes after each response unless `Connection: keep-alive` is sent.
+    Http10,
+    /// HTTP/1.1: persistent unless `Connection: close` is sent.
+    Http11,
+}
+
+/// How the request's body is delimited (RFC 9112 section 6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLength {
+    /// No body: no Content-Length and no Transfer-Encoding.
+    None,
+    /// Exactly this many bytes follow the head.
+    Length(u64),
+    /// `Transfer-Encoding: ...chunked`: chunks follow, ended by a zero-size chunk.
+    Chunked,
+}
+
+/// A parsed request head. Every slice borrows from the connection's read buffer.
+#[derive(Debug, Clone)]
+pub struct Request<'b> {
+    /// GET, HEAD or OPTIONS (other methods never get this far).
+    pub method: Method,
+    /// The request target exactly as sent, e.g. `/docs/a%20b.html?x=1`.
+    pub target: &'b str,
+    /// The protocol version.
+    pub version: Version,
+    /// Whether the client allows the connection to stay open after this response.
+    pub keep_alive: bool,
+    /// How the body, if any, is framed.
+    pub body: BodyLength,
+    /// `Expect: 100-continue` was sent with a body.
+    pub expects_continue: bool,
+    /// The whole head, request line to empty line, for looking up any other header.
+    pub raw_head: &'b [u8],
+    /// The `Referer` header, for the access log.
+    pub referer: Option<&'b [u8]>,
+    /// The `User-Agent` header, for the access log.
+    pub user_agent: Option<&'b [u8]>,
+}
+
+impl Request<'_> {
+    /// The request line without its CRLF, e.g. `GET /index.html HTTP/1.1`, for the log.
+    pub fn request_line(&self) -> &[u8] {
+        let end = self
+            .raw_head
+            .iter()
+            .position(|&b| b == b'\r' || b == b'\n')
+            .unwrap_or(self.raw_head.len());
+        &self.raw_head[..end]
+    }
+
+    /// The value of the first header called `name` (case-insensitive), if any.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        // The head parsed once already, so it parses again; on the impossible failure the
+        // answer is simply "no such header".
+        req.parse(self.raw_head).ok()?;
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+}
+
+/// What [`parse`] found in the buffer.
+#[derive(Debug)]
+pub enum Parsed<'b> {
+    /// The head is not complete yet: read more bytes and call [`parse`] again.
+    Partial,
+    /// A complete head, and the number of bytes it used. Bytes after that are the body, then
+    /// the next pipelined request.
+    Complete(Request<'b>, usize),
+}
+
+/// Parses the request head at the start of `buf`, enforcing the head limits.
+///
+/// `max_head` is `--max-header-bytes`: the most bytes the request line and all headers may
+/// take together. `max_body` is `--max-body-bytes`.
+pub fn parse(buf: &[u8], max_head: usize, max_body: u64) -> Result<Parsed<'_>, HttpError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let n = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            // Not an error: the rest has not arrived. But a client may not keep us buffering
+            // forever, so check the limits on what we hold so far.
+            check_partial_limits(buf, max_head)?;
+            return Ok(Parsed::Partial);
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadersTooLarge),
+        Err(httparse::Error::Version) if looks_like_http_version(buf) => {
+            return Err(HttpError::VersionNotSupported);
+        }
+        Err(_) => {
+            // A syntax error found after the limit is still, first of all, a request too large.
+            check_partial_limits(buf, max_head)?;
+            return Err(HttpError::BadSyntax);
+        }
+    };
+    let head = &buf[..n];
+    if request_line_len(head) > MAX_REQUEST_LINE {
+        return Err(HttpError::UriTooLong);
+    }
+    if n > max_head {
+        return Err(HttpError::HeadersTooLarge);
+    }
+
+    // httparse has checked the syntax; everything it returns is present.
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(HttpError::BadSyntax);
+    };
+    let version = if minor == 0 {
+        Version::Http10
+    } else {
+        Version::Http11
+    };
+
+    let mut host_count = 0;
+    let mut content_length: Option<u64> = None;
+    let mut content_length_count = 0;
+    let mut transfer_encoding: Option<TransferCoding> = None;
+    let mut conn_close = false;
+    let mut conn_keep_alive = false;
+    let mut expects_continue = false;
+    let mut referer = None;
+    let mut user_agent = None;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"host") {
+            host_count += 1;
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            content_length_count += 1;
+            content_length = Some(parse_content_length(h.value)?);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // Several Transfer-Encoding lines form one list (RFC 9110 section 5.3); only the
+            // last coding decides the framing.
+            let last = transfer_encoding_last(h.value)?;
+            transfer_encoding = Some(last);
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in h.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                conn_close |= token.eq_ignore_ascii_case(b"close");
+                conn_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            if !h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                return Err(HttpError::BadSyntax); // RFC 9110 section 10.1.1 would say 417
+            }
+            expects_continue = true;
+        } else if name.eq_ignore_ascii_case(b"referer") {
+            referer = Some(h.value);
+        } else if name.eq_ignore_ascii_case(b"user-agent") {
+            user_agent = Some(h.value);
+        }
+    }
+
+    // RFC 9112 section 6.3, the body-length rules that concern a server, in order:
+    //  1. Transfer-Encoding and Content-Length together may be an attempt to smuggle a second
+    //     request past a proxy: reject, and close.
+    //  2. Transfer-Encoding whose final coding is chunked: the body is chunked. Any other
+    //     final coding leaves the length unknown: reject. An HTTP/1.0 message with
+    //     Transfer-Encoding is faulty framing.
+    //  3. Content-Length: exactly that many bytes. Several Content-Length lines are rejected
+    //     even when they agree; a list of values is rejected by `parse_content_length`.
+    //  4. Neither: no body.
+    let body = match (transfer_encoding, content_length) {
+        (Some(_), Some(_)) => return Err(HttpError::BadFraming),
+        (Some(_), None) if version == Version::Http10 => return Err(HttpError::BadFraming),
+        (Some(TransferCoding::Chunked), None) => BodyLength::Chunked,
+        (Some(TransferCoding::Other), None) => return Err(HttpError::UnsupportedTransferCoding),
+        (None, Some(_)) if content_length_count > 1 => return Err(HttpError::BadFraming),
+        (None, Some(0)) => BodyLength::None,
+        (None, Some(len)) => BodyLength::Length(len),
+        (None, None) => BodyLength::None,
+    };
+    if let BodyLength::Length(len) = body
+        && len > max_body
+    {
+        return Err(HttpError::BodyTooLarge);
+    }
+
+    let method = match method {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "OPTIONS" => Method::Options,
+        "POST" | "PUT" | "DELETE" | "PATCH" | "CONNECT" | "TRACE" => {
+            return Err(HttpError::MethodNotAllowed);
+        }
+        _ => return Err(HttpError::NotImplemented),
+    };
+
+    // RFC 9112 section 3.2: an HTTP/1.1 request without exactly one Host is a 400.
+    if version == Version::Http11 && host_count != 1 || host_count > 1 {
+        return Err(HttpError::BadHost);
+    }
+
+    // RFC 9112 section 9.3: 1.1 persists unless told to close; 1.0 closes unless told not to.
+    let keep_alive = match version {
+        Version::Http11 => !conn_close,
+        Version::Http10 => conn_keep_alive && !conn_close,
+    };
+
+    Ok(Parsed::Complete(
+        Request {
+            method,
+            target,
+            version,
+            keep_alive,
+            body,
+            expects_continue: expects_continue && body != BodyLength::None,
+            raw_head: head,
+            referer,
+            user_agent,
+        },
+        n,
+    ))
+}
+
+/// The last coding of a Transfer-Encoding list, as far as framing cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TransferCoding {
+    Chunked,
+    Other,
+}
+
+fn transfer_encoding_last(value: &[u8]) -> Result<TransferCoding, HttpError> {
+    let last = value
+        .rsplit(|&b| b == b',')
+        .next()
+        .map(<[u8]>::trim_ascii)
+        .unwrap_or_default();
+    if last.is_empty() {
+        return Err(HttpError::BadFraming);
+    }
+    Ok(if last.eq_ignore_ascii_case(b"chunked") {
+        TransferCoding::Chunked
+    } else {
+        TransferCoding::Other
+    })
+}
+
+/// Content-Length is 1*DIGIT (RFC 9110 section 8.6). Signs, spaces inside, lists and numbers
+/// that overflow are all invalid framing.
+fn parse_content_length(value: &[u8]) -> Result<u64, HttpError> {
+    let value = value.trim_ascii();
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return Err(HttpError::BadFraming);
+    }
+    Ok(value
+        .iter()
+        .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
+}
+
+/// Length of the request line, up to its line ending (or the whole buffer if none yet).
+fn request_line_len(buf: &[u8]) -> usize {
+    buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len())
+}
+
+fn check_partial_limits(buf: &[u8], max_head: usize) -> Result<(), HttpError> {
+    if request_line_len(buf) > MAX_REQUEST_LINE {
+        Err(HttpError::UriTooLong)
+    } else if buf.len() > max_head {
+        Err(HttpError::HeadersTooLarge)
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether the version field reads `HTTP/<digit>.<digit>`: a real but unsupported version
+/// gets 505, while garbage in that place is a plain 400.
+fn looks_like_http_version(buf: &[u8]) -> bool {
+    let line = &buf[..request_line_len(buf)];
+    let Some(version) = line.trim_ascii_end().rsplit(|&b| b == b' ').next() else {
+        return false;
+    };
+    matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+        if major.is_ascii_digit() && minor.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX_HEAD: usize = 16 * 1024;
+    const MAX_BODY: u64 = 1024 * 1024;
+
+    fn parse_ok(raw: &str) -> (Request<'_>, usize) {
+        match parse(raw.as_bytes(), MAX_HEAD, MAX_BODY) {
+            Ok(Parsed::Complete(req, n)) => (req, n),
+            other => panic!("{raw:?} did not parse: {other:?}"),
+        }
+    }
+
+    /// A table of heads and what each must give: `Ok(keep_alive)` or the error.
+    #[test]
+    fn request_table() {
+        use HttpError::*;
+        let cases: &[(&str, Result<bool, HttpError>)] = &[
+            ("GET / HTTP/1.1\r\nHost: a\r\n\r\n", Ok(true)),
+            ("HEAD / HTTP/1.1\r\nHost: a\r\n\r\n", Ok(true)),
+            ("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", Ok(true)),
+            ("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", Ok(false)),
+            ("GET / HTTP/1.1\r\nHost: a\r\nConnection: Keep-Alive, CLOSE\r\n\r\n", Ok(false)),
+            ("GET / HTTP/1.0\r\n\r\n", Ok(false)),
+            ("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", Ok(true)),
+            ("GET http://a/x HTTP/1.1\r\nHost: a\r\n\r\n", Ok(true)),
+            ("GET / HTTP/1.1\r\n\r\n", Err(BadHost)),
+            ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", Err(BadHost)),
+            ("GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", Err(BadHost)),
+            ("POST / HTTP/1.1\r\nHost: a\r\n\r\n", Err(MethodNotAllowed)),
+            ("DELETE / HTTP/1.1\r\nHost: a\r\n\r\n", Err(MethodNotAllowed)),
+            ("get / HTTP/1.1\r\nHost: a\r\n\r\n", Err(NotImplemented)),
+            ("BREW / HTTP/1.1\r\nHost: a\r\n\r\n", Err(NotImplemented)),
+            ("GET / HTTP/2.0\r\nHost: a\r\n\r\n", Err(VersionNotSupported)),
+            ("GET / HTTP/1.2\r\nHost: a\r\n\r\n", Err(VersionNotSupported)),
+            ("GET / FTP/1.1\r\nHost: a\r\n\r\n", Err(BadSyntax)),
+            ("GET  / HTTP/1.1\r\nHost: a\r\n\r\n", Err(BadSyntax)),
+            ("GET /\r\n\r\n", Err(BadSyntax)),
+            ("GET / HTTP/1.1\r\nHost : a\r\n\r\n", Err(BadSyntax)),
+            ("GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n folded\r\n\r\n", Err(BadSyntax)),
+            ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", Err(BadFraming)),
+            ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", Err(BadFraming)),
+            ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 1\r\n\r\n", Err(BadFraming)),
+            ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n", Err(BadFraming)),
+            ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", Err(BadFraming)),
+            ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 2000000\r\n\r\n", Err(BodyTooLarge)),
+            ("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", Err(UnsupportedTransferCoding)),
+            ("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", Err(UnsupportedTransferCoding)),
+            ("GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", Err(BadFraming)),
+            ("GET / HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\n\r\n", Err(BadSyntax)),
+        ];
+        for (raw, want) in cases {
+            let got = match parse(raw.as_bytes(), MAX_HEAD, MAX_BODY) {
+                Ok(Parsed::Complete(req, n)) => {
+                    assert_eq!(n, raw.len(), "{raw:?} consumed the wrong count");
+                    Ok(req.keep_alive)
+                }
+                Ok(Parsed::Partial) => panic!("{raw:?} was partial"),
+                Err(e) => Err(e),
+            };
+            assert_eq!(&got, want, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn body_framing() {
+        let (req, _) = parse_ok("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n");
+        assert_eq!(req.body, BodyLength::Length(5));
+        let (req, _) = parse_ok("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(req.body, BodyLength::None);
+        let (req, _) = parse_ok("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        assert_eq!(req.body, BodyLength::Chunked);
+        let (req, _) = parse_ok(
+            "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+        );
+        assert!(req.expects_continue);
+    }
+
+    #[test]
+    fn partial_then_complete_with_leftover() {
+        let raw = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\n";
+        let head_len = raw.len() - b"GET /b HTTP/1.1\r\n".len();
+        for cut in 0..head_len {
+            assert!(matches!(
+                parse(&raw[..cut], MAX_HEAD, MAX_BODY),
+                Ok(Parsed::Partial)
+            ));
+        }
+        match parse(raw, MAX_HEAD, MAX_BODY) {
+            Ok(Parsed::Complete(req, n)) => {
+                assert_eq!(n, head_len);
+                assert_eq!(req.target, "/a");
+                assert_eq!(req.request_line(), b"GET /a HTTP/1.1");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn limits() {
+        let long_line = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(9000));
+        assert_eq!(
+            parse(long_line.as_bytes(), MAX_HEAD, MAX_BODY).err(),
+            Some(HttpError::UriTooLong)
+        );
+        // The same, still arriving: no line ending yet.
+        assert_eq!(
+            parse(&long_line.as_bytes()[..8500], MAX_HEAD, MAX_BODY).err(),
+            Some(HttpError::UriTooLong)
+        );
+        let big_header = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n", "b".repeat(17000));
+        assert_eq!(
+            parse(big_header.as_bytes(), MAX_HEAD, MAX_BODY).err(),
+            Some(HttpError::HeadersTooLarge)
+        );
+        assert_eq!(
+            parse(&big_header.as_bytes()[..16500], MAX_HEAD, MAX_BODY).err(),
+            Some(HttpError::HeadersTooLarge)
+        );
+        let many = format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", "X: y\r\n".repeat(100));
+        assert_eq!(
+            parse(many.as_bytes(), MAX_HEAD, MAX_BODY).err(),
+            Some(HttpError::HeadersTooLarge)
+        );
+    }
+
+    #[test]
+    fn header_lookup() {
+        let (req, _) = parse_ok("GET / HTTP/1.1\r\nHost: a\r\nX-Thing: yes\r\nUser-Agent: t/1\r\n\r\n");
+        assert_eq!(req.header("x-thing"), Some(&b"yes"[..]));
+        assert_eq!(req.header("missing"), None);
+        assert_eq!(req.user_agent, Some(&b"t/1"[..]));
+    }
+}

@@ -1,0 +1,564 @@
+//! The event loop: one `mio::Poll`, one thread, every connection in one `Slab`.
+//!
+//! Each turn of the loop:
+//!
+//! 1. sleeps in `poll` until something is ready, or until the nearest deadline
+//!    ([`crate::timers`]), or not at all if a connection still has work from last turn;
+//! 2. runs the connections that yielded last turn (the fairness queue);
+//! 3. handles each event: the listener accepts, the waker and the signal pipe start a
+//!    shutdown, and a connection's token leads to its slot in the slab;
+//! 4. expires deadlines;
+//! 5. frees the slots of finished connections, and only now (see below);
+//! 6. writes out the access log.
+//!
+//! Readiness is edge-triggered (mio always registers that way): an event says "something
+//! changed", once. So every handler works until the socket says WouldBlock, or the short-read
+//! rule says the same, or the connection's fair share runs out, in which case it goes on the
+//! fairness queue and runs again before the next `poll`. Nothing else would wake it up.
+//!
+//! Events are hints, never orders: a token may name a slot that is empty (the connection was
+//! closed earlier in this turn) or a connection that has nothing to do. Both are harmless.
+//! Slots are freed only at the end of a turn, because `deregister` does not remove events
+//! already copied into this turn's `Events`: freeing a slot mid-turn and handing its key to a
+//! new connection would deliver the old connection's event to the new one.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use mio::event::Event;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use slab::Slab;
+
+use crate::access_log::AccessLog;
+use crate::config::{Config, ListenAddr};
+use crate::connection::{Connection, Context, Limits, Readiness};
+use crate::response::DateCache;
+use crate::static_files::StaticFiles;
+use crate::timers::Timers;
+
+/// The listening socket's token. Connection tokens are slab keys, which stay far below these.
+const LISTENER: Token = Token(usize::MAX - 1);
+/// The token of the [`Waker`] that [`ServerHandle::stop`] uses.
+const WAKER: Token = Token(usize::MAX - 2);
+/// The token of the signal pipe (SIGTERM, SIGINT).
+const SIGNALS: Token = Token(usize::MAX - 3);
+
+/// How long to stop accepting after EMFILE/ENFILE, unless a connection closes sooner.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Why the server could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The document root is missing or unreadable.
+    Root(std::path::PathBuf, io::Error),
+    /// The listen address could not be bound (in use, not local, no permission).
+    Bind(ListenAddr, io::Error),
+    /// The access log could not be opened.
+    AccessLog(io::Error),
+    /// Setting up the poller, waker or signal handling failed.
+    Setup(io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Root(path, e) => {
+                write!(f, "document root {} is not usable: {e}", path.display())
+            }
+            StartError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            StartError::AccessLog(e) => write!(f, "cannot open the access log: {e}"),
+            StartError::Setup(e) => write!(f, "cannot set up the event loop: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Stops a running [`Server`] from another thread.
+#[derive(Debug, Clone)]
+pub struct ServerHandle {
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+}
+
+impl ServerHandle {
+    /// Asks the server to shut down gracefully: stop accepting, finish in-flight responses
+    /// (up to `--shutdown-grace`), then return from [`Server::run`].
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Err(e) = self.waker.wake() {
+            log::error!("could not wake the event loop: {e}");
+        }
+    }
+}
+
+/// One connection's slot in the slab: the connection and what the loop has told the OS
+/// and the timers about it.
+struct Slot {
+    conn: Connection<TcpStream>,
+    /// The interest currently registered with mio. Reregistering costs a syscall, so it is
+    /// done only when the connection's wanted interest differs.
+    interest: Interest,
+    /// This connection's entry in the timers, if any. It may be earlier than the
+    /// connection's real deadline: the entry is moved lazily, when it fires.
+    timer: Option<Instant>,
+    /// Queued to run again before the next `poll` (it yielded).
+    queued: bool,
+    /// Listed for freeing at the end of this turn.
+    closing: bool,
+}
+
+/// A bound server, ready to [`run`](Server::run).
+pub struct Server {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    config: Config,
+    limits: Limits,
+    files: StaticFiles,
+    access_log: AccessLog,
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+    signals: Option<signal_hook_mio::v1_0::Signals>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .field("root", &self.files.root())
+            .finish()
+    }
+}
+
+impl Server {
+    /// Checks the root, opens the access log, and binds the listener. Nothing is accepted
+    /// until [`Server::run`].
+    pub fn bind(config: Config) -> Result<Server, StartError> {
+        let files =
+            StaticFiles::new(&config.root).map_err(|e| StartError::Root(config.root.clone(), e))?;
+        let access_log = AccessLog::open(&config.access_log).map_err(StartError::AccessLog)?;
+        let ListenAddr::Tcp(addr) = config.listen.clone();
+        let mut listener =
+            TcpListener::bind(addr).map_err(|e| StartError::Bind(config.listen.clone(), e))?;
+        let local_addr = listener.local_addr().map_err(StartError::Setup)?;
+        let poll = Poll::new().map_err(StartError::Setup)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(StartError::Setup)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(StartError::Setup)?);
+        Ok(Server {
+            poll,
+            listener: Some(listener),
+            local_addr,
+            limits: Limits::from(&config),
+            config,
+            files,
+            access_log,
+            waker,
+            stop: Arc::new(AtomicBool::new(false)),
+            signals: None,
+        })
+    }
+
+    /// The address the server listens on (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The canonical document root.
+    pub fn root(&self) -> &std::path::Path {
+        self.files.root()
+    }
+
+    /// A handle that stops the server from another thread.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            waker: Arc::clone(&self.waker),
+            stop: Arc::clone(&self.stop),
+        }
+    }
+
+    /// Makes SIGTERM and SIGINT start a graceful shutdown (a second one stops at once).
+    /// The signals arrive through a pipe registered in the same `Poll`, so the handler does
+    /// nothing but write a byte, and the loop does the rest. The binary calls this; a
+    /// library user who has its own signal handling need not.
+    pub fn handle_signals(&mut self) -> io::Result<()> {
+        let mut signals = signal_hook_mio::v1_0::Signals::new([
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+        ])?;
+        self.poll
+            .registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        self.signals = Some(signals);
+        Ok(())
+    }
+
+    /// Runs the event loop until a shutdown finishes. See the module docs for one turn.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut slots: Slab<Slot> = Slab::with_capacity(1024);
+        let mut timers = Timers::new();
+        let mut resume: Vec<usize> = Vec::new();
+        let mut closing: Vec<usize> = Vec::new();
+        let mut date = DateCache::new();
+        let max_connections = self.config.max_connections as usize;
+        // Accepting stops at the connection cap or on EMFILE; `accept_again` says a retry is
+        // due (the listener is edge-triggered, so it will not tell us again by itself).
+        let mut accept_again = false;
+        let mut accept_paused_until: Option<Instant> = None;
+        let mut fd_exhausted_logged = false;
+        let mut shutdown_deadline: Option<Instant> = None;
+
+        loop {
+            // ---- 1. sleep until something is ready, or until the nearest deadline
+            let now = Instant::now();
+            let timeout = if !resume.is_empty() {
+                Some(Duration::ZERO)
+            } else {
+                [
+                    timers.poll_timeout(now),
+                    accept_paused_until.map(|t| t.saturating_duration_since(now)),
+                    shutdown_deadline.map(|t| t.saturating_duration_since(now)),
+                ]
+                .into_iter()
+                .flatten()
+                .min()
+            };
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let now = Instant::now();
+            let wall = SystemTime::now();
+            date.update(wall);
+            let registry = self.poll.registry();
+            let mut ctx = Context {
+                limits: &self.limits,
+                files: &self.files,
+                date: &date,
+                access_log: &mut self.access_log,
+                now,
+                wall,
+                shutting_down: shutdown_deadline.is_some(),
+            };
+
+            // ---- 2. connections that yielded last turn
+            for key in std::mem::take(&mut resume) {
+                if let Some(slot) = slots.get_mut(key) {
+                    slot.queued = false;
+                    slot.conn.resume(&mut ctx);
+                    settle(registry, key, slot, &self.limits, &mut timers, &mut resume, &mut closing);
+                }
+            }
+
+            // ---- 3. events
+            let mut begin_shutdown = false;
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => accept_again = true,
+                    WAKER => begin_shutdown |= self.stop.load(Ordering::SeqCst),
+                    SIGNALS => {
+                        if let Some(signals) = self.signals.as_mut() {
+                            for signal in signals.pending() {
+                                log::info!("received signal {signal}");
+                                if shutdown_deadline.is_some() {
+                                    log::warn!("second signal: stopping now");
+                                    return Ok(());
+                                }
+                                begin_shutdown = true;
+                            }
+                        }
+                    }
+                    Token(key) => match slots.get_mut(key) {
+                        Some(slot) if !slot.closing => {
+                            trace_event(key, event);
+                            slot.conn.ready(readiness(event), &mut ctx);
+                            settle(registry, key, slot, &self.limits, &mut timers, &mut resume, &mut closing);
+                        }
+                        // Spurious or stale: the slot is empty or its connection is done.
+                        _ => log::trace!("token={key} event for a closed connection, ignored"),
+                    },
+                }
+            }
+
+            // ---- 4. deadlines
+            while let Some(Token(key)) = timers.pop_expired(now) {
+                let Some(slot) = slots.get_mut(key) else {
+                    continue;
+                };
+                slot.timer = None;
+                match slot.conn.deadline(&self.limits) {
+                    Some(when) if when <= now => {
+                        log::trace!("token={key} deadline passed");
+                        slot.conn.timed_out(&mut ctx);
+                    }
+                    // The entry was early (the deadline moved on since); `settle` puts the
+                    // real one in.
+                    _ => {}
+                }
+                settle(registry, key, slot, &self.limits, &mut timers, &mut resume, &mut closing);
+            }
+
+            // ---- shutdown: stop accepting, close the idle, let the rest finish
+            if begin_shutdown && shutdown_deadline.is_none() {
+                let grace = Duration::from_secs(self.config.shutdown_grace);
+                shutdown_deadline = Some(now + grace);
+                if let Some(mut listener) = self.listener.take() {
+                    let _ = registry.deregister(&mut listener);
+                }
+                let mut idle = 0;
+                for (key, slot) in slots.iter_mut() {
+                    if slot.conn.close_if_idle() {
+                        idle += 1;
+                    }
+                    settle(registry, key, slot, &self.limits, &mut timers, &mut resume, &mut closing);
+                }
+                log::info!(
+                    "shutting down: closed {idle} idle connections, waiting up to {}s for {}",
+                    grace.as_secs(),
+                    slots.len() - idle
+                );
+            }
+
+            // ---- 5. free finished connections, now that no event of this turn can name them
+            let freed = !closing.is_empty();
+            for key in closing.drain(..) {
+                let mut slot = slots.remove(key);
+                if let Err(e) = registry.deregister(slot.conn.socket_mut()) {
+                    log::debug!("token={key} deregister failed: {e}");
+                }
+                if let Some(when) = slot.timer {
+                    timers.reschedule(Token(key), Some(when), None);
+                }
+                // Dropping the socket closes it.
+            }
+            if freed {
+                // A free slot or a free file descriptor: worth trying to accept again.
+                accept_paused_until = None;
+                accept_again = true;
+            }
+            if accept_paused_until.is_some_and(|t| t <= now) {
+                accept_paused_until = None;
+                accept_again = true;
+            }
+            if accept_again
+                && accept_paused_until.is_none()
+                && let Some(listener) = self.listener.as_ref()
+            {
+                let outcome = accept_all(
+                    listener,
+                    registry,
+                    &mut slots,
+                    max_connections,
+                    now,
+                    &self.limits,
+                    &mut timers,
+                );
+                accept_again = false;
+                match outcome {
+                    AcceptOutcome::Drained => fd_exhausted_logged = false,
+                    AcceptOutcome::AtCap => {}
+                    AcceptOutcome::OutOfFds(e) => {
+                        if !fd_exhausted_logged {
+                            log::error!(
+                                "accept failed: {e}; pausing accepts until a connection closes"
+                            );
+                            fd_exhausted_logged = true;
+                        }
+                        accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                    }
+                }
+            }
+
+            // ---- 6. access log: one write per turn, not one per request
+            self.access_log.flush();
+
+            if let Some(deadline) = shutdown_deadline {
+                if slots.is_empty() {
+                    log::info!("shutdown complete");
+                    return Ok(());
+                }
+                if now >= deadline {
+                    log::warn!(
+                        "shutdown grace period over: cutting {} connections short",
+                        slots.len()
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// After a connection ran: free it at the end of the turn if it is done; otherwise bring
+/// its registered interest, its timer and its place on the fairness queue up to date.
+fn settle(
+    registry: &Registry,
+    key: usize,
+    slot: &mut Slot,
+    limits: &Limits,
+    timers: &mut Timers,
+    resume: &mut Vec<usize>,
+    closing: &mut Vec<usize>,
+) {
+    let token = Token(key);
+    if slot.conn.is_done() {
+        if !slot.closing {
+            slot.closing = true;
+            closing.push(key);
+        }
+        return;
+    }
+    let wanted = slot.conn.interest();
+    if wanted != slot.interest {
+        match registry.reregister(slot.conn.socket_mut(), token, wanted) {
+            Ok(()) => slot.interest = wanted,
+            Err(e) => {
+                log::debug!("token={key} reregister failed: {e}");
+                slot.closing = true;
+                closing.push(key);
+                return;
+            }
+        }
+    }
+    // Timers are moved lazily: an entry earlier than the real deadline stays, fires, and is
+    // replaced then. Only a deadline that moves earlier is moved at once. So a keep-alive
+    // request, which pushes the deadline later, costs no timer operation at all.
+    if let Some(wanted) = slot.conn.deadline(limits) {
+        match slot.timer {
+            Some(entry) if entry <= wanted => {}
+            old => {
+                timers.reschedule(token, old, Some(wanted));
+                slot.timer = Some(wanted);
+            }
+        }
+    }
+    if slot.conn.wants_resume() && !slot.queued {
+        slot.queued = true;
+        resume.push(key);
+    }
+}
+
+fn readiness(event: &Event) -> Readiness {
+    Readiness {
+        // Errors and hang-ups are reported as readable: the next read returns them.
+        readable: event.is_readable() || event.is_read_closed() || event.is_error(),
+        writable: event.is_writable() || event.is_write_closed(),
+    }
+}
+
+fn trace_event(key: usize, event: &Event) {
+    if log::log_enabled!(log::Level::Trace) {
+        let mut what = Vec::new();
+        if event.is_readable() {
+            what.push("readable");
+        }
+        if event.is_writable() {
+            what.push("writable");
+        }
+        if event.is_read_closed() {
+            what.push("read-closed");
+        }
+        if event.is_write_closed() {
+            what.push("write-closed");
+        }
+        if event.is_error() {
+            what.push("error");
+        }
+        log::trace!("token={key} {}", what.join(" "));
+    }
+}
+
+enum AcceptOutcome {
+    /// Accepted until WouldBlock: nothing is waiting.
+    Drained,
+    /// Stopped at `--max-connections`.
+    AtCap,
+    /// Out of file descriptors (EMFILE/ENFILE) or kernel memory.
+    OutOfFds(io::Error),
+}
+
+/// Accepts until the kernel's queue is empty (the listener is edge-triggered, too), the
+/// connection cap is reached, or file descriptors run out.
+fn accept_all(
+    listener: &TcpListener,
+    registry: &Registry,
+    slots: &mut Slab<Slot>,
+    max_connections: usize,
+    now: Instant,
+    limits: &Limits,
+    timers: &mut Timers,
+) -> AcceptOutcome {
+    loop {
+        if slots.len() >= max_connections {
+            log::debug!("at the connection cap ({max_connections}); not accepting");
+            return AcceptOutcome::AtCap;
+        }
+        let (mut stream, peer) = match listener.accept() {
+            Ok(accepted) => accepted,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return AcceptOutcome::Drained,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if is_out_of_resources(&e) => return AcceptOutcome::OutOfFds(e),
+            Err(e) => {
+                // ECONNABORTED and friends: that one client is gone; the next may be fine.
+                log::debug!("accept failed: {e}");
+                continue;
+            }
+        };
+        // Responses are written whole; Nagle's algorithm would only hold back their tails.
+        if let Err(e) = stream.set_nodelay(true) {
+            log::debug!("{peer}: TCP_NODELAY failed: {e}");
+        }
+        let entry = slots.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = registry.register(&mut stream, Token(key), Interest::READABLE) {
+            log::error!("{peer}: register failed: {e}");
+            continue;
+        }
+        log::trace!("token={key} accepted {peer}");
+        let conn = Connection::new(stream, Token(key), Some(peer), now);
+        let deadline = conn.deadline(limits);
+        if let Some(when) = deadline {
+            timers.reschedule(Token(key), None, Some(when));
+        }
+        entry.insert(Slot {
+            conn,
+            interest: Interest::READABLE,
+            timer: deadline,
+            queued: false,
+            closing: false,
+        });
+    }
+}
+
+fn is_out_of_resources(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Raises the soft limit on open files to the hard limit, so that `--max-connections`
+/// is not capped by a default of 1024. Returns the new soft limit.
+pub fn raise_fd_limit() -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            log::warn!("could not raise the open-file limit: {e}");
+            return limit.current;
+        }
+    }
+    getrlimit(Resource::Nofile).current
+}

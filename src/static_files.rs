@@ -1,0 +1,325 @@
+//! From a request target to an open file under the document root, safely.
+//!
+//! Two steps, and both must agree before a byte is served:
+//!
+//! 1. [`map_target`] works on the text of the target alone. It drops the query, splits the
+//!    path into segments, percent-decodes each one, refuses NUL, backslash and encoded `/`
+//!    inside a segment, resolves `.` and `..` without ever going above the root, and hides
+//!    dotfiles. Its output is a relative path made only of plain names.
+//! 2. [`StaticFiles::open`] joins that path onto the canonical root, asks the filesystem where
+//!    it really leads (`canonicalize` follows every symlink), and refuses anything outside the
+//!    root. Then it opens the file and checks that it is a regular file.
+//!
+//! Joining the raw URL onto the root, as many small servers do, lets `/../../etc/passwd`
+//! walk out. Here the only way from a URL to a path is through these two checks.
+
+use std::ffi::OsStr;
+use std::fs::{File, Metadata, OpenOptions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+
+use crate::error::HttpError;
+
+/// Characters percent-encoded when a path is written back into a `Location` header.
+const PATH_SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'\\')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+/// A target mapped to a path relative to the root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappedPath {
+    /// Decoded segments, with `.` and `..` already resolved. Empty for the root itself.
+    pub segments: Vec<Vec<u8>>,
+    /// The target's path ended in `/` (it names a directory).
+    pub trailing_slash: bool,
+}
+
+impl MappedPath {
+    /// The relative filesystem path.
+    pub fn to_path(&self) -> PathBuf {
+        self.segments
+            .iter()
+            .map(|s| OsStr::from_bytes(s))
+            .collect()
+    }
+
+    /// The canonical URL path, percent-encoded, with a trailing slash if `slash`.
+    /// Built from the decoded segments, so it never starts with `//` (which a browser would
+    /// read as another host).
+    pub fn url_path(&self, slash: bool) -> String {
+        let mut url = String::from("/");
+        for (i, segment) in self.segments.iter().enumerate() {
+            if i > 0 {
+                url.push('/');
+            }
+            url.extend(percent_encoding::percent_encode(segment, PATH_SEGMENT));
+        }
+        if slash && !self.segments.is_empty() {
+            url.push('/');
+        }
+        url
+    }
+}
+
+/// Maps a request target to a safe relative path (step 1 above). Knows nothing of the disk.
+///
+/// Accepts origin-form (`/a/b?q`) and absolute-form (`http://host/a/b`, RFC 9112 section
+/// 3.2.2) targets. `serve_dotfiles` allows segments that start with `.`.
+pub fn map_target(target: &str, serve_dotfiles: bool) -> Result<MappedPath, HttpError> {
+    let path = origin_path(target).ok_or(HttpError::BadPath)?;
+    let mut segments: Vec<Vec<u8>> = Vec::new();
+    for raw in path.split('/') {
+        let segment: Vec<u8> = percent_decode_str(raw).collect();
+        match segment.as_slice() {
+            b"" | b"." => {}
+            b".." => {
+                // `..` at the root would leave it: that is not a path this server has.
+                if segments.pop().is_none() {
+                    return Err(HttpError::BadPath);
+                }
+            }
+            s if s.iter().any(|&b| b == 0 || b == b'/' || b == b'\\') => {
+                return Err(HttpError::BadPath);
+            }
+            s if s[0] == b'.' && !serve_dotfiles => return Err(HttpError::NotFound),
+            _ => segments.push(segment),
+        }
+    }
+    Ok(MappedPath {
+        segments,
+        trailing_slash: path.ends_with('/'),
+    })
+}
+
+/// The path part of an origin-form or absolute-form target, without query or fragment.
+fn origin_path(target: &str) -> Option<&str> {
+    let without_query = target.split(['?', '#']).next().unwrap_or("");
+    if without_query.starts_with('/') {
+        return Some(without_query);
+    }
+    // absolute-form: scheme "://" authority path
+    let (scheme, rest) = without_query.split_once("://")?;
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return None;
+    }
+    Some(rest.find('/').map_or("/", |i| &rest[i..]))
+}
+
+/// What a target resolved to on disk.
+#[derive(Debug)]
+pub enum Resolved {
+    /// A regular file, open for reading.
+    File {
+        /// The open file.
+        file: File,
+        /// Its metadata, from `fstat` on the open file.
+        meta: Metadata,
+        /// The `Content-Type` to send.
+        content_type: String,
+    },
+    /// A directory named without its trailing slash: redirect to this URL path.
+    Redirect(String),
+}
+
+/// The document root and the rules for serving from it.
+#[derive(Debug, Clone)]
+pub struct StaticFiles {
+    root: PathBuf,
+    serve_dotfiles: bool,
+}
+
+impl StaticFiles {
+    /// Opens the document root. Fails if it is missing or not a directory.
+    pub fn new(root: &Path) -> io::Result<Self> {
+        let root = root.canonicalize()?;
+        if !root.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("{} is not a directory", root.display()),
+            ));
+        }
+        Ok(StaticFiles {
+            root,
+            serve_dotfiles: false,
+        })
+    }
+
+    /// The canonical document root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Resolves a request target to an open file or a redirect (step 2 above).
+    pub fn open(&self, target: &str) -> Result<Resolved, HttpError> {
+        let mapped = map_target(target, self.serve_dotfiles)?;
+        let mut path = self.root.join(mapped.to_path());
+        let (file, meta) = self.open_inside(&path)?;
+        if meta.is_dir() {
+            if !mapped.trailing_slash {
+                return Ok(Resolved::Redirect(mapped.url_path(true)));
+            }
+            path.push("index.html");
+            let (file, meta) = self.open_inside(&path)?;
+            return regular_file(file, meta, &path);
+        }
+        if mapped.trailing_slash {
+            // `/file.txt/` names a directory that is not there.
+            return Err(HttpError::NotFound);
+        }
+        regular_file(file, meta, &path)
+    }
+
+    /// Opens `path` if, with every symlink followed, it is still inside the root.
+    fn open_inside(&self, path: &Path) -> Result<(File, Metadata), HttpError> {
+        let real = path.canonicalize().map_err(io_to_http)?;
+        if !real.starts_with(&self.root) {
+            log::debug!("refused {}: it leads outside the root", path.display());
+            return Err(HttpError::NotFound);
+        }
+        // O_NONBLOCK: opening a FIFO would otherwise block the whole loop until a writer
+        // appears. On regular files the flag does nothing.
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&real)
+            .map_err(io_to_http)?;
+        // fstat on the open file: what we check is what we serve, even if the path changes.
+        let meta = file.metadata().map_err(io_to_http)?;
+        Ok((file, meta))
+    }
+}
+
+/// Only regular files are served: not FIFOs, devices or sockets.
+fn regular_file(file: File, meta: Metadata, path: &Path) -> Result<Resolved, HttpError> {
+    if !meta.is_file() {
+        return Err(HttpError::NotFound);
+    }
+    Ok(Resolved::File {
+        file,
+        meta,
+        content_type: content_type(path),
+    })
+}
+
+fn io_to_http(e: io::Error) -> HttpError {
+    match e.kind() {
+        io::ErrorKind::PermissionDenied => HttpError::Forbidden,
+        _ => HttpError::NotFound,
+    }
+}
+
+/// The `Content-Type` for a path, from its extension, with `charset=utf-8` on text types.
+pub fn content_type(path: &Path) -> String {
+    let mime = mime_guess::from_path(path).first_or_octet_stream();
+    let essence = mime.essence_str();
+    let texty = mime.type_() == mime_guess::mime::TEXT
+        || matches!(
+            essence,
+            "application/javascript" | "application/json" | "application/xml" | "image/svg+xml"
+        );
+    if texty {
+        format!("{essence}; charset=utf-8")
+    } else {
+        essence.to_string()
+    }
+}
+
+/// Encodes a name for use in a URL path segment.
+pub fn encode_segment(name: &str) -> String {
+    utf8_percent_encode(name, PATH_SEGMENT).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapped(target: &str) -> Result<String, HttpError> {
+        map_target(target, false).map(|m| m.to_path().to_string_lossy().into_owned())
+    }
+
+    /// Hostile and ordinary targets, and where each must lead.
+    #[test]
+    fn path_table() {
+        use HttpError::*;
+        let cases: &[(&str, Result<&str, HttpError>)] = &[
+            ("/", Ok("")),
+            ("/index.html", Ok("index.html")),
+            ("/a/b.txt?x=../../etc/passwd", Ok("a/b.txt")),
+            ("/a/./b/../c", Ok("a/c")),
+            ("/a%20b.html", Ok("a b.html")),
+            ("/%C3%A9t%C3%A9", Ok("été")),
+            ("//etc/passwd", Ok("etc/passwd")),
+            ("http://example.com/x/y", Ok("x/y")),
+            ("HTTP://example.com", Ok("")),
+            ("/..", Err(BadPath)),
+            ("/../etc/passwd", Err(BadPath)),
+            ("/a/../../etc/passwd", Err(BadPath)),
+            ("/%2e%2e/etc/passwd", Err(BadPath)),
+            ("/%2E%2E%2Fetc%2Fpasswd", Err(BadPath)),
+            ("/a%2f..%2f..%2fetc", Err(BadPath)),
+            ("/..%5c..%5cetc", Err(BadPath)),
+            ("/a\\b", Err(BadPath)),
+            ("/a%00.html", Err(BadPath)),
+            ("/.env", Err(NotFound)),
+            ("/.git/config", Err(NotFound)),
+            ("/a/%2egit/config", Err(NotFound)),
+            ("*", Err(BadPath)),
+            ("index.html", Err(BadPath)),
+            ("ftp://example.com/x", Err(BadPath)),
+        ];
+        for (target, want) in cases {
+            let got = mapped(target);
+            assert_eq!(got.as_deref().map_err(|e| *e), *want, "{target}");
+        }
+    }
+
+    #[test]
+    fn trailing_slash_and_url_path() {
+        let m = map_target("/docs/a%20b/", false).map_err(|e| e.to_string());
+        let m = match m {
+            Ok(m) => m,
+            Err(e) => panic!("{e}"),
+        };
+        assert!(m.trailing_slash);
+        assert_eq!(m.url_path(true), "/docs/a%20b/");
+        let m = map_target("//evil.example//x", false).map_err(|e| e.to_string());
+        assert_eq!(m.map(|m| m.url_path(true)), Ok("/evil.example/x/".to_string()));
+    }
+
+    #[test]
+    fn dotfiles_can_be_allowed() {
+        assert_eq!(
+            map_target("/.well-known/x", true).map(|m| m.segments.len()),
+            Ok(2)
+        );
+    }
+
+    #[test]
+    fn content_types() {
+        for (name, want) in [
+            ("a.html", "text/html; charset=utf-8"),
+            ("a.css", "text/css; charset=utf-8"),
+            ("a.js", "text/javascript; charset=utf-8"),
+            ("a.json", "application/json; charset=utf-8"),
+            ("a.png", "image/png"),
+            ("a.unknownext", "application/octet-stream"),
+            ("noext", "application/octet-stream"),
+        ] {
+            assert_eq!(content_type(Path::new(name)), want, "{name}");
+        }
+    }
+}
