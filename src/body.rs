@@ -55,7 +55,12 @@ impl Discard {
 
     /// Skips as much of the body as `buf` holds and returns how many bytes were used.
     /// Returns fewer than `buf.len()` only when the body is done or more bytes are needed.
-    pub fn advance(&mut self, buf: &[u8], max_body: u64, max_trailers: usize) -> Result<usize, HttpError> {
+    pub fn advance(
+        &mut self,
+        buf: &[u8],
+        max_body: u64,
+        max_trailers: usize,
+    ) -> Result<usize, HttpError> {
         let mut used = 0;
         loop {
             let rest = &buf[used..];
@@ -131,9 +136,10 @@ fn step_chunked(
             // An empty line (CRLF) ends the trailer section and the message.
             Some(1) if rest[0] == b'\r' => (2, Some(Discard::Done)),
             Some(0) => return Err(HttpError::BadFraming),
-            Some(i) if total + i + 1 <= max_trailers => {
-                (i + 1, Some(Discard::Chunked(Chunked::Trailers(total + i + 1), seen)))
-            }
+            Some(i) if total + i < max_trailers => (
+                i + 1,
+                Some(Discard::Chunked(Chunked::Trailers(total + i + 1), seen)),
+            ),
             Some(_) => return Err(HttpError::HeadersTooLarge),
             None if total + rest.len() > max_trailers => return Err(HttpError::HeadersTooLarge),
             None => (0, None),
@@ -173,15 +179,32 @@ mod tests {
             (b"hello GET", BodyLength::Length(5), Ok(5)),
             (b"0\r\n\r\nGET", chunked, Ok(5)),
             (b"5\r\nhello\r\n0\r\n\r\nGET", chunked, Ok(15)),
-            (b"5;ext=1\r\nhello\r\n0\r\nX-Trailer: y\r\n\r\nGET", chunked, Ok(35)),
+            (
+                b"5;ext=1\r\nhello\r\n0\r\nX-Trailer: y\r\n\r\nGET",
+                chunked,
+                Ok(35),
+            ),
             (b"A\r\n0123456789\r\n0\r\n\r\n", chunked, Ok(20)),
-            (b"5\r\nhelloXX0\r\n\r\n", chunked, Err(HttpError::BadFraming)),
+            (
+                b"5\r\nhelloXX0\r\n\r\n",
+                chunked,
+                Err(HttpError::BadFraming),
+            ),
             (b"zz\r\n", chunked, Err(HttpError::BadFraming)),
-            (b"FFFFFFFFFFFFFFFFFFFF\r\n", chunked, Err(HttpError::BadFraming)),
+            (
+                b"FFFFFFFFFFFFFFFFFFFF\r\n",
+                chunked,
+                Err(HttpError::BadFraming),
+            ),
             (b"3E9\r\n", chunked, Err(HttpError::BodyTooLarge)),
         ];
         for (body, framing, want) in cases {
-            assert_eq!(&skip(body, *framing), want, "{:?}", String::from_utf8_lossy(body));
+            assert_eq!(
+                &skip(body, *framing),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 

@@ -190,7 +190,10 @@ mod tests {
             &["readyserve", "--log-level", "loud"],
             &["readyserve", "--no-such-flag"],
         ] {
-            assert!(Config::try_parse_from(args).is_err(), "{args:?} was accepted");
+            assert!(
+                Config::try_parse_from(args).is_err(),
+                "{args:?} was accepted"
+            );
         }
     }
 }

@@ -339,7 +339,10 @@ impl<S: Transport> Connection<S> {
             }
             State::Reading | State::Parsing => self.close("idle timeout"),
             State::Writing => {
-                log::debug!("token={} write timeout: the client stopped reading", self.token.0);
+                log::debug!(
+                    "token={} write timeout: the client stopped reading",
+                    self.token.0
+                );
                 self.close("write timeout");
             }
             State::Closing => self.close("linger done"),
@@ -564,7 +567,11 @@ impl<S: Transport> Connection<S> {
 
     /// Queues an error response for a request that could not be parsed, and closes after it.
     fn fail(&mut self, e: HttpError, ctx: &mut Context<'_>) {
-        log::debug!("token={} {} bad request: {e}", self.token.0, Peer(self.peer));
+        log::debug!(
+            "token={} {} bad request: {e}",
+            self.token.0,
+            Peer(self.peer)
+        );
         if ctx.access_log.enabled() {
             let pending = &self.inbuf[self.in_start..self.in_end];
             let line_end = pending
@@ -653,7 +660,11 @@ impl<S: Transport> Connection<S> {
                         return false;
                     }
                     Err(e) => {
-                        log::debug!("token={} {} write error: {e}", self.token.0, Peer(self.peer));
+                        log::debug!(
+                            "token={} {} write error: {e}",
+                            self.token.0,
+                            Peer(self.peer)
+                        );
                         self.close("write error");
                         return false;
                     }
@@ -918,7 +929,9 @@ fn log_request(
     outcome: &Outcome,
     started: Instant,
 ) {
-    let micros = Instant::now().saturating_duration_since(started).as_micros();
+    let micros = Instant::now()
+        .saturating_duration_since(started)
+        .as_micros();
     let entry = Entry {
         peer: peer.map(|p| p.ip()),
         request_line: req.request_line(),

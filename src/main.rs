@@ -16,7 +16,10 @@ fn main() -> ExitCode {
             }
             // One clear line, not a page of usage.
             let text = e.to_string();
-            eprintln!("readyserve: {}", text.lines().next().unwrap_or("invalid arguments"));
+            eprintln!(
+                "readyserve: {}",
+                text.lines().next().unwrap_or("invalid arguments")
+            );
             return ExitCode::from(2);
         }
     };

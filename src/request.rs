@@ -237,7 +237,7 @@ pub fn parse(buf: &[u8], max_head: usize, max_body: u64) -> Result<Parsed<'_>, H
     };
 
     // RFC 9112 section 3.2: an HTTP/1.1 request without exactly one Host is a 400.
-    if version == Version::Http11 && host_count != 1 || host_count > 1 {
+    if (version == Version::Http11 && host_count != 1) || host_count > 1 {
         return Err(HttpError::BadHost);
     }
 
@@ -346,8 +346,14 @@ mod tests {
             ("GET / HTTP/1.1\r\nHost: a\r\n\r\n", Ok(true)),
             ("HEAD / HTTP/1.1\r\nHost: a\r\n\r\n", Ok(true)),
             ("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", Ok(true)),
-            ("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", Ok(false)),
-            ("GET / HTTP/1.1\r\nHost: a\r\nConnection: Keep-Alive, CLOSE\r\n\r\n", Ok(false)),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                Ok(false),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: Keep-Alive, CLOSE\r\n\r\n",
+                Ok(false),
+            ),
             ("GET / HTTP/1.0\r\n\r\n", Ok(false)),
             ("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", Ok(true)),
             ("GET http://a/x HTTP/1.1\r\nHost: a\r\n\r\n", Ok(true)),
@@ -355,26 +361,68 @@ mod tests {
             ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", Err(BadHost)),
             ("GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", Err(BadHost)),
             ("POST / HTTP/1.1\r\nHost: a\r\n\r\n", Err(MethodNotAllowed)),
-            ("DELETE / HTTP/1.1\r\nHost: a\r\n\r\n", Err(MethodNotAllowed)),
+            (
+                "DELETE / HTTP/1.1\r\nHost: a\r\n\r\n",
+                Err(MethodNotAllowed),
+            ),
             ("get / HTTP/1.1\r\nHost: a\r\n\r\n", Err(NotImplemented)),
             ("BREW / HTTP/1.1\r\nHost: a\r\n\r\n", Err(NotImplemented)),
-            ("GET / HTTP/2.0\r\nHost: a\r\n\r\n", Err(VersionNotSupported)),
-            ("GET / HTTP/1.2\r\nHost: a\r\n\r\n", Err(VersionNotSupported)),
+            (
+                "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+                Err(VersionNotSupported),
+            ),
+            (
+                "GET / HTTP/1.2\r\nHost: a\r\n\r\n",
+                Err(VersionNotSupported),
+            ),
             ("GET / FTP/1.1\r\nHost: a\r\n\r\n", Err(BadSyntax)),
             ("GET  / HTTP/1.1\r\nHost: a\r\n\r\n", Err(BadSyntax)),
             ("GET /\r\n\r\n", Err(BadSyntax)),
             ("GET / HTTP/1.1\r\nHost : a\r\n\r\n", Err(BadSyntax)),
-            ("GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n folded\r\n\r\n", Err(BadSyntax)),
-            ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", Err(BadFraming)),
-            ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", Err(BadFraming)),
-            ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 1\r\n\r\n", Err(BadFraming)),
-            ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n", Err(BadFraming)),
-            ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", Err(BadFraming)),
-            ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 2000000\r\n\r\n", Err(BodyTooLarge)),
-            ("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", Err(UnsupportedTransferCoding)),
-            ("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", Err(UnsupportedTransferCoding)),
-            ("GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", Err(BadFraming)),
-            ("GET / HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\n\r\n", Err(BadSyntax)),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n folded\r\n\r\n",
+                Err(BadSyntax),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Err(BadFraming),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+                Err(BadFraming),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 1\r\n\r\n",
+                Err(BadFraming),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n",
+                Err(BadFraming),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n",
+                Err(BadFraming),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 2000000\r\n\r\n",
+                Err(BodyTooLarge),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+                Err(UnsupportedTransferCoding),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+                Err(UnsupportedTransferCoding),
+            ),
+            (
+                "GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Err(BadFraming),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\n\r\n",
+                Err(BadSyntax),
+            ),
         ];
         for (raw, want) in cases {
             let got = match parse(raw.as_bytes(), MAX_HEAD, MAX_BODY) {
@@ -395,7 +443,8 @@ mod tests {
         assert_eq!(req.body, BodyLength::Length(5));
         let (req, _) = parse_ok("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
         assert_eq!(req.body, BodyLength::None);
-        let (req, _) = parse_ok("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        let (req, _) =
+            parse_ok("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
         assert_eq!(req.body, BodyLength::Chunked);
         let (req, _) = parse_ok(
             "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
@@ -435,7 +484,10 @@ mod tests {
             parse(&long_line.as_bytes()[..8500], MAX_HEAD, MAX_BODY).err(),
             Some(HttpError::UriTooLong)
         );
-        let big_header = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n", "b".repeat(17000));
+        let big_header = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
+            "b".repeat(17000)
+        );
         assert_eq!(
             parse(big_header.as_bytes(), MAX_HEAD, MAX_BODY).err(),
             Some(HttpError::HeadersTooLarge)
@@ -444,7 +496,10 @@ mod tests {
             parse(&big_header.as_bytes()[..16500], MAX_HEAD, MAX_BODY).err(),
             Some(HttpError::HeadersTooLarge)
         );
-        let many = format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", "X: y\r\n".repeat(100));
+        let many = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\n{}\r\n",
+            "X: y\r\n".repeat(100)
+        );
         assert_eq!(
             parse(many.as_bytes(), MAX_HEAD, MAX_BODY).err(),
             Some(HttpError::HeadersTooLarge)
@@ -453,7 +508,8 @@ mod tests {
 
     #[test]
     fn header_lookup() {
-        let (req, _) = parse_ok("GET / HTTP/1.1\r\nHost: a\r\nX-Thing: yes\r\nUser-Agent: t/1\r\n\r\n");
+        let (req, _) =
+            parse_ok("GET / HTTP/1.1\r\nHost: a\r\nX-Thing: yes\r\nUser-Agent: t/1\r\n\r\n");
         assert_eq!(req.header("x-thing"), Some(&b"yes"[..]));
         assert_eq!(req.header("missing"), None);
         assert_eq!(req.user_agent, Some(&b"t/1"[..]));

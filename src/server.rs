@@ -254,7 +254,15 @@ impl Server {
                 if let Some(slot) = slots.get_mut(key) {
                     slot.queued = false;
                     slot.conn.resume(&mut ctx);
-                    settle(registry, key, slot, &self.limits, &mut timers, &mut resume, &mut closing);
+                    settle(
+                        registry,
+                        key,
+                        slot,
+                        &self.limits,
+                        &mut timers,
+                        &mut resume,
+                        &mut closing,
+                    );
                 }
             }
 
@@ -280,7 +288,15 @@ impl Server {
                         Some(slot) if !slot.closing => {
                             trace_event(key, event);
                             slot.conn.ready(readiness(event), &mut ctx);
-                            settle(registry, key, slot, &self.limits, &mut timers, &mut resume, &mut closing);
+                            settle(
+                                registry,
+                                key,
+                                slot,
+                                &self.limits,
+                                &mut timers,
+                                &mut resume,
+                                &mut closing,
+                            );
                         }
                         // Spurious or stale: the slot is empty or its connection is done.
                         _ => log::trace!("token={key} event for a closed connection, ignored"),
@@ -303,7 +319,15 @@ impl Server {
                     // real one in.
                     _ => {}
                 }
-                settle(registry, key, slot, &self.limits, &mut timers, &mut resume, &mut closing);
+                settle(
+                    registry,
+                    key,
+                    slot,
+                    &self.limits,
+                    &mut timers,
+                    &mut resume,
+                    &mut closing,
+                );
             }
 
             // ---- shutdown: stop accepting, close the idle, let the rest finish
@@ -318,7 +342,15 @@ impl Server {
                     if slot.conn.close_if_idle() {
                         idle += 1;
                     }
-                    settle(registry, key, slot, &self.limits, &mut timers, &mut resume, &mut closing);
+                    settle(
+                        registry,
+                        key,
+                        slot,
+                        &self.limits,
+                        &mut timers,
+                        &mut resume,
+                        &mut closing,
+                    );
                 }
                 log::info!(
                     "shutting down: closed {idle} idle connections, waiting up to {}s for {}",

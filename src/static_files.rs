@@ -51,10 +51,7 @@ pub struct MappedPath {
 impl MappedPath {
     /// The relative filesystem path.
     pub fn to_path(&self) -> PathBuf {
-        self.segments
-            .iter()
-            .map(|s| OsStr::from_bytes(s))
-            .collect()
+        self.segments.iter().map(|s| OsStr::from_bytes(s)).collect()
     }
 
     /// The canonical URL path, percent-encoded, with a trailing slash if `slash`.
@@ -297,7 +294,10 @@ mod tests {
         assert!(m.trailing_slash);
         assert_eq!(m.url_path(true), "/docs/a%20b/");
         let m = map_target("//evil.example//x", false).map_err(|e| e.to_string());
-        assert_eq!(m.map(|m| m.url_path(true)), Ok("/evil.example/x/".to_string()));
+        assert_eq!(
+            m.map(|m| m.url_path(true)),
+            Ok("/evil.example/x/".to_string())
+        );
     }
 
     #[test]

@@ -1,0 +1,190 @@
+//! The binary: flags, environment variables, exit codes, the start-up line, the access log
+//! and SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_readyserve");
+
+/// Runs the binary to completion with a time limit; returns (status code, stderr).
+fn run_to_exit(cmd: &mut Command) -> (Option<i32>, String) {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .expect("stderr")
+                .read_to_string(&mut err)
+                .expect("read");
+            return (status.code(), err);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the binary did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts the binary and waits for its "serving ... on http://ADDR/" line; returns the
+/// child and the address.
+fn start(args: &[&str], root: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--root"])
+        .arg(root)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines.next().expect("start-up line").expect("read");
+        if let Some(rest) = line.split("on http://").nth(1) {
+            break rest.trim_end_matches('/').to_string();
+        }
+    };
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+fn fixture() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    make_fixture(&dir.path().join("root"), &dir.path().join("outside"));
+    dir
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    assert!(status.is_ok_and(|s| s.success()));
+}
+
+#[test]
+fn bad_flag_values_exit_2_with_one_line() {
+    for args in [
+        &["--listen", "not-an-address"][..],
+        &["--max-header-bytes", "lots"],
+        &["--log-level", "shouty"],
+        &["--frobnicate"],
+    ] {
+        let (code, err) = run_to_exit(Command::new(BIN).args(args));
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?} printed: {err}");
+        assert!(err.starts_with("readyserve: error:"), "{err}");
+    }
+}
+
+#[test]
+fn bad_env_value_exits_2() {
+    let (code, err) = run_to_exit(Command::new(BIN).env("READYSERVE_LISTEN", "nope"));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("nope"), "{err}");
+}
+
+#[test]
+fn missing_root_exits_1_with_a_clear_message() {
+    let (code, err) = run_to_exit(Command::new(BIN).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--root",
+        "/no/such/dir/here",
+    ]));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("/no/such/dir/here"), "{err}");
+}
+
+#[test]
+fn address_in_use_exits_1() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let dir = fixture();
+    let (code, err) = run_to_exit(
+        Command::new(BIN)
+            .args(["--listen", &addr, "--root"])
+            .arg(dir.path().join("root")),
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("cannot listen on"), "{err}");
+    assert!(err.contains(&addr), "{err}");
+}
+
+#[test]
+fn env_variables_configure_the_server() {
+    let dir = fixture();
+    let mut child = Command::new(BIN)
+        .env("READYSERVE_LISTEN", "127.0.0.1:0")
+        .env("READYSERVE_ROOT", dir.path().join("root"))
+        .env("READYSERVE_ACCESS_LOG", "off")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let line = lines
+        .find_map(|l| l.ok().filter(|l| l.contains("on http://")))
+        .expect("start-up line");
+    let addr = line
+        .split("on http://")
+        .nth(1)
+        .expect("addr")
+        .trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    send(&mut s, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(read_response(&mut s, false).body_text(), INDEX);
+    sigterm(&child);
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+}
+
+#[test]
+fn access_log_on_stdout_in_combined_format_and_sigterm_exits_0() {
+    let dir = fixture();
+    let (mut child, addr) = start(&[], &dir.path().join("root"));
+    let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+    send(
+        &mut s,
+        "GET /index.html HTTP/1.1\r\nHost: t\r\nUser-Agent: tester/1.0\r\nReferer: http://r/\r\n\r\n",
+    );
+    let r = read_response(&mut s, false);
+    drop(s);
+    sigterm(&child);
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(0));
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read");
+    let line = out.lines().next().expect("one access-log line");
+    // 127.0.0.1 - - [24/Nov/2026:17:24:34 +0000] "GET /index.html HTTP/1.1" 200 71 "http://r/" "tester/1.0" 123
+    let (ip, rest) = line.split_once(" - - [").expect("ip - - [");
+    assert_eq!(ip, "127.0.0.1");
+    let (time, rest) = rest.split_once("] ").expect("time");
+    assert_eq!(time.len(), "24/Nov/2026:17:24:34 +0000".len(), "{time}");
+    assert!(time.ends_with(" +0000"));
+    let want = format!(
+        "\"GET /index.html HTTP/1.1\" 200 {} \"http://r/\" \"tester/1.0\" ",
+        r.body.len()
+    );
+    assert!(rest.starts_with(&want), "{rest}");
+    let micros = &rest[want.len()..];
+    assert!(micros.parse::<u64>().is_ok(), "request time {micros:?}");
+}
