@@ -14,7 +14,7 @@
 //! reads three things off it: [`Connection::interest`] (what to wait for, derived from the
 //! state), [`Connection::deadline`] (when to give up waiting), and [`Connection::is_done`].
 //!
-//! The state changes in one place, [`Connection::set_state`], which traces each transition
+//! The state changes in one place, `Connection::set_state`, which traces each transition
 //! (`--trace` shows them).
 //!
 //! The connection is generic over its [`Transport`], so the same state machine runs on a
