@@ -480,7 +480,7 @@ impl<S: Transport> Connection<S> {
         if self.inbuf.len() >= cap {
             return false;
         }
-        let size = (self.inbuf.len() * 2).clamp(READ_CHUNK, cap);
+        let size = (self.inbuf.len() * 2).max(READ_CHUNK).min(cap);
         self.inbuf.resize(size, 0);
         true
     }

@@ -87,12 +87,19 @@ pub struct Request<'b> {
 impl Request<'_> {
     /// The request line without its CRLF, e.g. `GET /index.html HTTP/1.1`, for the log.
     pub fn request_line(&self) -> &[u8] {
-        let end = self
+        // Empty lines before the request line are allowed (RFC 9112 section 2.2), and
+        // httparse skips them; so do we.
+        let start = self
             .raw_head
             .iter()
-            .position(|&b| b == b'\r' || b == b'\n')
+            .position(|&b| b != b'\r' && b != b'\n')
             .unwrap_or(self.raw_head.len());
-        &self.raw_head[..end]
+        let line = &self.raw_head[start..];
+        let end = line
+            .iter()
+            .position(|&b| b == b'\r' || b == b'\n')
+            .unwrap_or(line.len());
+        &line[..end]
     }
 
     /// The value of the first header called `name` (case-insensitive), if any.
@@ -468,6 +475,15 @@ mod tests {
                 assert_eq!(req.target, "/a");
                 assert_eq!(req.request_line(), b"GET /a HTTP/1.1");
             }
+            other => panic!("{other:?}"),
+        }
+        // Leading empty lines are skipped, and not part of the request line.
+        match parse(
+            b"\r\n\r\nGET /c HTTP/1.1\r\nHost: a\r\n\r\n",
+            MAX_HEAD,
+            MAX_BODY,
+        ) {
+            Ok(Parsed::Complete(req, _)) => assert_eq!(req.request_line(), b"GET /c HTTP/1.1"),
             other => panic!("{other:?}"),
         }
     }

@@ -293,3 +293,20 @@ fn two_thousand_idle_connections_and_a_client_is_still_served() {
     // All of them are still open (none was dropped to make room).
     assert!(is_open(&mut idle[0]) && is_open(&mut idle[1999]));
 }
+
+#[test]
+fn small_header_limit_is_enforced_without_panicking() {
+    let server = TestServer::start_with(|c| c.max_header_bytes = 300);
+    let mut s = server.connect();
+    send(&mut s, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(read_response(&mut s, false).status, 200);
+    send(
+        &mut s,
+        &format!(
+            "GET / HTTP/1.1\r\nHost: t\r\nX: {}\r\n\r\n",
+            "y".repeat(400)
+        ),
+    );
+    assert_eq!(read_response(&mut s, false).status, 431);
+    assert!(is_closed(&mut s));
+}

@@ -1,0 +1,164 @@
+//! Fuzz the connection state machine through an in-memory transport.
+//!
+//! The input is a script: each step's first byte picks how many of the following bytes the
+//! client sends and how much room the "socket" has for output. After the script, the output
+//! must be a sequence of well-formed HTTP/1.1 responses, and nothing may panic.
+//! Run: `cargo +nightly fuzz run connection -- -max_total_time=60`
+#![no_main]
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime};
+
+use libfuzzer_sys::fuzz_target;
+use readyserve::access_log::AccessLog;
+use readyserve::connection::{Connection, Context, Limits, Readiness, Transport};
+use readyserve::response::DateCache;
+use readyserve::static_files::StaticFiles;
+
+/// An in-memory socket: input queued by the script, output collected.
+struct Mem {
+    input: VecDeque<u8>,
+    eof: bool,
+    output: Vec<u8>,
+    room: usize,
+}
+
+impl Read for Mem {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.input.is_empty() {
+            return if self.eof { Ok(0) } else { Err(io::ErrorKind::WouldBlock.into()) };
+        }
+        let n = buf.len().min(self.input.len());
+        for (slot, byte) in buf.iter_mut().zip(self.input.drain(..n)) {
+            *slot = byte;
+        }
+        Ok(n)
+    }
+}
+
+impl Write for Mem {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.room == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(self.room);
+        self.room -= n;
+        self.output.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Transport for Mem {
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn files() -> &'static StaticFiles {
+    static FILES: OnceLock<StaticFiles> = OnceLock::new();
+    FILES.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("readyserve-fuzz-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(dir.join("sub"));
+        let _ = std::fs::write(dir.join("index.html"), "<p>hi</p>\n");
+        let _ = std::fs::write(dir.join("sub/a.txt"), vec![b'a'; 100_000]);
+        StaticFiles::new(&dir).expect("fuzz root")
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let limits = Limits {
+        max_head: 1024,
+        max_body: 4096,
+        header_timeout: Duration::from_secs(10),
+        keep_alive_timeout: Duration::from_secs(5),
+        write_timeout: Duration::from_secs(30),
+    };
+    let date = DateCache::new();
+    let mut log = AccessLog::with_writer(None);
+    let mem = Mem { input: VecDeque::new(), eof: false, output: Vec::new(), room: 0 };
+    let now = Instant::now();
+    let mut conn = Connection::new(mem, mio::Token(0), None, now);
+    let mut rest = data;
+    let mut steps = 0;
+    while let Some((&op, tail)) = rest.split_first() {
+        steps += 1;
+        let take = usize::from(op & 0x3f).min(tail.len());
+        let (chunk, tail) = tail.split_at(take);
+        rest = tail;
+        let socket = conn.socket_mut();
+        socket.input.extend(chunk);
+        socket.room += usize::from(op >> 6) * 4096 + 512;
+        let mut ctx = Context {
+            limits: &limits,
+            files: files(),
+            date: &date,
+            access_log: &mut log,
+            now: now + Duration::from_millis(steps),
+            wall: SystemTime::now(),
+            shutting_down: false,
+        };
+        conn.ready(Readiness { readable: true, writable: true }, &mut ctx);
+        while conn.wants_resume() {
+            conn.resume(&mut ctx);
+        }
+        if op == 0xff {
+            conn.timed_out(&mut ctx);
+        }
+        if conn.is_done() {
+            break;
+        }
+    }
+    // Let all output drain.
+    conn.socket_mut().room = usize::MAX;
+    let mut ctx = Context {
+        limits: &limits,
+        files: files(),
+        date: &date,
+        access_log: &mut log,
+        now,
+        wall: SystemTime::now(),
+        shutting_down: false,
+    };
+    conn.ready(Readiness { readable: false, writable: true }, &mut ctx);
+    while conn.wants_resume() {
+        conn.resume(&mut ctx);
+    }
+    check_responses(&conn.socket().output, data);
+});
+
+/// The output must be whole responses, back to back. HEAD responses have no body, so after
+/// the first response the check stops if the input mentions HEAD.
+fn check_responses(mut out: &[u8], input: &[u8]) {
+    let has_head = input.windows(4).any(|w| w == b"HEAD");
+    while !out.is_empty() {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut res = httparse::Response::new(&mut headers);
+        let n = match res.parse(out) {
+            Ok(httparse::Status::Complete(n)) => n,
+            other => panic!("malformed response head: {other:?}"),
+        };
+        assert_eq!(res.version, Some(1));
+        let code = res.code.expect("status code");
+        assert!((200..600).contains(&code));
+        let len = res
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+            .map(|h| std::str::from_utf8(h.value).expect("ascii").parse::<usize>().expect("number"));
+        if code != 204 && code != 304 {
+            assert!(len.is_some(), "response without Content-Length");
+        }
+        if has_head {
+            return;
+        }
+        let body = len.unwrap_or(0);
+        // A body may be cut short only by a close (file changed); our files do not change.
+        assert!(out.len() >= n + body, "truncated body");
+        out = &out[n + body..];
+    }
+}

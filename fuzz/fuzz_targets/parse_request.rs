@@ -1,0 +1,31 @@
+//! Fuzz the request parser, the body skipper and the path mapper on arbitrary bytes.
+//! Run: `cargo +nightly fuzz run parse_request -- -max_total_time=60`
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use readyserve::body::Discard;
+use readyserve::request::{self, Parsed};
+use readyserve::static_files::map_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(Parsed::Complete(req, n)) = request::parse(data, 16 * 1024, 1024 * 1024) else {
+        return;
+    };
+    assert!(n <= data.len());
+    assert!(!req.request_line().is_empty());
+    let _ = req.header("host");
+    if let Ok(mapped) = map_target(req.target, false) {
+        // A mapped path is made of plain names only: never `..`, never a separator.
+        for segment in &mapped.segments {
+            assert!(segment.as_slice() != b".." && segment.as_slice() != b".");
+            assert!(!segment.is_empty());
+            assert!(!segment.contains(&b'/') && !segment.contains(&0));
+            assert!(segment[0] != b'.');
+        }
+        assert!(!mapped.url_path(true).starts_with("//"));
+    }
+    let mut discard = Discard::new(req.body);
+    if let Ok(used) = discard.advance(&data[n..], 1024 * 1024, 16 * 1024) {
+        assert!(used <= data.len() - n);
+    }
+});
