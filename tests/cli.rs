@@ -4,12 +4,10 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_readyserve");
 
 /// Runs the binary to completion with a time limit; returns (status code, stderr).
 fn run_to_exit(cmd: &mut Command) -> (Option<i32>, String) {
@@ -36,44 +34,6 @@ fn run_to_exit(cmd: &mut Command) -> (Option<i32>, String) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Starts the binary and waits for its "serving ... on http://ADDR/" line; returns the
-/// child and the address.
-fn start(args: &[&str], root: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--root"])
-        .arg(root)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines.next().expect("start-up line").expect("read");
-        if let Some(rest) = line.split("on http://").nth(1) {
-            break rest.trim_end_matches('/').to_string();
-        }
-    };
-    // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr)
-}
-
-fn fixture() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    make_fixture(&dir.path().join("root"), &dir.path().join("outside"));
-    dir
-}
-
-fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    assert!(status.is_ok_and(|s| s.success()));
 }
 
 #[test]
@@ -155,7 +115,12 @@ fn env_variables_configure_the_server() {
 #[test]
 fn access_log_on_stdout_in_combined_format_and_sigterm_exits_0() {
     let dir = fixture();
-    let (mut child, addr) = start(&[], &dir.path().join("root"));
+    let (mut child, addr, _stderr) = spawn_server(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--root"])
+            .arg(dir.path().join("root"))
+            .stdout(Stdio::piped()),
+    );
     let mut s = std::net::TcpStream::connect(&addr).expect("connect");
     send(
         &mut s,

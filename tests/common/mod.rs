@@ -236,3 +236,75 @@ pub fn is_open(stream: &mut TcpStream) -> bool {
         .expect("timeout");
     open
 }
+
+/// The path of the built binary.
+pub const BIN: &str = env!("CARGO_BIN_EXE_readyserve");
+
+/// A fixture directory (root/ and outside/) without a server.
+pub fn fixture() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    make_fixture(&dir.path().join("root"), &dir.path().join("outside"));
+    dir
+}
+
+/// Starts `cmd` (the binary, with its arguments) and waits for its
+/// "serving ... on http://ADDR/" line on stderr; returns the child and ADDR. The rest of
+/// stderr is collected in the background and returned by the join handle.
+pub fn spawn_server(
+    cmd: &mut std::process::Command,
+) -> (std::process::Child, String, JoinHandle<String>) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = cmd.stderr(Stdio::piped()).spawn().expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = String::new();
+    let addr = loop {
+        let Some(Ok(line)) = lines.next() else {
+            panic!("the server exited before it started listening:\n{seen}");
+        };
+        seen.push_str(&line);
+        seen.push('\n');
+        if let Some(rest) = line.split("on http://").nth(1) {
+            break rest.trim_end_matches('/').to_string();
+        }
+    };
+    // Keep draining stderr so the child never blocks on a full pipe.
+    let rest = std::thread::spawn(move || {
+        let mut all = seen;
+        for line in lines.map_while(Result::ok) {
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    (child, addr, rest)
+}
+
+/// Sends SIGTERM to a child process.
+pub fn sigterm(child: &std::process::Child) {
+    let status = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    assert!(status.is_ok_and(|s| s.success()), "kill -TERM failed");
+}
+
+/// A process's resident set size in KiB, from /proc.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// A process's CPU time (user + system) in clock ticks, from /proc.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    // Fields after the ")" that ends the command name; utime and stime are 14 and 15.
+    let after = stat.rsplit_once(')').map(|(_, a)| a).expect("stat format");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}

@@ -1,0 +1,155 @@
+//! The real binary under pressure: file-descriptor exhaustion, shutdown with a download in
+//! flight, and clients that stop reading.
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn emfile_pauses_accepting_without_spinning_and_recovers() {
+    let dir = fixture();
+    let root = dir.path().join("root");
+    // `ulimit -n` sets both limits, so the server cannot raise its soft limit past 32.
+    let script = format!(
+        "ulimit -n 32 && exec {BIN} --listen 127.0.0.1:0 --root '{}' --access-log off --keep-alive-timeout 60",
+        root.display()
+    );
+    let (mut child, addr, stderr) = spawn_server(
+        Command::new("bash")
+            .args(["-c", &script])
+            .stdout(Stdio::null()),
+    );
+    let pid = child.id();
+
+    // Flood: far more connections than the server has descriptors for.
+    let mut flood: Vec<TcpStream> = Vec::new();
+    for _ in 0..80 {
+        let mut s = TcpStream::connect(&addr).expect("connect");
+        send(&mut s, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        flood.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(pid) - before;
+    // A loop that retried accept() without pause would burn all 200 ticks of these 2 s.
+    assert!(
+        used < 40,
+        "the server spun at EMFILE: {used} ticks of CPU in 2 s"
+    );
+
+    // Let the flood go; the server must serve again.
+    drop(flood);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut s = TcpStream::connect(&addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    send(&mut s, "GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(read_response(&mut s, false).body_text(), INDEX);
+
+    sigterm(&child);
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+    let log = stderr.join().expect("stderr");
+    assert!(
+        log.contains("pausing accepts"),
+        "EMFILE was not logged:\n{log}"
+    );
+    assert_eq!(
+        log.matches("pausing accepts").count(),
+        1,
+        "logged more than once:\n{log}"
+    );
+}
+
+#[test]
+fn sigterm_lets_an_in_flight_download_finish_then_exits_0() {
+    let dir = fixture();
+    let (mut child, addr, stderr) = spawn_server(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--access-log", "off", "--root"])
+            .arg(dir.path().join("root"))
+            .stdout(Stdio::null()),
+    );
+    let mut s = TcpStream::connect(&addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    send(&mut s, "GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+    let mut first = [0u8; 1000];
+    s.read_exact(&mut first).expect("the response started");
+    // An idle keep-alive connection is closed at once on shutdown.
+    let mut idle = TcpStream::connect(&addr).expect("connect");
+    send(&mut idle, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(read_response(&mut idle, false).status, 200);
+
+    sigterm(&child);
+    assert!(
+        is_closed(&mut idle),
+        "idle connection kept open during shutdown"
+    );
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).expect("read the rest");
+    let mut whole = first.to_vec();
+    whole.extend_from_slice(&rest);
+    let split = whole
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("head")
+        + 4;
+    assert!(
+        whole[split..] == big_content(),
+        "download cut short or corrupted"
+    );
+    assert!(
+        String::from_utf8_lossy(&whole[..split]).contains("Connection: close")
+            || whole.len() == split + BIG_LEN
+    );
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+    assert!(stderr.join().expect("stderr").contains("shutdown complete"));
+    // The listener is gone.
+    assert!(TcpStream::connect(&addr).is_err());
+}
+
+#[test]
+fn fifty_stalled_readers_cost_bounded_memory() {
+    let dir = fixture();
+    let (mut child, addr, _stderr) = spawn_server(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--access-log", "off", "--root"])
+            .arg(dir.path().join("root"))
+            .stdout(Stdio::null()),
+    );
+    let pid = child.id();
+    // Warm up: one full download, so allocator pools and the page cache are settled.
+    let mut warm = TcpStream::connect(&addr).expect("connect");
+    send(&mut warm, "GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(read_response(&mut warm, false).body.len(), BIG_LEN);
+    let before = rss_kib(pid);
+
+    let mut stalled = Vec::new();
+    for _ in 0..50 {
+        let mut s = TcpStream::connect(&addr).expect("connect");
+        send(&mut s, "GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+        stalled.push(s); // and never read
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let after = rss_kib(pid);
+    let grown = after.saturating_sub(before);
+    eprintln!("RSS {before} KiB -> {after} KiB with 50 stalled 8 MiB downloads (+{grown} KiB)");
+    assert!(grown < 20 * 1024, "RSS grew by {grown} KiB");
+
+    // Others are still served.
+    let mut s = TcpStream::connect(&addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    send(&mut s, "GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(read_response(&mut s, false).body_text(), INDEX);
+
+    sigterm(&child);
+    drop(stalled);
+    let _ = child.wait();
+}
