@@ -31,6 +31,7 @@ use mio::{Interest, Token};
 use crate::access_log::{AccessLog, Entry};
 use crate::body::Discard;
 use crate::error::HttpError;
+use crate::handler::{Handler, Reply};
 use crate::request::{self, Method, Parsed, Request, Version};
 use crate::response::{self, DateCache};
 use crate::static_files::{Resolved, StaticFiles};
@@ -135,6 +136,8 @@ pub struct Context<'a> {
     pub wall: SystemTime,
     /// The server is shutting down: finish what is in flight, start nothing new.
     pub shutting_down: bool,
+    /// The library user's handler, asked before the static files.
+    pub handler: Option<&'a mut dyn Handler>,
 }
 
 /// What the event said about the socket.
@@ -813,12 +816,15 @@ fn answer(
     req: &Request<'_>,
     out: &mut Vec<u8>,
     file_slot: &mut Option<FileBody>,
-    ctx: &Context<'_>,
+    ctx: &mut Context<'_>,
 ) -> Outcome {
     // `Expect: 100-continue`: we answer without reading the body (RFC 9110 section 10.1.1),
     // and then the body's bytes are still on the way, so the connection cannot be reused.
     let keep_alive = req.keep_alive && !ctx.shutting_down && !req.expects_continue;
     let head_only = req.method == Method::Head;
+    if let Some(reply) = ctx.handler.as_mut().and_then(|h| h.handle(req)) {
+        return write_reply(out, &reply, req.version, head_only, keep_alive, ctx.date);
+    }
     let result = match req.method {
         Method::Options => {
             // RFC 9110 section 9.3.7. 204 carries no Content-Length (section 8.6).
@@ -895,6 +901,46 @@ fn answer(
                 close: !keep_alive,
             }
         }
+    }
+}
+
+/// Writes a handler's reply.
+fn write_reply(
+    out: &mut Vec<u8>,
+    reply: &Reply,
+    version: Version,
+    head_only: bool,
+    keep_alive: bool,
+    date: &DateCache,
+) -> Outcome {
+    let status = if (200..1000).contains(&reply.status) {
+        reply.status
+    } else {
+        log::error!("handler returned status {}; sending 500", reply.status);
+        500
+    };
+    response::begin(out, status, response::reason(status), date);
+    response::header(out, "Content-Type", &reply.content_type);
+    for (name, value) in &reply.headers {
+        let splits = |s: &str| s.bytes().any(|b| b == b'\r' || b == b'\n');
+        if splits(name) || splits(value) || name.is_empty() {
+            log::error!("handler header {name:?} dropped: CR or LF would split the response");
+            continue;
+        }
+        response::header(out, name, value);
+    }
+    // 204 and 304 have no body and no Content-Length (RFC 9110 sections 8.6, 15.3.5).
+    let bodiless = status == 204 || status == 304;
+    let len = reply.body.len() as u64;
+    response::end(out, (!bodiless).then_some(len), version, keep_alive);
+    let sent = !head_only && !bodiless;
+    if sent {
+        out.extend_from_slice(&reply.body);
+    }
+    Outcome {
+        status,
+        body_bytes: if sent { len } else { 0 },
+        close: !keep_alive,
     }
 }
 

@@ -38,6 +38,7 @@
 //! - [`timers`]: deadlines in an ordered set; the nearest one is `poll`'s timeout.
 //! - [`access_log`]: one Combined Log Format line per request, buffered per turn.
 //! - [`error`]: [`HttpError`] and the one `match` that maps it to a status code.
+//! - [`handler`]: the library API: answer some requests in code, on the loop thread.
 //! - [`config`]: flags and `READYSERVE_*` environment variables.
 //!
 //! ## The life of a request
@@ -59,6 +60,7 @@ pub mod body;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod handler;
 pub mod request;
 pub mod response;
 pub mod server;

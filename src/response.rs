@@ -103,6 +103,34 @@ pub fn end(out: &mut Vec<u8>, content_length: Option<u64>, version: Version, kee
     out.extend_from_slice(b"\r\n");
 }
 
+/// The reason phrase for a status code (RFC 9110 section 15), for codes handlers may use.
+pub fn reason(code: u16) -> &'static str {
+    match code {
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        410 => "Gone",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
 /// The short HTML body of an error response.
 pub fn error_page(code: u16, reason: &str) -> String {
     format!(

@@ -36,6 +36,7 @@ use slab::Slab;
 use crate::access_log::AccessLog;
 use crate::config::{Config, ListenAddr};
 use crate::connection::{Connection, Context, Limits, Readiness};
+use crate::handler::Handler;
 use crate::response::DateCache;
 use crate::static_files::StaticFiles;
 use crate::timers::Timers;
@@ -124,6 +125,7 @@ pub struct Server {
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
+    handler: Option<Box<dyn Handler + Send>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -162,6 +164,7 @@ impl Server {
             waker,
             stop: Arc::new(AtomicBool::new(false)),
             signals: None,
+            handler: None,
         })
     }
 
@@ -181,6 +184,12 @@ impl Server {
             waker: Arc::clone(&self.waker),
             stop: Arc::clone(&self.stop),
         }
+    }
+
+    /// Installs a [`Handler`] that sees every request before the static files do. It runs on
+    /// the loop thread and must never block (see [`crate::handler`]).
+    pub fn set_handler(&mut self, handler: impl Handler + Send + 'static) {
+        self.handler = Some(Box::new(handler));
     }
 
     /// Makes SIGTERM and SIGINT start a graceful shutdown (a second one stops at once).
@@ -247,6 +256,10 @@ impl Server {
                 now,
                 wall,
                 shutting_down: shutdown_deadline.is_some(),
+                handler: match self.handler.as_mut() {
+                    Some(handler) => Some(handler.as_mut()),
+                    None => None,
+                },
             };
 
             // ---- 2. connections that yielded last turn

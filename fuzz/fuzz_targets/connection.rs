@@ -101,6 +101,7 @@ fuzz_target!(|data: &[u8]| {
             now: now + Duration::from_millis(steps),
             wall: SystemTime::now(),
             shutting_down: false,
+            handler: None,
         };
         conn.ready(Readiness { readable: true, writable: true }, &mut ctx);
         while conn.wants_resume() {
@@ -123,6 +124,7 @@ fuzz_target!(|data: &[u8]| {
         now,
         wall: SystemTime::now(),
         shutting_down: false,
+        handler: None,
     };
     conn.ready(Readiness { readable: false, writable: true }, &mut ctx);
     while conn.wants_resume() {

@@ -42,6 +42,15 @@ impl TestServer {
 
     /// A server over the standard fixture; `tweak` adjusts the configuration.
     pub fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        Self::start_full(tweak, |_| {})
+    }
+
+    /// A server over the standard fixture; `tweak` adjusts the configuration and `setup`
+    /// the bound server (to install a handler, say).
+    pub fn start_full(
+        tweak: impl FnOnce(&mut Config),
+        setup: impl FnOnce(&mut Server),
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().join("root");
         make_fixture(&root, &dir.path().join("outside"));
@@ -52,7 +61,8 @@ impl TestServer {
             ..Config::default()
         };
         tweak(&mut config);
-        let server = Server::bind(config).expect("bind");
+        let mut server = Server::bind(config).expect("bind");
+        setup(&mut server);
         let addr = server.local_addr();
         let handle = server.handle();
         let thread = std::thread::spawn(move || server.run());

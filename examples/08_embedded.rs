@@ -1,0 +1,79 @@
+//! # Step 8: readyserve as a library, with a handler of your own
+//!
+//! What it teaches: embedding the real server. Everything from steps 1–7 (and the limits,
+//! timeouts, fairness and safe file serving that the steps left out) comes with it. You add
+//! a [`Handler`](readyserve::handler::Handler): here a JSON status endpoint, as a small
+//! device might offer, beside the static files of `./public`.
+//! What changed since step 7: we stop writing the loop and use it.
+//!
+//! Run it:
+//!
+//! ```text
+//! $ cargo run --example 08_embedded            # listens on 127.0.0.1:9008
+//! $ curl -s http://127.0.0.1:9008/status       # {"uptime_seconds":3,"requests":1}
+//! $ curl -s http://127.0.0.1:9008/             # falls through to ./public/index.html
+//! ```
+//!
+//! The handler runs on the loop's only thread. It must never block: while it runs, no other
+//! client is served. So it reads a counter and a clock, builds a string, and returns. If the
+//! status needed a slow measurement, another thread would take it and leave the result in an
+//! atomic for the handler to read.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use readyserve::config::AccessLogTarget;
+use readyserve::handler::Reply;
+use readyserve::request::Request;
+use readyserve::{Config, Server};
+
+fn main() -> ExitCode {
+    let listen = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:9008".to_string());
+    let listen = match listen.parse() {
+        Ok(listen) => listen,
+        Err(e) => {
+            eprintln!("bad address: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = Config {
+        listen,
+        root: "./public".into(),
+        access_log: AccessLogTarget::Off,
+        ..Config::default()
+    };
+    let mut server = match Server::bind(config) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let started = Instant::now();
+    let mut requests: u64 = 0;
+    server.set_handler(move |req: &Request<'_>| {
+        requests += 1;
+        // Everything but /status falls through to the static files.
+        let path = req.target.split('?').next().unwrap_or("");
+        if path != "/status" {
+            return None;
+        }
+        let body = format!(
+            "{{\"uptime_seconds\":{},\"requests\":{requests}}}\n",
+            started.elapsed().as_secs()
+        );
+        Some(Reply::json(200, body).with_header("Cache-Control", "no-store"))
+    });
+
+    println!("listening on {}", server.local_addr());
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
