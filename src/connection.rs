@@ -608,7 +608,7 @@ impl<S: Transport> Connection<S> {
     /// Goes to wait for more input, or sends queued output first if there is some.
     fn wait_for_input(&mut self, why: &'static str) {
         if self.out_pos < self.out.len() || self.file.is_some() {
-            self.set_state(State::Writing, why);
+            self.set_state(State::Writing, "responses queued");
             return;
         }
         if self.in_start == self.in_end && self.discard.is_done() {
