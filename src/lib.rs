@@ -43,17 +43,33 @@
 //!
 //! ## The life of a request
 //!
-//! 1. The client connects. The listener's token is ready; [`server`] accepts until
-//!    WouldBlock, registers each socket for READABLE, and puts it in the slab.
-//! 2. The request's bytes arrive: an event for the connection's token.
-//!    [`Connection::ready`](connection::Connection::ready) reads them into the read buffer
-//!    (Reading), then [`request::parse`] turns them into a [`request::Request`] (Parsing).
-//!    If the head is incomplete, the connection goes back to Reading and waits.
-//! 3. [`static_files::StaticFiles::open`] maps the target to a file inside the root, and the
-//!    response head ([`response`]) and body go into the output buffer.
-//! 4. Writing: the output is written until it is gone. If the socket fills up, the
-//!    connection asks for WRITABLE and waits; otherwise it goes straight back to Reading
-//!    for the next request on the same connection (keep-alive).
+//! One `GET /index.html` on a fresh connection, from the first readiness event to the last
+//! byte written:
+//!
+//! 1. **Accept.** The client connects; `poll` reports the listener's token as readable.
+//!    [`Server::run`] accepts until WouldBlock, sets TCP_NODELAY, registers each new socket
+//!    for READABLE under a token equal to its slab key, and gives it a header deadline in
+//!    [`timers::Timers`].
+//! 2. **Reading.** The request's bytes arrive: an event names the connection's token, and
+//!    the loop calls [`connection::Connection::ready`]. In the Reading state the connection
+//!    reads into its buffer. A short read means the kernel's queue is empty, so it does not
+//!    read again to hear WouldBlock.
+//! 3. **Parsing.** [`request::parse`] hands the buffer to `httparse`. `Partial` sends the
+//!    connection back to Reading; `Complete(n)` gives a [`request::Request`] and leaves the
+//!    bytes after `n` for the next pipelined request. Any [`HttpError`] becomes an error
+//!    response and a close.
+//! 4. **Answering.** A [`handler::Handler`], if the library user installed one, may answer.
+//!    Otherwise [`static_files::StaticFiles::open`] maps the target to an open file inside
+//!    the root, [`response::begin`], [`response::header`] and [`response::end`] write the
+//!    head into the output buffer, and a small file's bytes follow it (a large one is
+//!    streamed later, chunk by chunk). [`access_log::AccessLog::log`] records the request.
+//! 5. **Writing.** The connection writes its output until it is all sent. If the socket's
+//!    buffer fills up, it stays in Writing, its [`connection::Connection::interest`] becomes
+//!    WRITABLE, and the loop reregisters it; the next writable edge resumes it.
+//! 6. **Keep-alive.** All sent, the connection goes back to Reading with a keep-alive
+//!    deadline, or, after `Connection: close` or an error, to Closing, where it shuts down
+//!    its side and drains what the client still sends. When it is done, the loop frees its
+//!    slot at the end of the turn.
 
 pub mod access_log;
 pub mod body;
