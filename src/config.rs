@@ -118,6 +118,22 @@ pub struct Config {
     #[arg(long, env = "READYSERVE_LOG", default_value = "info")]
     pub log_level: log::LevelFilter,
 
+    /// List the contents of directories that have no index.html (otherwise they are 404).
+    #[arg(long, env = "READYSERVE_LIST_DIRECTORIES")]
+    pub list_directories: bool,
+
+    /// Serve files and directories whose names start with '.' (otherwise they are 404).
+    #[arg(long, env = "READYSERVE_SERVE_DOTFILES")]
+    pub serve_dotfiles: bool,
+
+    /// Follow symlinks that lead outside the root (otherwise such files are 404).
+    #[arg(long, env = "READYSERVE_FOLLOW_SYMLINKS")]
+    pub follow_symlinks: bool,
+
+    /// Cache-Control value added to 200, 206 and 304 file responses, e.g. "max-age=3600".
+    #[arg(long, env = "READYSERVE_CACHE_CONTROL", value_parser = parse_header_value)]
+    pub cache_control: Option<String>,
+
     /// Teaching mode: log every readiness event and state transition on stderr.
     #[arg(long, env = "READYSERVE_TRACE")]
     pub trace: bool,
@@ -138,9 +154,25 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             access_log: AccessLogTarget::Stdout,
             log_level: log::LevelFilter::Info,
+            list_directories: false,
+            serve_dotfiles: false,
+            follow_symlinks: false,
+            cache_control: None,
             trace: false,
         }
     }
+}
+
+/// A header value must be visible ASCII and spaces: no CR or LF that would split a response.
+fn parse_header_value(s: &str) -> Result<String, String> {
+    if s.is_empty()
+        || !s
+            .bytes()
+            .all(|b| b == b' ' || b == b'\t' || (0x21..0x7f).contains(&b))
+    {
+        return Err(format!("{s:?} is not a valid header value"));
+    }
+    Ok(s.to_string())
 }
 
 impl Config {
@@ -189,6 +221,7 @@ mod tests {
             &["readyserve", "--max-connections", "0"],
             &["readyserve", "--log-level", "loud"],
             &["readyserve", "--no-such-flag"],
+            &["readyserve", "--cache-control", "max-age=1\r\nX: y"],
         ] {
             assert!(
                 Config::try_parse_from(args).is_err(),

@@ -21,7 +21,6 @@
 //! real `mio::net::TcpStream` and on an in-memory stream in tests and fuzzing.
 
 use std::fmt;
-use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
@@ -29,20 +28,19 @@ use std::time::{Duration, Instant, SystemTime};
 use mio::{Interest, Token};
 
 use crate::access_log::{AccessLog, Entry};
+use crate::answer::{self, FileBody};
 use crate::body::Discard;
 use crate::error::HttpError;
-use crate::handler::{Handler, Reply};
-use crate::request::{self, Method, Parsed, Request, Version};
-use crate::response::{self, DateCache};
-use crate::static_files::{Resolved, StaticFiles};
+use crate::handler::Handler;
+use crate::request::{self, Parsed, Version};
+use crate::response::DateCache;
+use crate::static_files::StaticFiles;
 
 /// The read buffer's first size. Most request heads are a few hundred bytes.
 const READ_CHUNK: usize = 4 * 1024;
 /// Stop parsing pipelined requests while this much output is waiting (backpressure): a
 /// client that sends requests but does not read answers must not make us buffer without end.
 const HIGH_WATER: usize = 64 * 1024;
-/// Files up to this size go into the output buffer whole; larger ones are streamed.
-const INLINE_FILE_MAX: u64 = 64 * 1024;
 /// Bytes read from a large file per refill of the output buffer.
 const FILE_CHUNK: usize = 64 * 1024;
 /// Fairness: most requests answered per connection per turn of the loop...
@@ -147,13 +145,6 @@ pub struct Readiness {
     pub readable: bool,
     /// Output can be written.
     pub writable: bool,
-}
-
-/// A large file being streamed after its response head.
-#[derive(Debug)]
-struct FileBody {
-    file: File,
-    remaining: u64,
 }
 
 /// One client connection: its socket, its buffers and where it is in the protocol.
@@ -553,9 +544,9 @@ impl<S: Transport> Connection<S> {
                     String::from_utf8_lossy(req.request_line())
                 );
                 let started = self.head_started.take().unwrap_or(self.now);
-                let outcome = answer(&req, &mut self.out, &mut self.file, ctx);
+                let outcome = answer::answer(&req, &mut self.out, &mut self.file, ctx);
                 if ctx.access_log.enabled() {
-                    log_request(ctx, self.peer, &req, &outcome, started);
+                    answer::log_request(ctx, self.peer, &req, &outcome, started);
                 }
                 self.in_start += n;
                 self.discard = Discard::new(req.body);
@@ -600,7 +591,7 @@ impl<S: Transport> Connection<S> {
     }
 
     fn queue_error(&mut self, e: HttpError, version: Version, head_only: bool, ctx: &Context<'_>) {
-        write_error(&mut self.out, e, version, head_only, false, ctx.date);
+        answer::write_error(&mut self.out, e, version, head_only, false, ctx.date);
         self.close_after_write = true;
         self.head_started = None;
     }
@@ -799,193 +790,4 @@ impl fmt::Display for Peer {
             None => f.write_str("-"),
         }
     }
-}
-
-// ----- Answering a request -----------------------------------------------------------------
-
-/// The result of answering one request.
-#[derive(Debug, Clone, Copy)]
-struct Outcome {
-    status: u16,
-    body_bytes: u64,
-    close: bool,
-}
-
-/// Queues the response to `req` into `out` (and `file`, for a large file body).
-fn answer(
-    req: &Request<'_>,
-    out: &mut Vec<u8>,
-    file_slot: &mut Option<FileBody>,
-    ctx: &mut Context<'_>,
-) -> Outcome {
-    // `Expect: 100-continue`: we answer without reading the body (RFC 9110 section 10.1.1),
-    // and then the body's bytes are still on the way, so the connection cannot be reused.
-    let keep_alive = req.keep_alive && !ctx.shutting_down && !req.expects_continue;
-    let head_only = req.method == Method::Head;
-    if let Some(reply) = ctx.handler.as_mut().and_then(|h| h.handle(req)) {
-        return write_reply(out, &reply, req.version, head_only, keep_alive, ctx.date);
-    }
-    let result = match req.method {
-        Method::Options => {
-            // RFC 9110 section 9.3.7. 204 carries no Content-Length (section 8.6).
-            response::begin(out, 204, "No Content", ctx.date);
-            response::header(out, "Allow", "GET, HEAD, OPTIONS");
-            response::end(out, None, req.version, keep_alive);
-            return Outcome {
-                status: 204,
-                body_bytes: 0,
-                close: !keep_alive,
-            };
-        }
-        Method::Get | Method::Head => ctx.files.open(req.target),
-    };
-    match result {
-        Ok(Resolved::File {
-            mut file,
-            meta,
-            content_type,
-        }) => {
-            let len = meta.len();
-            response::begin(out, 200, "OK", ctx.date);
-            response::header(out, "Content-Type", &content_type);
-            if let Ok(modified) = meta.modified() {
-                response::header(out, "Last-Modified", &httpdate::fmt_http_date(modified));
-            }
-            response::end(out, Some(len), req.version, keep_alive);
-            let mut outcome = Outcome {
-                status: 200,
-                body_bytes: if head_only { 0 } else { len },
-                close: !keep_alive,
-            };
-            if head_only || len == 0 {
-                // no body
-            } else if len <= INLINE_FILE_MAX {
-                match (&mut file).take(len).read_to_end(out) {
-                    Ok(n) if n as u64 == len => {}
-                    Ok(_) | Err(_) => {
-                        // The head promised `len` bytes; fewer follow, so the client can
-                        // only learn of it when the connection closes.
-                        log::warn!("{}: file changed while being read; closing", req.target);
-                        outcome.close = true;
-                    }
-                }
-            } else {
-                *file_slot = Some(FileBody {
-                    file,
-                    remaining: len,
-                });
-            }
-            outcome
-        }
-        Ok(Resolved::Redirect(location)) => {
-            let body = response::error_page(301, "Moved Permanently");
-            response::begin(out, 301, "Moved Permanently", ctx.date);
-            response::header(out, "Location", &location);
-            response::header(out, "Content-Type", "text/html; charset=utf-8");
-            response::end(out, Some(body.len() as u64), req.version, keep_alive);
-            if !head_only {
-                out.extend_from_slice(body.as_bytes());
-            }
-            Outcome {
-                status: 301,
-                body_bytes: if head_only { 0 } else { body.len() as u64 },
-                close: !keep_alive,
-            }
-        }
-        Err(e) => {
-            let keep_alive = keep_alive && !e.closes_connection();
-            let body_bytes = write_error(out, e, req.version, head_only, keep_alive, ctx.date);
-            Outcome {
-                status: e.status().0,
-                body_bytes,
-                close: !keep_alive,
-            }
-        }
-    }
-}
-
-/// Writes a handler's reply.
-fn write_reply(
-    out: &mut Vec<u8>,
-    reply: &Reply,
-    version: Version,
-    head_only: bool,
-    keep_alive: bool,
-    date: &DateCache,
-) -> Outcome {
-    let status = if (200..1000).contains(&reply.status) {
-        reply.status
-    } else {
-        log::error!("handler returned status {}; sending 500", reply.status);
-        500
-    };
-    response::begin(out, status, response::reason(status), date);
-    response::header(out, "Content-Type", &reply.content_type);
-    for (name, value) in &reply.headers {
-        let splits = |s: &str| s.bytes().any(|b| b == b'\r' || b == b'\n');
-        if splits(name) || splits(value) || name.is_empty() {
-            log::error!("handler header {name:?} dropped: CR or LF would split the response");
-            continue;
-        }
-        response::header(out, name, value);
-    }
-    // 204 and 304 have no body and no Content-Length (RFC 9110 sections 8.6, 15.3.5).
-    let bodiless = status == 204 || status == 304;
-    let len = reply.body.len() as u64;
-    response::end(out, (!bodiless).then_some(len), version, keep_alive);
-    let sent = !head_only && !bodiless;
-    if sent {
-        out.extend_from_slice(&reply.body);
-    }
-    Outcome {
-        status,
-        body_bytes: if sent { len } else { 0 },
-        close: !keep_alive,
-    }
-}
-
-/// Writes a complete error response; returns the body length sent.
-fn write_error(
-    out: &mut Vec<u8>,
-    e: HttpError,
-    version: Version,
-    head_only: bool,
-    keep_alive: bool,
-    date: &DateCache,
-) -> u64 {
-    let (code, reason) = e.status();
-    let body = response::error_page(code, reason);
-    response::begin(out, code, reason, date);
-    if e == HttpError::MethodNotAllowed {
-        response::header(out, "Allow", "GET, HEAD, OPTIONS");
-    }
-    response::header(out, "Content-Type", "text/html; charset=utf-8");
-    response::end(out, Some(body.len() as u64), version, keep_alive);
-    if head_only {
-        return 0;
-    }
-    out.extend_from_slice(body.as_bytes());
-    body.len() as u64
-}
-
-fn log_request(
-    ctx: &mut Context<'_>,
-    peer: Option<SocketAddr>,
-    req: &Request<'_>,
-    outcome: &Outcome,
-    started: Instant,
-) {
-    let micros = Instant::now()
-        .saturating_duration_since(started)
-        .as_micros();
-    let entry = Entry {
-        peer: peer.map(|p| p.ip()),
-        request_line: req.request_line(),
-        status: outcome.status,
-        body_bytes: outcome.body_bytes,
-        referer: req.referer,
-        user_agent: req.user_agent,
-        micros: u64::try_from(micros).unwrap_or(u64::MAX),
-    };
-    ctx.access_log.log(&entry, ctx.wall);
 }

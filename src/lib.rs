@@ -31,10 +31,15 @@
 //!
 //! - [`server`]: the event loop, accepting, the fairness queue, shutdown.
 //! - [`connection`]: the per-connection state machine.
+//! - [`answer`]: from a parsed request to a queued response (handler, file, error).
 //! - [`request`]: request heads, parsed with `httparse`, and the framing rules.
 //! - [`body`]: request bodies, skipped byte-exact (Content-Length and chunked).
 //! - [`response`]: response heads and the cached `Date`.
 //! - [`static_files`]: from a URL to an open file under the root, safely.
+//! - [`conditional`]: ETag, Last-Modified, and 304 Not Modified.
+//! - [`range`]: the Range header: 206 Partial Content and 416.
+//! - [`encoding`]: choosing a precompressed `.br`/`.gz` sidecar from Accept-Encoding.
+//! - [`listing`]: directory listings (`--list-directories`), safely escaped.
 //! - [`timers`]: deadlines in an ordered set; the nearest one is `poll`'s timeout.
 //! - [`access_log`]: one Combined Log Format line per request, buffered per turn.
 //! - [`error`]: [`HttpError`] and the one `match` that maps it to a status code.
@@ -72,11 +77,16 @@
 //!    slot at the end of the turn.
 
 pub mod access_log;
+pub mod answer;
 pub mod body;
+pub mod conditional;
 pub mod config;
 pub mod connection;
+pub mod encoding;
 pub mod error;
 pub mod handler;
+pub mod listing;
+pub mod range;
 pub mod request;
 pub mod response;
 pub mod server;

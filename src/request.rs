@@ -82,6 +82,16 @@ pub struct Request<'b> {
     pub referer: Option<&'b [u8]>,
     /// The `User-Agent` header, for the access log.
     pub user_agent: Option<&'b [u8]>,
+    /// The `If-None-Match` header.
+    pub if_none_match: Option<&'b [u8]>,
+    /// The `If-Modified-Since` header.
+    pub if_modified_since: Option<&'b [u8]>,
+    /// The `Range` header.
+    pub range: Option<&'b [u8]>,
+    /// The `If-Range` header.
+    pub if_range: Option<&'b [u8]>,
+    /// The `Accept-Encoding` header.
+    pub accept_encoding: Option<&'b [u8]>,
 }
 
 impl Request<'_> {
@@ -178,6 +188,11 @@ pub fn parse(buf: &[u8], max_head: usize, max_body: u64) -> Result<Parsed<'_>, H
     let mut expects_continue = false;
     let mut referer = None;
     let mut user_agent = None;
+    let mut if_none_match = None;
+    let mut if_modified_since = None;
+    let mut range = None;
+    let mut if_range = None;
+    let mut accept_encoding = None;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"host") {
@@ -205,6 +220,16 @@ pub fn parse(buf: &[u8], max_head: usize, max_body: u64) -> Result<Parsed<'_>, H
             referer = Some(h.value);
         } else if name.eq_ignore_ascii_case(b"user-agent") {
             user_agent = Some(h.value);
+        } else if name.eq_ignore_ascii_case(b"if-none-match") {
+            if_none_match = Some(h.value);
+        } else if name.eq_ignore_ascii_case(b"if-modified-since") {
+            if_modified_since = Some(h.value);
+        } else if name.eq_ignore_ascii_case(b"range") {
+            range = Some(h.value);
+        } else if name.eq_ignore_ascii_case(b"if-range") {
+            if_range = Some(h.value);
+        } else if name.eq_ignore_ascii_case(b"accept-encoding") {
+            accept_encoding = Some(h.value);
         }
     }
 
@@ -265,6 +290,11 @@ pub fn parse(buf: &[u8], max_head: usize, max_body: u64) -> Result<Parsed<'_>, H
             raw_head: head,
             referer,
             user_agent,
+            if_none_match,
+            if_modified_since,
+            range,
+            if_range,
+            accept_encoding,
         },
         n,
     ))

@@ -38,7 +38,7 @@ use crate::config::{Config, ListenAddr};
 use crate::connection::{Connection, Context, Limits, Readiness};
 use crate::handler::Handler;
 use crate::response::DateCache;
-use crate::static_files::StaticFiles;
+use crate::static_files::{Options, StaticFiles};
 use crate::timers::Timers;
 
 /// The listening socket's token. Connection tokens are slab keys, which stay far below these.
@@ -141,8 +141,14 @@ impl Server {
     /// Checks the root, opens the access log, and binds the listener. Nothing is accepted
     /// until [`Server::run`].
     pub fn bind(config: Config) -> Result<Server, StartError> {
-        let files =
-            StaticFiles::new(&config.root).map_err(|e| StartError::Root(config.root.clone(), e))?;
+        let options = Options {
+            serve_dotfiles: config.serve_dotfiles,
+            follow_symlinks: config.follow_symlinks,
+            list_directories: config.list_directories,
+            cache_control: config.cache_control.clone(),
+        };
+        let files = StaticFiles::with_options(&config.root, options)
+            .map_err(|e| StartError::Root(config.root.clone(), e))?;
         let access_log = AccessLog::open(&config.access_log).map_err(StartError::AccessLog)?;
         let ListenAddr::Tcp(addr) = config.listen.clone();
         let mut listener =

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
+use crate::encoding::Coding;
 use crate::error::HttpError;
 
 /// Characters percent-encoded when a path is written back into a `Location` header.
@@ -120,28 +121,57 @@ fn origin_path(target: &str) -> Option<&str> {
 #[derive(Debug)]
 pub enum Resolved {
     /// A regular file, open for reading.
-    File {
-        /// The open file.
-        file: File,
-        /// Its metadata, from `fstat` on the open file.
-        meta: Metadata,
-        /// The `Content-Type` to send.
-        content_type: String,
-    },
+    File(FoundFile),
     /// A directory named without its trailing slash: redirect to this URL path.
     Redirect(String),
+    /// A directory listing (only with `--list-directories`), as HTML.
+    Listing(String),
+}
+
+/// A regular file found for a request, possibly a precompressed sidecar of it.
+#[derive(Debug)]
+pub struct FoundFile {
+    /// The open file (the sidecar, if one was chosen).
+    pub file: File,
+    /// Its metadata, from `fstat` on the open file.
+    pub meta: Metadata,
+    /// The `Content-Type` to send: always the original file's type.
+    pub content_type: String,
+    /// The sidecar's coding, if the bytes are a `.br` or `.gz` sidecar.
+    pub coding: Option<Coding>,
+    /// A sidecar exists, so the response depends on `Accept-Encoding` (`Vary`).
+    pub vary: bool,
+}
+
+/// How files are served: the rules from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `--serve-dotfiles`: serve names that start with `.`.
+    pub serve_dotfiles: bool,
+    /// `--follow-symlinks`: follow symlinks even when they lead outside the root.
+    pub follow_symlinks: bool,
+    /// `--list-directories`: list directories that have no index.html.
+    pub list_directories: bool,
+    /// `--cache-control`: the value added to 200, 206 and 304 responses.
+    pub cache_control: Option<String>,
 }
 
 /// The document root and the rules for serving from it.
 #[derive(Debug, Clone)]
 pub struct StaticFiles {
     root: PathBuf,
-    serve_dotfiles: bool,
+    options: Options,
 }
 
 impl StaticFiles {
-    /// Opens the document root. Fails if it is missing or not a directory.
+    /// Opens the document root with default options. Fails if it is missing or not a
+    /// directory.
     pub fn new(root: &Path) -> io::Result<Self> {
+        Self::with_options(root, Options::default())
+    }
+
+    /// Opens the document root with the given options.
+    pub fn with_options(root: &Path, options: Options) -> io::Result<Self> {
         let root = root.canonicalize()?;
         if !root.is_dir() {
             return Err(io::Error::new(
@@ -149,10 +179,7 @@ impl StaticFiles {
                 format!("{} is not a directory", root.display()),
             ));
         }
-        Ok(StaticFiles {
-            root,
-            serve_dotfiles: false,
-        })
+        Ok(StaticFiles { root, options })
     }
 
     /// The canonical document root.
@@ -160,30 +187,95 @@ impl StaticFiles {
         &self.root
     }
 
-    /// Resolves a request target to an open file or a redirect (step 2 above).
-    pub fn open(&self, target: &str) -> Result<Resolved, HttpError> {
-        let mapped = map_target(target, self.serve_dotfiles)?;
+    /// The serving options.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Resolves a request target to an open file, a redirect or a listing (step 2 above).
+    /// `codings` are the sidecar codings the client accepts, best first.
+    pub fn open(&self, target: &str, codings: &[Coding]) -> Result<Resolved, HttpError> {
+        let mapped = map_target(target, self.options.serve_dotfiles)?;
         let mut path = self.root.join(mapped.to_path());
         let (file, meta) = self.open_inside(&path)?;
         if meta.is_dir() {
             if !mapped.trailing_slash {
                 return Ok(Resolved::Redirect(mapped.url_path(true)));
             }
+            let dir = path.clone();
             path.push("index.html");
-            let (file, meta) = self.open_inside(&path)?;
-            return regular_file(file, meta, &path);
+            return match self.open_inside(&path) {
+                Ok((file, meta)) => self.found(file, meta, &path, codings),
+                Err(HttpError::NotFound) if self.options.list_directories => {
+                    crate::listing::render(
+                        &dir,
+                        &mapped.url_path(true),
+                        self.options.serve_dotfiles,
+                    )
+                    .map(Resolved::Listing)
+                    .map_err(io_to_http)
+                }
+                Err(e) => Err(e),
+            };
         }
         if mapped.trailing_slash {
             // `/file.txt/` names a directory that is not there.
             return Err(HttpError::NotFound);
         }
-        regular_file(file, meta, &path)
+        self.found(file, meta, &path, codings)
+    }
+
+    /// A regular file was found at `path`: look for a sidecar the client accepts.
+    fn found(
+        &self,
+        file: File,
+        meta: Metadata,
+        path: &Path,
+        codings: &[Coding],
+    ) -> Result<Resolved, HttpError> {
+        if !meta.is_file() {
+            return Err(HttpError::NotFound); // no FIFOs, devices or sockets
+        }
+        let content_type = content_type(path);
+        // Which sidecars exist? Even a client that accepts none of them must be told that
+        // the response depends on Accept-Encoding (Vary), so look for both.
+        let mut sidecars = [Coding::Brotli, Coding::Gzip].map(|coding| {
+            let mut name = path.as_os_str().to_owned();
+            name.push(coding.suffix());
+            self.open_inside(Path::new(&name))
+                .ok()
+                .filter(|(_, meta)| meta.is_file())
+                .map(|(file, meta)| (coding, file, meta))
+        });
+        let vary = sidecars.iter().any(Option::is_some);
+        // The client's most preferred coding that has a sidecar.
+        for wanted in codings {
+            let slot = sidecars
+                .iter_mut()
+                .find(|s| s.as_ref().is_some_and(|(c, _, _)| c == wanted));
+            if let Some((coding, file, meta)) = slot.and_then(Option::take) {
+                return Ok(Resolved::File(FoundFile {
+                    file,
+                    meta,
+                    content_type,
+                    coding: Some(coding),
+                    vary,
+                }));
+            }
+        }
+        Ok(Resolved::File(FoundFile {
+            file,
+            meta,
+            content_type,
+            coding: None,
+            vary,
+        }))
     }
 
     /// Opens `path` if, with every symlink followed, it is still inside the root.
     fn open_inside(&self, path: &Path) -> Result<(File, Metadata), HttpError> {
         let real = path.canonicalize().map_err(io_to_http)?;
-        if !real.starts_with(&self.root) {
+        if !real.starts_with(&self.root) && !self.options.follow_symlinks {
             log::debug!("refused {}: it leads outside the root", path.display());
             return Err(HttpError::NotFound);
         }
@@ -200,18 +292,6 @@ impl StaticFiles {
     }
 }
 
-/// Only regular files are served: not FIFOs, devices or sockets.
-fn regular_file(file: File, meta: Metadata, path: &Path) -> Result<Resolved, HttpError> {
-    if !meta.is_file() {
-        return Err(HttpError::NotFound);
-    }
-    Ok(Resolved::File {
-        file,
-        meta,
-        content_type: content_type(path),
-    })
-}
-
 fn io_to_http(e: io::Error) -> HttpError {
     match e.kind() {
         io::ErrorKind::PermissionDenied => HttpError::Forbidden,
@@ -221,6 +301,13 @@ fn io_to_http(e: io::Error) -> HttpError {
 
 /// The `Content-Type` for a path, from its extension, with `charset=utf-8` on text types.
 pub fn content_type(path: &Path) -> String {
+    // JavaScript modules are JavaScript (RFC 9239), whatever older tables say.
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("mjs"))
+    {
+        return "text/javascript; charset=utf-8".to_string();
+    }
     let mime = mime_guess::from_path(path).first_or_octet_stream();
     let essence = mime.essence_str();
     let texty = mime.type_() == mime_guess::mime::TEXT
@@ -316,6 +403,12 @@ mod tests {
             ("a.js", "text/javascript; charset=utf-8"),
             ("a.json", "application/json; charset=utf-8"),
             ("a.png", "image/png"),
+            ("a.mjs", "text/javascript; charset=utf-8"),
+            ("a.wasm", "application/wasm"),
+            ("a.svg", "image/svg+xml; charset=utf-8"),
+            ("a.xml", "text/xml; charset=utf-8"),
+            ("a.txt", "text/plain; charset=utf-8"),
+            ("a.gz", "application/gzip"),
             ("a.unknownext", "application/octet-stream"),
             ("noext", "application/octet-stream"),
         ] {

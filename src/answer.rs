@@ -1,0 +1,317 @@
+//! From a parsed request to a queued response: handler, file, redirect, listing or error.
+//!
+//! [`answer`] is called by the connection in its Parsing state with one complete request.
+//! It appends the whole response head, and the body if it is small, to the connection's
+//! output buffer; a large file body is handed back as a [`FileBody`] to be streamed.
+//!
+//! For files it applies RFC 9110 in this order: conditional requests (section 13.2.2:
+//! If-None-Match, else If-Modified-Since → 304), then Range (section 14, made conditional
+//! by If-Range) → 206 or 416, else 200.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::time::Instant;
+
+use crate::access_log::Entry;
+use crate::conditional::{self, Condition, Validators};
+use crate::connection::Context;
+use crate::encoding;
+use crate::error::HttpError;
+use crate::handler::Reply;
+use crate::range::{self, RangeRequest};
+use crate::request::{Method, Request, Version};
+use crate::response::{self, DateCache};
+use crate::static_files::{FoundFile, Resolved};
+
+/// Files (or ranges) up to this size go into the output buffer with their head; larger
+/// ones are streamed.
+pub const INLINE_FILE_MAX: u64 = 64 * 1024;
+
+/// A large file body, positioned at its first byte, still to be sent.
+#[derive(Debug)]
+pub struct FileBody {
+    /// The open file, its offset at the next byte to send.
+    pub file: File,
+    /// Bytes still to send.
+    pub remaining: u64,
+}
+
+/// The result of answering one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    /// The status code sent.
+    pub status: u16,
+    /// Body bytes sent (or to be sent).
+    pub body_bytes: u64,
+    /// The connection must close after this response.
+    pub close: bool,
+}
+
+/// Queues the response to `req` into `out` (and `file_slot`, for a large body).
+pub fn answer(
+    req: &Request<'_>,
+    out: &mut Vec<u8>,
+    file_slot: &mut Option<FileBody>,
+    ctx: &mut Context<'_>,
+) -> Outcome {
+    // `Expect: 100-continue`: we answer without reading the body (RFC 9110 section 10.1.1),
+    // and then the body's bytes are still on the way, so the connection cannot be reused.
+    let keep_alive = req.keep_alive && !ctx.shutting_down && !req.expects_continue;
+    let head_only = req.method == Method::Head;
+    if let Some(reply) = ctx.handler.as_mut().and_then(|h| h.handle(req)) {
+        return write_reply(out, &reply, req.version, head_only, keep_alive, ctx.date);
+    }
+    if req.method == Method::Options {
+        // RFC 9110 section 9.3.7. 204 carries no Content-Length (section 8.6).
+        response::begin(out, 204, "No Content", ctx.date);
+        response::header(out, "Allow", "GET, HEAD, OPTIONS");
+        response::end(out, None, req.version, keep_alive);
+        return Outcome {
+            status: 204,
+            body_bytes: 0,
+            close: !keep_alive,
+        };
+    }
+    let codings = encoding::preferred(req.accept_encoding);
+    match ctx.files.open(req.target, &codings) {
+        Ok(Resolved::File(found)) => {
+            serve_file(req, found, out, file_slot, ctx, keep_alive, head_only)
+        }
+        Ok(Resolved::Redirect(location)) => {
+            let body = response::error_page(301, "Moved Permanently");
+            response::begin(out, 301, "Moved Permanently", ctx.date);
+            response::header(out, "Location", &location);
+            response::header(out, "Content-Type", "text/html; charset=utf-8");
+            response::end(out, Some(body.len() as u64), req.version, keep_alive);
+            send_body(out, body.as_bytes(), head_only, 301, keep_alive)
+        }
+        Ok(Resolved::Listing(html)) => {
+            response::begin(out, 200, "OK", ctx.date);
+            response::header(out, "Content-Type", "text/html; charset=utf-8");
+            response::end(out, Some(html.len() as u64), req.version, keep_alive);
+            send_body(out, html.as_bytes(), head_only, 200, keep_alive)
+        }
+        Err(e) => {
+            let keep_alive = keep_alive && !e.closes_connection();
+            let body_bytes = write_error(out, e, req.version, head_only, keep_alive, ctx.date);
+            Outcome {
+                status: e.status().0,
+                body_bytes,
+                close: !keep_alive,
+            }
+        }
+    }
+}
+
+fn send_body(
+    out: &mut Vec<u8>,
+    body: &[u8],
+    head_only: bool,
+    status: u16,
+    keep_alive: bool,
+) -> Outcome {
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+    Outcome {
+        status,
+        body_bytes: if head_only { 0 } else { body.len() as u64 },
+        close: !keep_alive,
+    }
+}
+
+/// The response for a regular file: 304, 206, 416 or 200.
+fn serve_file(
+    req: &Request<'_>,
+    found: FoundFile,
+    out: &mut Vec<u8>,
+    file_slot: &mut Option<FileBody>,
+    ctx: &Context<'_>,
+    keep_alive: bool,
+    head_only: bool,
+) -> Outcome {
+    let FoundFile {
+        mut file,
+        meta,
+        content_type,
+        coding,
+        vary,
+    } = found;
+    let len = meta.len();
+    let validators = Validators::of(&meta);
+    let cache_control = ctx.files.options().cache_control.as_deref();
+    // The headers every variant of this response shares.
+    let common = |out: &mut Vec<u8>| {
+        response::header(out, "ETag", &validators.etag);
+        response::header(out, "Last-Modified", &validators.last_modified());
+        if vary {
+            response::header(out, "Vary", "Accept-Encoding");
+        }
+        if let Some(value) = cache_control {
+            response::header(out, "Cache-Control", value);
+        }
+    };
+
+    if conditional::evaluate(&validators, req.if_none_match, req.if_modified_since)
+        == Condition::NotModified
+    {
+        response::begin(out, 304, "Not Modified", ctx.date);
+        common(out);
+        response::end(out, None, req.version, keep_alive);
+        return Outcome {
+            status: 304,
+            body_bytes: 0,
+            close: !keep_alive,
+        };
+    }
+
+    let wanted = match req.range {
+        Some(range) if conditional::if_range_allows(&validators, req.if_range) => {
+            range::evaluate(range, len)
+        }
+        _ => RangeRequest::Full,
+    };
+    let (status, start, count) = match wanted {
+        RangeRequest::Full => (200, 0, len),
+        RangeRequest::Partial { start, end } => (206, start, end - start + 1),
+        RangeRequest::Unsatisfiable => {
+            let (code, reason) = (416, "Range Not Satisfiable");
+            let body = response::error_page(code, reason);
+            response::begin(out, code, reason, ctx.date);
+            response::header(out, "Content-Range", &format!("bytes */{len}"));
+            response::header(out, "Content-Type", "text/html; charset=utf-8");
+            response::end(out, Some(body.len() as u64), req.version, keep_alive);
+            return send_body(out, body.as_bytes(), head_only, code, keep_alive);
+        }
+    };
+
+    if status == 206 {
+        response::begin(out, 206, "Partial Content", ctx.date);
+        let end = start + count - 1;
+        response::header(out, "Content-Range", &format!("bytes {start}-{end}/{len}"));
+    } else {
+        response::begin(out, 200, "OK", ctx.date);
+        response::header(out, "Accept-Ranges", "bytes");
+    }
+    response::header(out, "Content-Type", &content_type);
+    if let Some(coding) = coding {
+        response::header(out, "Content-Encoding", coding.token());
+    }
+    response::header(out, "X-Content-Type-Options", "nosniff");
+    common(out);
+    response::end(out, Some(count), req.version, keep_alive);
+
+    let mut outcome = Outcome {
+        status,
+        body_bytes: if head_only { 0 } else { count },
+        close: !keep_alive,
+    };
+    if head_only || count == 0 {
+        return outcome;
+    }
+    if start > 0
+        && let Err(e) = file.seek(SeekFrom::Start(start))
+    {
+        log::warn!("{}: seek failed: {e}; closing", req.target);
+        outcome.close = true;
+        return outcome;
+    }
+    if count <= INLINE_FILE_MAX {
+        // Room for the whole body first, so that it arrives in one read(2).
+        out.reserve(count as usize);
+        match (&mut file).take(count).read_to_end(out) {
+            Ok(n) if n as u64 == count => {}
+            Ok(_) | Err(_) => {
+                // The head promised `count` bytes; fewer follow, so the client can only
+                // learn of it when the connection closes.
+                log::warn!("{}: file changed while being read; closing", req.target);
+                outcome.close = true;
+            }
+        }
+    } else {
+        *file_slot = Some(FileBody {
+            file,
+            remaining: count,
+        });
+    }
+    outcome
+}
+
+/// Writes a handler's reply.
+fn write_reply(
+    out: &mut Vec<u8>,
+    reply: &Reply,
+    version: Version,
+    head_only: bool,
+    keep_alive: bool,
+    date: &DateCache,
+) -> Outcome {
+    let status = if (200..1000).contains(&reply.status) {
+        reply.status
+    } else {
+        log::error!("handler returned status {}; sending 500", reply.status);
+        500
+    };
+    response::begin(out, status, response::reason(status), date);
+    response::header(out, "Content-Type", &reply.content_type);
+    for (name, value) in &reply.headers {
+        let splits = |s: &str| s.bytes().any(|b| b == b'\r' || b == b'\n');
+        if splits(name) || splits(value) || name.is_empty() {
+            log::error!("handler header {name:?} dropped: CR or LF would split the response");
+            continue;
+        }
+        response::header(out, name, value);
+    }
+    // 204 and 304 have no body and no Content-Length (RFC 9110 sections 8.6, 15.3.5).
+    let bodiless = status == 204 || status == 304;
+    let len = reply.body.len() as u64;
+    response::end(out, (!bodiless).then_some(len), version, keep_alive);
+    send_body(out, &reply.body, head_only || bodiless, status, keep_alive)
+}
+
+/// Writes a complete error response; returns the body length sent.
+pub fn write_error(
+    out: &mut Vec<u8>,
+    e: HttpError,
+    version: Version,
+    head_only: bool,
+    keep_alive: bool,
+    date: &DateCache,
+) -> u64 {
+    let (code, reason) = e.status();
+    let body = response::error_page(code, reason);
+    response::begin(out, code, reason, date);
+    if e == HttpError::MethodNotAllowed {
+        response::header(out, "Allow", "GET, HEAD, OPTIONS");
+    }
+    response::header(out, "Content-Type", "text/html; charset=utf-8");
+    response::end(out, Some(body.len() as u64), version, keep_alive);
+    if head_only {
+        return 0;
+    }
+    out.extend_from_slice(body.as_bytes());
+    body.len() as u64
+}
+
+/// Writes the access-log line for one answered request.
+pub fn log_request(
+    ctx: &mut Context<'_>,
+    peer: Option<std::net::SocketAddr>,
+    req: &Request<'_>,
+    outcome: &Outcome,
+    started: Instant,
+) {
+    let micros = Instant::now()
+        .saturating_duration_since(started)
+        .as_micros();
+    let entry = Entry {
+        peer: peer.map(|p| p.ip()),
+        request_line: req.request_line(),
+        status: outcome.status,
+        body_bytes: outcome.body_bytes,
+        referer: req.referer,
+        user_agent: req.user_agent,
+        micros: u64::try_from(micros).unwrap_or(u64::MAX),
+    };
+    ctx.access_log.log(&entry, ctx.wall);
+}
