@@ -4,6 +4,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use readyserve::body::Discard;
+use readyserve::conditional::{self, Validators};
+use readyserve::encoding;
+use readyserve::range::{self, RangeRequest};
 use readyserve::request::{self, Parsed};
 use readyserve::static_files::map_target;
 
@@ -24,6 +27,18 @@ fuzz_target!(|data: &[u8]| {
         }
         assert!(!mapped.url_path(true).starts_with("//"));
     }
+    // The header-value parsers see what a client sends, so they get arbitrary bytes too.
+    let len = data.len() as u64;
+    for value in [req.range, req.if_range, req.if_none_match, req.accept_encoding].into_iter().flatten() {
+        if let RangeRequest::Partial { start, end } = range::evaluate(value, len) {
+            assert!(start <= end && end < len);
+        }
+        let codings = encoding::preferred(Some(value));
+        assert!(codings.len() <= 2);
+    }
+    let v = Validators { etag: "\"a-1-2\"".into(), modified: std::time::UNIX_EPOCH };
+    let _ = conditional::evaluate(&v, req.if_none_match, req.if_modified_since);
+    let _ = conditional::if_range_allows(&v, req.if_range);
     let mut discard = Discard::new(req.body);
     if let Ok(used) = discard.advance(&data[n..], 1024 * 1024, 16 * 1024) {
         assert!(used <= data.len() - n);
