@@ -13,9 +13,10 @@ use std::io::{Read, Seek, SeekFrom};
 use std::time::Instant;
 
 use crate::access_log::Entry;
+use crate::cache::CachedFile;
 use crate::conditional::{self, Condition, Validators};
 use crate::connection::Context;
-use crate::encoding;
+use crate::encoding::{self, Coding};
 use crate::error::HttpError;
 use crate::handler::Reply;
 use crate::range::{self, RangeRequest};
@@ -72,11 +73,17 @@ pub fn answer(
             close: !keep_alive,
         };
     }
+    // The fast path: a small file already in memory costs no syscall at all.
+    let page = Page {
+        date: ctx.date,
+        cache_control: ctx.files.options().cache_control.as_deref(),
+    };
+    if let Some(entry) = ctx.cache.get(cache_key(req.target), ctx.now) {
+        return serve_cached(req, entry, out, &page, keep_alive);
+    }
     let codings = encoding::preferred(req.accept_encoding);
     match ctx.files.open(req.target, &codings) {
-        Ok(Resolved::File(found)) => {
-            serve_file(req, found, out, file_slot, ctx, keep_alive, head_only)
-        }
+        Ok(Resolved::File(found)) => serve_file(req, *found, out, file_slot, ctx, keep_alive),
         Ok(Resolved::Redirect(location)) => {
             let body = response::error_page(301, "Moved Permanently");
             response::begin(out, 301, "Moved Permanently", ctx.date);
@@ -120,31 +127,169 @@ fn send_body(
     }
 }
 
+/// What the response head of a file needs to know, wherever the bytes come from.
+struct FileView<'a> {
+    len: u64,
+    content_type: &'a str,
+    validators: &'a Validators,
+    last_modified: &'a str,
+    coding: Option<Coding>,
+    vary: bool,
+}
+
+/// What every file response takes from the server's settings.
+struct Page<'a> {
+    date: &'a DateCache,
+    cache_control: Option<&'a str>,
+}
+
+/// Where a file's bytes come from.
+enum Source<'a> {
+    /// The cache holds them.
+    Memory(&'a [u8]),
+    /// The open file.
+    Disk(File),
+}
+
 /// The response for a regular file: 304, 206, 416 or 200.
 fn serve_file(
     req: &Request<'_>,
     found: FoundFile,
     out: &mut Vec<u8>,
     file_slot: &mut Option<FileBody>,
-    ctx: &Context<'_>,
+    ctx: &mut Context<'_>,
     keep_alive: bool,
-    head_only: bool,
 ) -> Outcome {
     let FoundFile {
         mut file,
         meta,
         content_type,
         coding,
+        real_path,
         vary,
     } = found;
     let len = meta.len();
+    // Small plain files go into the cache, and are served from it from now on.
+    if coding.is_none() && !vary && ctx.cache.accepts(len) {
+        let mut body = Vec::with_capacity(len as usize);
+        match (&mut file).take(len).read_to_end(&mut body) {
+            Ok(n) if n as u64 == len => {
+                let key = cache_key(req.target).to_string();
+                let entry = CachedFile::new(real_path, &meta, body, content_type.clone(), ctx.now);
+                ctx.cache.insert(key, entry);
+                let page = Page {
+                    date: ctx.date,
+                    cache_control: ctx.files.options().cache_control.as_deref(),
+                };
+                if let Some(entry) = ctx.cache.get(cache_key(req.target), ctx.now) {
+                    return serve_cached(req, entry, out, &page, keep_alive);
+                }
+                // The file does not fit the cache after all: read it again from disk.
+                if let Err(e) = file.seek(SeekFrom::Start(0)) {
+                    log::warn!("{}: seek failed: {e}", req.target);
+                    return write_error_outcome(out, HttpError::Internal, req, keep_alive, ctx);
+                }
+            }
+            _ => {
+                log::warn!("{}: file changed while being read", req.target);
+                return write_error_outcome(out, HttpError::Internal, req, keep_alive, ctx);
+            }
+        }
+    }
     let validators = Validators::of(&meta);
-    let cache_control = ctx.files.options().cache_control.as_deref();
+    let last_modified = validators.last_modified();
+    let view = FileView {
+        len,
+        content_type: &content_type,
+        validators: &validators,
+        last_modified: &last_modified,
+        coding,
+        vary,
+    };
+    let page = Page {
+        date: ctx.date,
+        cache_control: ctx.files.options().cache_control.as_deref(),
+    };
+    respond_with_file(
+        req,
+        &view,
+        Source::Disk(file),
+        out,
+        file_slot,
+        &page,
+        keep_alive,
+    )
+}
+
+/// The response for a cached file.
+fn serve_cached(
+    req: &Request<'_>,
+    entry: &CachedFile,
+    out: &mut Vec<u8>,
+    page: &Page<'_>,
+    keep_alive: bool,
+) -> Outcome {
+    let view = FileView {
+        len: entry.body.len() as u64,
+        content_type: &entry.content_type,
+        validators: &entry.validators,
+        last_modified: &entry.last_modified,
+        coding: None,
+        vary: false,
+    };
+    let mut no_file = None;
+    respond_with_file(
+        req,
+        &view,
+        Source::Memory(&entry.body),
+        out,
+        &mut no_file,
+        page,
+        keep_alive,
+    )
+}
+
+/// The cache key for a target: its path, as sent, without query or fragment.
+fn cache_key(target: &str) -> &str {
+    target.split(['?', '#']).next().unwrap_or(target)
+}
+
+fn write_error_outcome(
+    out: &mut Vec<u8>,
+    e: HttpError,
+    req: &Request<'_>,
+    keep_alive: bool,
+    ctx: &Context<'_>,
+) -> Outcome {
+    let keep_alive = keep_alive && !e.closes_connection();
+    let head_only = req.method == Method::Head;
+    let body_bytes = write_error(out, e, req.version, head_only, keep_alive, ctx.date);
+    Outcome {
+        status: e.status().0,
+        body_bytes,
+        close: !keep_alive,
+    }
+}
+
+/// Conditionals, then Range, then the head and the body (RFC 9110 sections 13.2.2, 14).
+fn respond_with_file(
+    req: &Request<'_>,
+    view: &FileView<'_>,
+    source: Source<'_>,
+    out: &mut Vec<u8>,
+    file_slot: &mut Option<FileBody>,
+    page: &Page<'_>,
+    keep_alive: bool,
+) -> Outcome {
+    let head_only = req.method == Method::Head;
+    let len = view.len;
+    let cache_control = page.cache_control;
+    let date = page.date;
     // The headers every variant of this response shares.
     let common = |out: &mut Vec<u8>| {
-        response::header(out, "ETag", &validators.etag);
-        response::header(out, "Last-Modified", &validators.last_modified());
-        if vary {
+        response::header(out, "ETag", &view.validators.etag);
+        response::header(out, "Last-Modified", view.last_modified);
+        if view.vary {
             response::header(out, "Vary", "Accept-Encoding");
         }
         if let Some(value) = cache_control {
@@ -152,10 +297,10 @@ fn serve_file(
         }
     };
 
-    if conditional::evaluate(&validators, req.if_none_match, req.if_modified_since)
+    if conditional::evaluate(view.validators, req.if_none_match, req.if_modified_since)
         == Condition::NotModified
     {
-        response::begin(out, 304, "Not Modified", ctx.date);
+        response::begin(out, 304, "Not Modified", date);
         common(out);
         response::end(out, None, req.version, keep_alive);
         return Outcome {
@@ -166,7 +311,7 @@ fn serve_file(
     }
 
     let wanted = match req.range {
-        Some(range) if conditional::if_range_allows(&validators, req.if_range) => {
+        Some(range) if conditional::if_range_allows(view.validators, req.if_range) => {
             range::evaluate(range, len)
         }
         _ => RangeRequest::Full,
@@ -177,7 +322,7 @@ fn serve_file(
         RangeRequest::Unsatisfiable => {
             let (code, reason) = (416, "Range Not Satisfiable");
             let body = response::error_page(code, reason);
-            response::begin(out, code, reason, ctx.date);
+            response::begin(out, code, reason, date);
             response::header(out, "Content-Range", &format!("bytes */{len}"));
             response::header(out, "Content-Type", "text/html; charset=utf-8");
             response::end(out, Some(body.len() as u64), req.version, keep_alive);
@@ -186,15 +331,15 @@ fn serve_file(
     };
 
     if status == 206 {
-        response::begin(out, 206, "Partial Content", ctx.date);
+        response::begin(out, 206, "Partial Content", date);
         let end = start + count - 1;
         response::header(out, "Content-Range", &format!("bytes {start}-{end}/{len}"));
     } else {
-        response::begin(out, 200, "OK", ctx.date);
+        response::begin(out, 200, "OK", date);
         response::header(out, "Accept-Ranges", "bytes");
     }
-    response::header(out, "Content-Type", &content_type);
-    if let Some(coding) = coding {
+    response::header(out, "Content-Type", view.content_type);
+    if let Some(coding) = view.coding {
         response::header(out, "Content-Encoding", coding.token());
     }
     response::header(out, "X-Content-Type-Options", "nosniff");
@@ -209,6 +354,15 @@ fn serve_file(
     if head_only || count == 0 {
         return outcome;
     }
+    let mut file = match source {
+        Source::Memory(bytes) => {
+            // `start..start + count` lies within the body: `range::evaluate` saw its length.
+            let (start, end) = (start as usize, (start + count) as usize);
+            out.extend_from_slice(bytes.get(start..end).unwrap_or_default());
+            return outcome;
+        }
+        Source::Disk(file) => file,
+    };
     if start > 0
         && let Err(e) = file.seek(SeekFrom::Start(start))
     {

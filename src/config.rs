@@ -118,6 +118,10 @@ pub struct Config {
     #[arg(long, env = "READYSERVE_LOG", default_value = "info")]
     pub log_level: log::LevelFilter,
 
+    /// Bytes of small files (up to 1 MiB each) kept in memory; 0 turns the cache off.
+    #[arg(long, env = "READYSERVE_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub cache_bytes: usize,
+
     /// List the contents of directories that have no index.html (otherwise they are 404).
     #[arg(long, env = "READYSERVE_LIST_DIRECTORIES")]
     pub list_directories: bool,
@@ -154,6 +158,7 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             access_log: AccessLogTarget::Stdout,
             log_level: log::LevelFilter::Info,
+            cache_bytes: 64 * 1024 * 1024,
             list_directories: false,
             serve_dotfiles: false,
             follow_symlinks: false,

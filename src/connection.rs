@@ -30,6 +30,7 @@ use mio::{Interest, Token};
 use crate::access_log::{AccessLog, Entry};
 use crate::answer::{self, FileBody};
 use crate::body::Discard;
+use crate::cache::FileCache;
 use crate::error::HttpError;
 use crate::handler::Handler;
 use crate::request::{self, Parsed, Version};
@@ -136,6 +137,8 @@ pub struct Context<'a> {
     pub shutting_down: bool,
     /// The library user's handler, asked before the static files.
     pub handler: Option<&'a mut dyn Handler>,
+    /// Small files in memory.
+    pub cache: &'a mut FileCache,
 }
 
 /// What the event said about the socket.

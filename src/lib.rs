@@ -36,6 +36,7 @@
 //! - [`body`]: request bodies, skipped byte-exact (Content-Length and chunked).
 //! - [`response`]: response heads and the cached `Date`.
 //! - [`static_files`]: from a URL to an open file under the root, safely.
+//! - [`cache`]: small files in memory, revalidated once a second.
 //! - [`conditional`]: ETag, Last-Modified, and 304 Not Modified.
 //! - [`range`]: the Range header: 206 Partial Content and 416.
 //! - [`encoding`]: choosing a precompressed `.br`/`.gz` sidecar from Accept-Encoding.
@@ -79,6 +80,7 @@
 pub mod access_log;
 pub mod answer;
 pub mod body;
+pub mod cache;
 pub mod conditional;
 pub mod config;
 pub mod connection;

@@ -34,6 +34,7 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use slab::Slab;
 
 use crate::access_log::AccessLog;
+use crate::cache::FileCache;
 use crate::config::{Config, ListenAddr};
 use crate::connection::{Connection, Context, Limits, Readiness};
 use crate::handler::Handler;
@@ -47,6 +48,8 @@ const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 /// The token of the signal pipe (SIGTERM, SIGINT).
 const SIGNALS: Token = Token(usize::MAX - 3);
+/// The token of the file cache's inotify descriptor.
+const FILE_CHANGES: Token = Token(usize::MAX - 4);
 
 /// How long to stop accepting after EMFILE/ENFILE, unless a connection closes sooner.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -222,6 +225,15 @@ impl Server {
         let mut resume: Vec<usize> = Vec::new();
         let mut closing: Vec<usize> = Vec::new();
         let mut date = DateCache::new();
+        let mut cache = FileCache::new(self.config.cache_bytes);
+        if let Some(fd) = cache.watch_fd() {
+            // inotify's descriptor is one more readiness source in the same Poll.
+            self.poll.registry().register(
+                &mut mio::unix::SourceFd(&fd),
+                FILE_CHANGES,
+                Interest::READABLE,
+            )?;
+        }
         let max_connections = self.config.max_connections as usize;
         // Accepting stops at the connection cap or on EMFILE; `accept_again` says a retry is
         // due (the listener is edge-triggered, so it will not tell us again by itself).
@@ -253,6 +265,11 @@ impl Server {
             let now = Instant::now();
             let wall = SystemTime::now();
             date.update(wall);
+            // File changes first: no request in this turn may be answered from a cache entry
+            // that an event in this same batch says is stale.
+            if events.iter().any(|e| e.token() == FILE_CHANGES) {
+                cache.on_watch_event();
+            }
             let registry = self.poll.registry();
             let mut ctx = Context {
                 limits: &self.limits,
@@ -266,6 +283,7 @@ impl Server {
                     Some(handler) => Some(handler.as_mut()),
                     None => None,
                 },
+                cache: &mut cache,
             };
 
             // ---- 2. connections that yielded last turn
@@ -290,6 +308,7 @@ impl Server {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => accept_again = true,
+                    FILE_CHANGES => {} // handled above
                     WAKER => begin_shutdown |= self.stop.load(Ordering::SeqCst),
                     SIGNALS => {
                         if let Some(signals) = self.signals.as_mut() {

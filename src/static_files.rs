@@ -120,8 +120,8 @@ fn origin_path(target: &str) -> Option<&str> {
 /// What a target resolved to on disk.
 #[derive(Debug)]
 pub enum Resolved {
-    /// A regular file, open for reading.
-    File(FoundFile),
+    /// A regular file, open for reading. (Boxed: it is much larger than the others.)
+    File(Box<FoundFile>),
     /// A directory named without its trailing slash: redirect to this URL path.
     Redirect(String),
     /// A directory listing (only with `--list-directories`), as HTML.
@@ -139,6 +139,8 @@ pub struct FoundFile {
     pub content_type: String,
     /// The sidecar's coding, if the bytes are a `.br` or `.gz` sidecar.
     pub coding: Option<Coding>,
+    /// The canonical path of what was opened.
+    pub real_path: PathBuf,
     /// A sidecar exists, so the response depends on `Accept-Encoding` (`Vary`).
     pub vary: bool,
 }
@@ -197,7 +199,7 @@ impl StaticFiles {
     pub fn open(&self, target: &str, codings: &[Coding]) -> Result<Resolved, HttpError> {
         let mapped = map_target(target, self.options.serve_dotfiles)?;
         let mut path = self.root.join(mapped.to_path());
-        let (file, meta) = self.open_inside(&path)?;
+        let (file, meta, real) = self.open_inside(&path)?;
         if meta.is_dir() {
             if !mapped.trailing_slash {
                 return Ok(Resolved::Redirect(mapped.url_path(true)));
@@ -205,7 +207,7 @@ impl StaticFiles {
             let dir = path.clone();
             path.push("index.html");
             return match self.open_inside(&path) {
-                Ok((file, meta)) => self.found(file, meta, &path, codings),
+                Ok((file, meta, real)) => self.found(file, meta, &path, real, codings),
                 Err(HttpError::NotFound) if self.options.list_directories => {
                     crate::listing::render(
                         &dir,
@@ -222,7 +224,7 @@ impl StaticFiles {
             // `/file.txt/` names a directory that is not there.
             return Err(HttpError::NotFound);
         }
-        self.found(file, meta, &path, codings)
+        self.found(file, meta, &path, real, codings)
     }
 
     /// A regular file was found at `path`: look for a sidecar the client accepts.
@@ -231,6 +233,7 @@ impl StaticFiles {
         file: File,
         meta: Metadata,
         path: &Path,
+        real_path: PathBuf,
         codings: &[Coding],
     ) -> Result<Resolved, HttpError> {
         if !meta.is_file() {
@@ -244,36 +247,38 @@ impl StaticFiles {
             name.push(coding.suffix());
             self.open_inside(Path::new(&name))
                 .ok()
-                .filter(|(_, meta)| meta.is_file())
-                .map(|(file, meta)| (coding, file, meta))
+                .filter(|(_, meta, _)| meta.is_file())
+                .map(|(file, meta, real)| (coding, file, meta, real))
         });
         let vary = sidecars.iter().any(Option::is_some);
         // The client's most preferred coding that has a sidecar.
         for wanted in codings {
             let slot = sidecars
                 .iter_mut()
-                .find(|s| s.as_ref().is_some_and(|(c, _, _)| c == wanted));
-            if let Some((coding, file, meta)) = slot.and_then(Option::take) {
-                return Ok(Resolved::File(FoundFile {
+                .find(|s| s.as_ref().is_some_and(|(c, _, _, _)| c == wanted));
+            if let Some((coding, file, meta, real_path)) = slot.and_then(Option::take) {
+                return Ok(Resolved::File(Box::new(FoundFile {
                     file,
                     meta,
                     content_type,
                     coding: Some(coding),
+                    real_path,
                     vary,
-                }));
+                })));
             }
         }
-        Ok(Resolved::File(FoundFile {
+        Ok(Resolved::File(Box::new(FoundFile {
             file,
             meta,
             content_type,
             coding: None,
+            real_path,
             vary,
-        }))
+        })))
     }
 
     /// Opens `path` if, with every symlink followed, it is still inside the root.
-    fn open_inside(&self, path: &Path) -> Result<(File, Metadata), HttpError> {
+    fn open_inside(&self, path: &Path) -> Result<(File, Metadata, PathBuf), HttpError> {
         let real = path.canonicalize().map_err(io_to_http)?;
         if !real.starts_with(&self.root) && !self.options.follow_symlinks {
             log::debug!("refused {}: it leads outside the root", path.display());
@@ -288,7 +293,7 @@ impl StaticFiles {
             .map_err(io_to_http)?;
         // fstat on the open file: what we check is what we serve, even if the path changes.
         let meta = file.metadata().map_err(io_to_http)?;
-        Ok((file, meta))
+        Ok((file, meta, real))
     }
 }
 

@@ -401,3 +401,37 @@ fn file_that_shrinks_while_sent_closes_the_connection_and_server_goes_on() {
     assert!(got < HUGE, "the whole file arrived anyway");
     assert_eq!(server.get("/index.html").body_text(), INDEX);
 }
+
+#[test]
+fn cached_file_is_never_served_stale() {
+    let server = TestServer::start();
+    let path = server.root().join("live.txt");
+    let mut s = server.connect();
+    for i in 0..30 {
+        let content = format!("version {i}\n");
+        // Same length every time for i < 10, so only the content and mtime change.
+        fs::write(&path, &content).expect("write");
+        send(&mut s, "GET /live.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(
+            read_response(&mut s, false).body_text(),
+            content,
+            "round {i}"
+        );
+        // Served twice, the second time from the cache.
+        send(&mut s, "GET /live.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(
+            read_response(&mut s, false).body_text(),
+            content,
+            "round {i}, cached"
+        );
+    }
+    // Replaced by rename, as editors and deploy tools do.
+    let tmp = server.root().join("live.tmp");
+    fs::write(&tmp, "renamed in\n").expect("write");
+    fs::rename(&tmp, &path).expect("rename");
+    send(&mut s, "GET /live.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(read_response(&mut s, false).body_text(), "renamed in\n");
+    fs::remove_file(&path).expect("remove");
+    send(&mut s, "GET /live.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(read_response(&mut s, false).status, 404);
+}

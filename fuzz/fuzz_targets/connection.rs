@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use libfuzzer_sys::fuzz_target;
 use readyserve::access_log::AccessLog;
+use readyserve::cache::FileCache;
 use readyserve::connection::{Connection, Context, Limits, Readiness, Transport};
 use readyserve::response::DateCache;
 use readyserve::static_files::{Options, StaticFiles};
@@ -84,6 +85,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let date = DateCache::new();
     let mut log = AccessLog::with_writer(None);
+    let mut cache = FileCache::new(1 << 20);
     let mem = Mem { input: VecDeque::new(), eof: false, output: Vec::new(), room: 0 };
     let now = Instant::now();
     let mut conn = Connection::new(mem, mio::Token(0), None, now);
@@ -106,6 +108,7 @@ fuzz_target!(|data: &[u8]| {
             wall: SystemTime::now(),
             shutting_down: false,
             handler: None,
+            cache: &mut cache,
         };
         conn.ready(Readiness { readable: true, writable: true }, &mut ctx);
         while conn.wants_resume() {
@@ -129,6 +132,7 @@ fuzz_target!(|data: &[u8]| {
         wall: SystemTime::now(),
         shutting_down: false,
         handler: None,
+        cache: &mut cache,
     };
     conn.ready(Readiness { readable: false, writable: true }, &mut ctx);
     while conn.wants_resume() {
