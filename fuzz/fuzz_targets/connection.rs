@@ -151,6 +151,8 @@ fn check_responses(mut out: &[u8], input: &[u8], closed: bool) {
         let mut res = httparse::Response::new(&mut headers);
         let n = match res.parse(out) {
             Ok(httparse::Status::Complete(n)) => n,
+            // A write timeout may cut even a head short, then closes.
+            Ok(httparse::Status::Partial) if closed => return,
             other => panic!("malformed response head: {other:?}"),
         };
         assert_eq!(res.version, Some(1));
