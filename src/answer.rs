@@ -35,6 +35,8 @@ pub struct FileBody {
     pub file: File,
     /// Bytes still to send.
     pub remaining: u64,
+    /// Try sendfile(2) first (cleared when the transport or the file cannot do it).
+    pub sendfile: bool,
 }
 
 /// The result of answering one request.
@@ -386,6 +388,7 @@ fn respond_with_file(
         *file_slot = Some(FileBody {
             file,
             remaining: count,
+            sendfile: true,
         });
     }
     outcome

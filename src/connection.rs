@@ -21,6 +21,7 @@
 //! real `mio::net::TcpStream` and on an in-memory stream in tests and fuzzing.
 
 use std::fmt;
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
@@ -30,6 +31,7 @@ use mio::{Interest, Token};
 use crate::access_log::{AccessLog, Entry};
 use crate::answer::{self, FileBody};
 use crate::body::Discard;
+use crate::buffers::{BufferPool, READ_BUFFER};
 use crate::cache::FileCache;
 use crate::error::HttpError;
 use crate::handler::Handler;
@@ -38,7 +40,7 @@ use crate::response::DateCache;
 use crate::static_files::StaticFiles;
 
 /// The read buffer's first size. Most request heads are a few hundred bytes.
-const READ_CHUNK: usize = 4 * 1024;
+const READ_CHUNK: usize = READ_BUFFER;
 /// Stop parsing pipelined requests while this much output is waiting (backpressure): a
 /// client that sends requests but does not read answers must not make us buffer without end.
 const HIGH_WATER: usize = 64 * 1024;
@@ -51,18 +53,46 @@ const MAX_BYTES_PER_TURN: usize = 1024 * 1024;
 /// After an error response, how long and how much we keep reading before closing.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 64 * 1024;
-/// An output buffer larger than this is released when the connection goes idle.
-const OUT_KEEP: usize = 16 * 1024;
+/// Most bytes handed to one sendfile(2) call.
+const SENDFILE_CHUNK: usize = 1024 * 1024;
 
 /// A byte stream a [`Connection`] can run on.
 pub trait Transport: Read + Write {
     /// Shuts down the sending half (TCP FIN), keeping the receiving half open.
     fn shutdown_write(&mut self) -> io::Result<()>;
+
+    /// Writes `buf`, telling the kernel more data follows at once (MSG_MORE), so that a
+    /// response head and the file after it fill whole packets. Plain `write` by default.
+    fn write_more(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write(buf)
+    }
+
+    /// Sends up to `count` bytes of `file` from its current offset, in the kernel, without
+    /// copying them through user space (sendfile(2)). `Unsupported` where that is not
+    /// possible; the caller then reads and writes instead.
+    fn send_file(&mut self, file: &mut File, count: usize) -> io::Result<usize> {
+        let _ = (file, count);
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 impl Transport for mio::net::TcpStream {
     fn shutdown_write(&mut self) -> io::Result<()> {
         self.shutdown(std::net::Shutdown::Write)
+    }
+
+    fn write_more(&mut self, buf: &[u8]) -> io::Result<usize> {
+        use rustix::net::SendFlags;
+        Ok(rustix::net::send(
+            &*self,
+            buf,
+            SendFlags::MORE | SendFlags::NOSIGNAL,
+        )?)
+    }
+
+    fn send_file(&mut self, file: &mut File, count: usize) -> io::Result<usize> {
+        // `None`: use and advance the file's own offset, as read(2) would.
+        Ok(rustix::fs::sendfile(&*self, &*file, None, count)?)
     }
 }
 
@@ -139,6 +169,8 @@ pub struct Context<'a> {
     pub handler: Option<&'a mut dyn Handler>,
     /// Small files in memory.
     pub cache: &'a mut FileCache,
+    /// Buffers that idle connections gave back.
+    pub pool: &'a mut BufferPool,
 }
 
 /// What the event said about the socket.
@@ -412,14 +444,14 @@ impl<S: Transport> Connection<S> {
             self.yielded = true;
             return false;
         }
-        if !self.make_room(ctx.limits.max_head) {
+        if !self.make_room(ctx.limits.max_head, ctx.pool) {
             // Cannot happen for a well-formed state: the parser rejects a head over the
             // limit before the buffer is full. Treat it as the limit it protects.
             self.fail(HttpError::HeadersTooLarge, ctx);
             return true;
         }
         let spare = self.inbuf.len() - self.in_end;
-        match read_retrying(&mut self.socket, &mut self.inbuf[self.in_end..]) {
+        match retrying(|| self.socket.read(&mut self.inbuf[self.in_end..])) {
             Ok(0) => {
                 // EOF. Nothing complete is left unanswered (we parse before reading again),
                 // so there is nothing more to do for this client.
@@ -459,7 +491,11 @@ impl<S: Transport> Connection<S> {
 
     /// Makes free space at the end of the read buffer: moves unconsumed bytes to the front,
     /// and grows the buffer (doubling, up to just over the head limit) when it is full.
-    fn make_room(&mut self, max_head: usize) -> bool {
+    fn make_room(&mut self, max_head: usize, pool: &mut BufferPool) -> bool {
+        if self.inbuf.is_empty() {
+            // Idle connections hold no buffer; borrow one for as long as a request lasts.
+            self.inbuf = pool.take_read();
+        }
         if self.in_start == self.in_end {
             self.in_start = 0;
             self.in_end = 0;
@@ -504,7 +540,7 @@ impl<S: Transport> Connection<S> {
                 }
             }
             if !self.discard.is_done() {
-                self.wait_for_input("body needs more bytes");
+                self.wait_for_input("body needs more bytes", ctx.pool);
                 return true;
             }
         }
@@ -516,7 +552,7 @@ impl<S: Transport> Connection<S> {
             return true;
         }
         if self.in_start == self.in_end || self.head_incomplete {
-            self.wait_for_input("need more bytes");
+            self.wait_for_input("need more bytes", ctx.pool);
             return true;
         }
         if self.out.len() - self.out_pos >= HIGH_WATER || self.file.is_some() {
@@ -537,7 +573,7 @@ impl<S: Transport> Connection<S> {
                 if has_output {
                     self.set_state(State::Writing, "partial head; sending queued output");
                 } else {
-                    self.wait_for_input("partial head");
+                    self.wait_for_input("partial head", ctx.pool);
                 }
             }
             Ok(Parsed::Complete(req, n)) => {
@@ -547,6 +583,9 @@ impl<S: Transport> Connection<S> {
                     String::from_utf8_lossy(req.request_line())
                 );
                 let started = self.head_started.take().unwrap_or(self.now);
+                if self.out.capacity() == 0 {
+                    self.out = ctx.pool.take_out();
+                }
                 let outcome = answer::answer(&req, &mut self.out, &mut self.file, ctx);
                 if ctx.access_log.enabled() {
                     answer::log_request(ctx, self.peer, &req, &outcome, started);
@@ -600,36 +639,42 @@ impl<S: Transport> Connection<S> {
     }
 
     /// Goes to wait for more input, or sends queued output first if there is some.
-    fn wait_for_input(&mut self, why: &'static str) {
+    fn wait_for_input(&mut self, why: &'static str, pool: &mut BufferPool) {
         if self.out_pos < self.out.len() || self.file.is_some() {
             self.set_state(State::Writing, "responses queued");
             return;
         }
         if self.in_start == self.in_end && self.discard.is_done() {
-            self.become_idle();
+            self.become_idle(pool);
         }
         self.set_state(State::Reading, why);
     }
 
-    /// Between requests: restart the idle clock and give back large buffers, so that
-    /// thousands of idle keep-alive connections stay small.
-    fn become_idle(&mut self) {
+    /// Between requests: restart the idle clock and give the buffers back to the pool, so
+    /// that thousands of idle keep-alive connections hold no buffer at all.
+    fn become_idle(&mut self, pool: &mut BufferPool) {
         self.idle_since = self.now;
         self.head_started = None;
-        self.in_start = 0;
-        self.in_end = 0;
-        if self.inbuf.len() > READ_CHUNK {
-            self.inbuf = Vec::new();
+        self.recycle(pool);
+    }
+
+    /// Gives both buffers back to the pool, if they hold nothing still needed.
+    pub fn recycle(&mut self, pool: &mut BufferPool) {
+        if self.in_start == self.in_end {
+            self.in_start = 0;
+            self.in_end = 0;
+            pool.give_read(std::mem::take(&mut self.inbuf));
         }
-        if self.out.capacity() > OUT_KEEP {
-            self.out = Vec::new();
+        if self.out_pos == self.out.len() && self.file.is_none() {
+            self.out_pos = 0;
+            pool.give_out(std::mem::take(&mut self.out));
         }
     }
 
     // ----- Writing -----------------------------------------------------------------------
 
     /// Writing: send queued output until it is all sent or the socket would block.
-    fn on_writing(&mut self, ctx: &Context<'_>) -> bool {
+    fn on_writing(&mut self, ctx: &mut Context<'_>) -> bool {
         let mut wrote = 0;
         loop {
             if self.out_pos < self.out.len() {
@@ -637,7 +682,14 @@ impl<S: Transport> Connection<S> {
                     self.yielded = true;
                     return false;
                 }
-                match write_retrying(&mut self.socket, &self.out[self.out_pos..]) {
+                let pending = &self.out[self.out_pos..];
+                // A file follows this head: say so, and the kernel packs them together.
+                let result = if self.file.is_some() {
+                    retrying(|| self.socket.write_more(pending))
+                } else {
+                    retrying(|| self.socket.write(pending))
+                };
+                match result {
                     Ok(0) => {
                         self.close("write returned 0");
                         return false;
@@ -670,12 +722,21 @@ impl<S: Transport> Connection<S> {
             }
             self.out.clear();
             self.out_pos = 0;
-            match self.refill_from_file() {
+            if self.turn_bytes >= MAX_BYTES_PER_TURN && self.file.is_some() {
+                self.yielded = true;
+                return false;
+            }
+            match self.send_file_body() {
                 Ok(true) => continue,
                 Ok(false) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    log::trace!("token={} wrote {wrote} bytes (WouldBlock)", self.token.0);
+                    self.read_more = true;
+                    return false;
+                }
                 Err(e) => {
                     log::warn!("token={} file body failed: {e}; closing", self.token.0);
-                    self.close("file read failed");
+                    self.close("file body failed");
                     return false;
                 }
             }
@@ -700,16 +761,18 @@ impl<S: Transport> Connection<S> {
             self.set_state(State::Parsing, "pipelined bytes waiting");
         } else {
             if self.in_start == self.in_end && self.discard.is_done() {
-                self.become_idle();
+                self.become_idle(ctx.pool);
             }
             self.set_state(State::Reading, "keep-alive");
         }
         true
     }
 
-    /// Puts the next chunk of a streamed file into the (empty) output buffer. Returns
+    /// Sends the next part of a streamed file body: with sendfile(2), the file's pages go
+    /// from the page cache to the socket without a copy through this process; where that is
+    /// not possible, a chunk is read into the (empty) output buffer to be written. Returns
     /// whether there is more to send.
-    fn refill_from_file(&mut self) -> io::Result<bool> {
+    fn send_file_body(&mut self) -> io::Result<bool> {
         let Some(body) = self.file.as_mut() else {
             return Ok(false);
         };
@@ -717,13 +780,33 @@ impl<S: Transport> Connection<S> {
             self.file = None;
             return Ok(false);
         }
+        let shrank =
+            || io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while being sent");
+        if body.sendfile {
+            let count = body.remaining.min(SENDFILE_CHUNK as u64) as usize;
+            match retrying(|| self.socket.send_file(&mut body.file, count)) {
+                Ok(0) => return Err(shrank()),
+                Ok(n) => {
+                    body.remaining -= n as u64;
+                    self.turn_bytes += n;
+                    self.progress_at = self.now;
+                    return Ok(true);
+                }
+                Err(e)
+                    if e.kind() == io::ErrorKind::Unsupported
+                        || e.raw_os_error() == Some(libc::EINVAL)
+                        || e.raw_os_error() == Some(libc::ENOSYS) =>
+                {
+                    // This transport or this file cannot do it: copy instead, from now on.
+                    body.sendfile = false;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let want = body.remaining.min(FILE_CHUNK as u64);
         let got = (&mut body.file).take(want).read_to_end(&mut self.out)?;
         if got == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "file shrank while it was being sent",
-            ));
+            return Err(shrank());
         }
         body.remaining -= got as u64;
         Ok(true)
@@ -738,7 +821,7 @@ impl<S: Transport> Connection<S> {
         }
         let mut scratch = [0u8; 4096];
         loop {
-            match read_retrying(&mut self.socket, &mut scratch) {
+            match retrying(|| self.socket.read(&mut scratch)) {
                 Ok(0) => {
                     self.close("client closed after response");
                     return false;
@@ -763,20 +846,10 @@ impl<S: Transport> Connection<S> {
     }
 }
 
-/// Reads, retrying when a signal interrupts the call.
-fn read_retrying<S: Read>(socket: &mut S, buf: &mut [u8]) -> io::Result<usize> {
+/// Runs an I/O call, again whenever a signal interrupts it.
+fn retrying<T>(mut call: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     loop {
-        match socket.read(buf) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
-        }
-    }
-}
-
-/// Writes, retrying when a signal interrupts the call.
-fn write_retrying<S: Write>(socket: &mut S, buf: &[u8]) -> io::Result<usize> {
-    loop {
-        match socket.write(buf) {
+        match call() {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             other => return other,
         }

@@ -33,6 +33,7 @@
 //! - [`connection`]: the per-connection state machine.
 //! - [`answer`]: from a parsed request to a queued response (handler, file, error).
 //! - [`request`]: request heads, parsed with `httparse`, and the framing rules.
+//! - [`buffers`]: the buffer pool: idle connections hold no buffer.
 //! - [`body`]: request bodies, skipped byte-exact (Content-Length and chunked).
 //! - [`response`]: response heads and the cached `Date`.
 //! - [`static_files`]: from a URL to an open file under the root, safely.
@@ -80,6 +81,7 @@
 pub mod access_log;
 pub mod answer;
 pub mod body;
+pub mod buffers;
 pub mod cache;
 pub mod conditional;
 pub mod config;

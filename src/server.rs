@@ -34,6 +34,7 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use slab::Slab;
 
 use crate::access_log::AccessLog;
+use crate::buffers::BufferPool;
 use crate::cache::FileCache;
 use crate::config::{Config, ListenAddr};
 use crate::connection::{Connection, Context, Limits, Readiness};
@@ -226,6 +227,7 @@ impl Server {
         let mut closing: Vec<usize> = Vec::new();
         let mut date = DateCache::new();
         let mut cache = FileCache::new(self.config.cache_bytes);
+        let mut pool = BufferPool::new();
         if let Some(fd) = cache.watch_fd() {
             // inotify's descriptor is one more readiness source in the same Poll.
             self.poll.registry().register(
@@ -284,6 +286,7 @@ impl Server {
                     None => None,
                 },
                 cache: &mut cache,
+                pool: &mut pool,
             };
 
             // ---- 2. connections that yielded last turn
@@ -401,6 +404,7 @@ impl Server {
             let freed = !closing.is_empty();
             for key in closing.drain(..) {
                 let mut slot = slots.remove(key);
+                slot.conn.recycle(ctx.pool);
                 if let Err(e) = registry.deregister(slot.conn.socket_mut()) {
                     log::debug!("token={key} deregister failed: {e}");
                 }

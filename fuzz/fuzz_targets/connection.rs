@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use libfuzzer_sys::fuzz_target;
 use readyserve::access_log::AccessLog;
+use readyserve::buffers::BufferPool;
 use readyserve::cache::FileCache;
 use readyserve::connection::{Connection, Context, Limits, Readiness, Transport};
 use readyserve::response::DateCache;
@@ -86,6 +87,7 @@ fuzz_target!(|data: &[u8]| {
     let date = DateCache::new();
     let mut log = AccessLog::with_writer(None);
     let mut cache = FileCache::new(1 << 20);
+    let mut pool = BufferPool::new();
     let mem = Mem { input: VecDeque::new(), eof: false, output: Vec::new(), room: 0 };
     let now = Instant::now();
     let mut conn = Connection::new(mem, mio::Token(0), None, now);
@@ -109,6 +111,7 @@ fuzz_target!(|data: &[u8]| {
             shutting_down: false,
             handler: None,
             cache: &mut cache,
+            pool: &mut pool,
         };
         conn.ready(Readiness { readable: true, writable: true }, &mut ctx);
         while conn.wants_resume() {
@@ -133,6 +136,7 @@ fuzz_target!(|data: &[u8]| {
         shutting_down: false,
         handler: None,
         cache: &mut cache,
+        pool: &mut pool,
     };
     conn.ready(Readiness { readable: false, writable: true }, &mut ctx);
     while conn.wants_resume() {
