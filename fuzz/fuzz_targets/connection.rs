@@ -76,7 +76,17 @@ fn files() -> &'static StaticFiles {
     })
 }
 
+thread_local! {
+    /// One cache for the whole run, as in the server (a new one per input would open an
+    /// inotify descriptor per input).
+    static CACHE: std::cell::RefCell<FileCache> = std::cell::RefCell::new(FileCache::new(1 << 20));
+}
+
 fuzz_target!(|data: &[u8]| {
+    CACHE.with(|cache| run(data, &mut cache.borrow_mut()));
+});
+
+fn run(data: &[u8], cache: &mut FileCache) {
     let limits = Limits {
         max_head: 1024,
         max_body: 4096,
@@ -86,7 +96,6 @@ fuzz_target!(|data: &[u8]| {
     };
     let date = DateCache::new();
     let mut log = AccessLog::with_writer(None);
-    let mut cache = FileCache::new(1 << 20);
     let mut pool = BufferPool::new();
     let mem = Mem { input: VecDeque::new(), eof: false, output: Vec::new(), room: 0 };
     let now = Instant::now();
@@ -110,7 +119,7 @@ fuzz_target!(|data: &[u8]| {
             wall: SystemTime::now(),
             shutting_down: false,
             handler: None,
-            cache: &mut cache,
+            cache: &mut *cache,
             pool: &mut pool,
         };
         conn.ready(Readiness { readable: true, writable: true }, &mut ctx);
@@ -135,7 +144,7 @@ fuzz_target!(|data: &[u8]| {
         wall: SystemTime::now(),
         shutting_down: false,
         handler: None,
-        cache: &mut cache,
+        cache: &mut *cache,
         pool: &mut pool,
     };
     conn.ready(Readiness { readable: false, writable: true }, &mut ctx);
@@ -143,7 +152,7 @@ fuzz_target!(|data: &[u8]| {
         conn.resume(&mut ctx);
     }
     check_responses(&conn.socket().output, data, conn.is_done());
-});
+}
 
 /// The output must be whole responses, back to back. HEAD responses have no body, so after
 /// the first response the check stops if the input mentions HEAD. Only the last body may be
