@@ -79,7 +79,8 @@ fn cached_keep_alive_requests_allocate_nothing() {
     });
 
     let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     // Learn the response length (the Date header has a fixed width).
     s.write_all(REQUEST).expect("send");
     let mut head = Vec::new();
