@@ -100,6 +100,9 @@ fn main() -> io::Result<()> {
                     handler: None,
                     cache: &mut cache,
                     pool: &mut pool,
+                    metrics: None,
+                    open_connections: 1,
+                    trusted: &[],
                 };
                 conn.ready(
                     Readiness {

@@ -68,7 +68,10 @@ fn main() -> ExitCode {
         Some(Reply::json(200, body).with_header("Cache-Control", "no-store"))
     });
 
-    println!("listening on {}", server.local_addr());
+    match server.local_addr() {
+        Some(addr) => println!("listening on {addr}"),
+        None => println!("listening on {}", server.url()),
+    }
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -10,21 +10,27 @@
 //! UTC. Quotes, backslashes and control bytes inside the quoted fields are escaped as `\xHH`,
 //! as nginx does, so a client cannot forge a log line.
 //!
+//! With `--access-log-format json`, each line is one JSON object with the same fields.
+//!
 //! Lines are collected in a buffer and written once per loop iteration ([`AccessLog::flush`]),
 //! not once per request: a write(2) per request would cost more than serving a cached file.
+//! On SIGHUP the file is reopened ([`AccessLog::reopen`]), the logrotate convention. A failed
+//! write (a full disk) is reported once, and serving goes on.
 
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::config::AccessLogTarget;
+use crate::config::{AccessLogFormat, AccessLogTarget};
 
 /// One finished request, as the access log sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry<'a> {
     /// The client address (or `None` when not an IP peer).
     pub peer: Option<IpAddr>,
+    /// The peer is a Unix-socket client (logged as `unix:`).
+    pub peer_is_unix: bool,
     /// The request line as received, e.g. `GET / HTTP/1.1`.
     pub request_line: &'a [u8],
     /// The status code sent.
@@ -42,6 +48,9 @@ pub struct Entry<'a> {
 /// The access-log writer.
 pub struct AccessLog {
     out: Option<BufWriter<Box<dyn Write + Send>>>,
+    /// Where the lines go, for reopening.
+    target: AccessLogTarget,
+    format: AccessLogFormat,
     /// Scratch line, reused so that logging does not allocate.
     line: Vec<u8>,
     /// The second `time_local` was last formatted for, and the text.
@@ -61,21 +70,35 @@ impl std::fmt::Debug for AccessLog {
 
 impl AccessLog {
     /// Opens the access log named by `target`. A file is opened for appending.
-    pub fn open(target: &AccessLogTarget) -> io::Result<Self> {
-        let out: Option<Box<dyn Write + Send>> = match target {
-            AccessLogTarget::Off => None,
-            AccessLogTarget::Stdout => Some(Box::new(io::stdout())),
-            AccessLogTarget::File(path) => Some(Box::new(
-                OpenOptions::new().create(true).append(true).open(path)?,
-            )),
-        };
-        Ok(Self::with_writer(out))
+    pub fn open(target: &AccessLogTarget, format: AccessLogFormat) -> io::Result<Self> {
+        let mut log = Self::with_writer(open_target(target)?);
+        log.target = target.clone();
+        log.format = format;
+        Ok(log)
+    }
+
+    /// Reopens the log file (after logrotate moved it), flushing what is buffered first.
+    /// On failure the old file stays in use and the error is logged.
+    pub fn reopen(&mut self) {
+        if !matches!(self.target, AccessLogTarget::File(_)) {
+            return;
+        }
+        self.flush();
+        match open_target(&self.target) {
+            Ok(out) => {
+                self.out = out.map(|w| BufWriter::with_capacity(64 * 1024, w));
+                self.failed = false;
+            }
+            Err(e) => log::error!("cannot reopen the access log: {e}; keeping the old file"),
+        }
     }
 
     /// An access log writing to `out` (`None` logs nothing). Useful in tests.
     pub fn with_writer(out: Option<Box<dyn Write + Send>>) -> Self {
         AccessLog {
             out: out.map(|w| BufWriter::with_capacity(64 * 1024, w)),
+            target: AccessLogTarget::Off,
+            format: AccessLogFormat::Combined,
             line: Vec::with_capacity(256),
             second: u64::MAX,
             time_local: String::new(),
@@ -94,12 +117,25 @@ impl AccessLog {
             return;
         }
         self.update_time(now);
+        match self.format {
+            AccessLogFormat::Combined => self.format_combined(entry),
+            AccessLogFormat::Json => self.format_json(entry),
+        }
+        if let Some(out) = self.out.as_mut()
+            && let Err(e) = out.write_all(&self.line)
+        {
+            self.report(&e);
+        }
+    }
+
+    fn format_combined(&mut self, entry: &Entry<'_>) {
         let line = &mut self.line;
         line.clear();
         match entry.peer {
             Some(ip) => {
                 let _ = write!(line, "{ip}");
             }
+            None if entry.peer_is_unix => line.extend_from_slice(b"unix:"),
             None => line.push(b'-'),
         }
         line.extend_from_slice(b" - - [");
@@ -111,12 +147,32 @@ impl AccessLog {
         line.extend_from_slice(b"\" \"");
         escape_into(line, entry.user_agent.unwrap_or(b"-"));
         let _ = writeln!(line, "\" {}", entry.micros);
+    }
 
-        if let Some(out) = self.out.as_mut()
-            && let Err(e) = out.write_all(line)
-        {
-            self.report(&e);
+    fn format_json(&mut self, entry: &Entry<'_>) {
+        let line = &mut self.line;
+        line.clear();
+        line.extend_from_slice(b"{\"remote_addr\":\"");
+        match entry.peer {
+            Some(ip) => {
+                let _ = write!(line, "{ip}");
+            }
+            None if entry.peer_is_unix => line.extend_from_slice(b"unix:"),
+            None => line.push(b'-'),
         }
+        line.extend_from_slice(b"\",\"time_local\":\"");
+        line.extend_from_slice(self.time_local.as_bytes());
+        line.extend_from_slice(b"\",\"request\":\"");
+        json_escape_into(line, entry.request_line);
+        let _ = write!(
+            line,
+            "\",\"status\":{},\"body_bytes_sent\":{},\"http_referer\":\"",
+            entry.status, entry.body_bytes
+        );
+        json_escape_into(line, entry.referer.unwrap_or(b"-"));
+        line.extend_from_slice(b"\",\"http_user_agent\":\"");
+        json_escape_into(line, entry.user_agent.unwrap_or(b"-"));
+        let _ = writeln!(line, "\",\"request_time_us\":{}}}", entry.micros);
     }
 
     /// Writes buffered lines out. The loop calls this once per iteration and at exit.
@@ -159,6 +215,31 @@ impl Drop for AccessLog {
     }
 }
 
+fn open_target(target: &AccessLogTarget) -> io::Result<Option<Box<dyn Write + Send>>> {
+    Ok(match target {
+        AccessLogTarget::Off => None,
+        AccessLogTarget::Stdout => Some(Box::new(io::stdout())),
+        AccessLogTarget::File(path) => Some(Box::new(
+            OpenOptions::new().create(true).append(true).open(path)?,
+        )),
+    })
+}
+
+/// Copies `bytes` into a JSON string, escaping quotes, backslashes, control bytes, and
+/// bytes outside ASCII (as `\u00HH`, so that invalid UTF-8 still gives valid JSON).
+fn json_escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
+    for &b in bytes {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x20..=0x7e => out.push(b),
+            _ => {
+                let _ = write!(out, "\\u{b:04x}");
+            }
+        }
+    }
+}
+
 /// Copies `bytes` into `out`, escaping `"`, `\` and anything not printable ASCII as `\xHH`.
 fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
     for &b in bytes {
@@ -192,6 +273,35 @@ mod tests {
     }
 
     #[test]
+    fn json_format_is_valid_and_escaped() {
+        let shared = Shared::default();
+        let mut log = AccessLog::with_writer(Some(Box::new(shared.clone())));
+        log.format = AccessLogFormat::Json;
+        let t = UNIX_EPOCH + std::time::Duration::from_secs(784_111_777);
+        log.log(
+            &Entry {
+                peer: None,
+                peer_is_unix: true,
+                request_line: b"GET /\"\\\xff HTTP/1.1",
+                status: 404,
+                body_bytes: 9,
+                referer: Some(b"http://r/"),
+                user_agent: None,
+                micros: 7,
+            },
+            t,
+        );
+        log.flush();
+        let text = String::from_utf8(shared.0.lock().map(|v| v.clone()).unwrap_or_default());
+        assert_eq!(
+            text.ok().as_deref(),
+            Some(
+                "{\"remote_addr\":\"unix:\",\"time_local\":\"06/Nov/1994:08:49:37 +0000\",\"request\":\"GET /\\\"\\\\\\u00ff HTTP/1.1\",\"status\":404,\"body_bytes_sent\":9,\"http_referer\":\"http://r/\",\"http_user_agent\":\"-\",\"request_time_us\":7}\n"
+            )
+        );
+    }
+
+    #[test]
     fn combined_format_with_escaping() {
         let shared = Shared::default();
         let mut log = AccessLog::with_writer(Some(Box::new(shared.clone())));
@@ -199,6 +309,7 @@ mod tests {
         log.log(
             &Entry {
                 peer: Some(IpAddr::from([127, 0, 0, 1])),
+                peer_is_unix: false,
                 request_line: b"GET /a\"b HTTP/1.1",
                 status: 200,
                 body_bytes: 1234,

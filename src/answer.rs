@@ -394,6 +394,22 @@ fn respond_with_file(
     outcome
 }
 
+/// The answer on the metrics listener: the counters at `/metrics`, 404 elsewhere.
+pub fn answer_metrics(req: &Request<'_>, out: &mut Vec<u8>, ctx: &mut Context<'_>) -> Outcome {
+    let keep_alive = req.keep_alive && !ctx.shutting_down;
+    let path = cache_key(req.target);
+    let Some(metrics) = ctx.metrics.as_deref() else {
+        return write_error_outcome(out, HttpError::NotFound, req, keep_alive, ctx);
+    };
+    if path != "/metrics" || req.method == Method::Options {
+        return write_error_outcome(out, HttpError::NotFound, req, keep_alive, ctx);
+    }
+    let body = metrics.render(ctx.open_connections);
+    let reply = Reply::new(200, "text/plain; version=0.0.4; charset=utf-8", body);
+    let head_only = req.method == Method::Head;
+    write_reply(out, &reply, req.version, head_only, keep_alive, ctx.date)
+}
+
 /// Writes a handler's reply.
 fn write_reply(
     out: &mut Vec<u8>,
@@ -461,8 +477,10 @@ pub fn log_request(
     let micros = Instant::now()
         .saturating_duration_since(started)
         .as_micros();
+    let client = crate::proxy::client_addr(peer, req, ctx.trusted);
     let entry = Entry {
-        peer: peer.map(|p| p.ip()),
+        peer: client,
+        peer_is_unix: peer.is_none() && client.is_none(),
         request_line: req.request_line(),
         status: outcome.status,
         body_bytes: outcome.body_bytes,

@@ -17,14 +17,19 @@ use clap::Parser;
 pub enum ListenAddr {
     /// A TCP address such as `127.0.0.1:7878`; port 0 asks the kernel for a free port.
     Tcp(SocketAddr),
+    /// A Unix-domain socket, written `unix:/path/to.sock`.
+    Unix(PathBuf),
 }
 
 impl std::str::FromStr for ListenAddr {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.starts_with("unix:") {
-            return Err("unix: listeners are not supported yet; use host:port".to_string());
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("unix: needs a path, as in unix:/run/readyserve.sock".to_string());
+            }
+            return Ok(ListenAddr::Unix(PathBuf::from(path)));
         }
         s.parse::<SocketAddr>()
             .map(ListenAddr::Tcp)
@@ -36,6 +41,7 @@ impl std::fmt::Display for ListenAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ListenAddr::Tcp(addr) => write!(f, "{addr}"),
+            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
         }
     }
 }
@@ -64,14 +70,116 @@ impl std::str::FromStr for AccessLogTarget {
     }
 }
 
+/// The access log's line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccessLogFormat {
+    /// nginx's `combined`, plus the request time in microseconds.
+    Combined,
+    /// One JSON object per line with the same fields.
+    Json,
+}
+
+/// An address range in CIDR notation (`10.0.0.0/8`, `::1/128`, a bare address), or `unix`
+/// for clients of a Unix-socket listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrustedProxy {
+    /// An IP network.
+    Net {
+        /// The network address.
+        addr: std::net::IpAddr,
+        /// The prefix length.
+        prefix: u8,
+    },
+    /// Unix-socket peers.
+    Unix,
+}
+
+impl TrustedProxy {
+    /// Whether `ip` is in this range.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let TrustedProxy::Net { addr, prefix } = *self else {
+            return false;
+        };
+        // An IPv4 client on an IPv6 socket shows up as ::ffff:a.b.c.d.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for TrustedProxy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s == "unix" {
+            return Ok(TrustedProxy::Unix);
+        }
+        let (addr, prefix) = match s.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = addr
+            .parse()
+            .map_err(|_| format!("'{s}' is not an address or CIDR range"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("'{s}': the prefix length must be 0 to {max}"))?,
+        };
+        Ok(TrustedProxy::Net { addr, prefix })
+    }
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("'{s}' is not an octal file mode such as 660"))
+}
+
 /// Every setting of the server. Build one with [`Config::parse`] (flags and environment),
 /// or start from [`Config::default`] in code and tests.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "readyserve", version, about, long_about = None)]
 pub struct Config {
-    /// Address to listen on, host:port.
+    /// Address to listen on: host:port, or unix:/path/to.sock.
     #[arg(long, env = "READYSERVE_LISTEN", default_value = "127.0.0.1:7878")]
     pub listen: ListenAddr,
+
+    /// Permissions of a unix: socket file, in octal.
+    #[arg(long, env = "READYSERVE_UNIX_MODE", default_value = "660", value_parser = parse_mode)]
+    pub unix_mode: u32,
+
+    /// Set SO_REUSEPORT, so that several readyserve processes share one port (one per core).
+    #[arg(long, env = "READYSERVE_REUSE_PORT")]
+    pub reuse_port: bool,
+
+    /// Proxies whose X-Forwarded-For / X-Real-IP are believed: CIDR ranges, and `unix` for
+    /// Unix-socket peers, comma-separated. Other peers' headers are ignored.
+    #[arg(long, env = "READYSERVE_TRUST_PROXY", value_delimiter = ',')]
+    pub trust_proxy: Vec<TrustedProxy>,
+
+    /// Address of a second listener that serves Prometheus metrics at /metrics (off if unset).
+    #[arg(long, env = "READYSERVE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 
     /// Document root: the directory whose files are served.
     #[arg(long, env = "READYSERVE_ROOT", default_value = "./public")]
@@ -114,6 +222,15 @@ pub struct Config {
     #[arg(long, env = "READYSERVE_ACCESS_LOG", default_value = "-")]
     pub access_log: AccessLogTarget,
 
+    /// Access log line format.
+    #[arg(
+        long,
+        env = "READYSERVE_ACCESS_LOG_FORMAT",
+        value_enum,
+        default_value = "combined"
+    )]
+    pub access_log_format: AccessLogFormat,
+
     /// Level of the error and lifecycle log on stderr: error, warn, info, debug or trace.
     #[arg(long, env = "READYSERVE_LOG", default_value = "info")]
     pub log_level: log::LevelFilter,
@@ -148,6 +265,11 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 7878))),
+            unix_mode: 0o660,
+            reuse_port: false,
+            trust_proxy: Vec::new(),
+            metrics_listen: None,
+            access_log_format: AccessLogFormat::Combined,
             root: PathBuf::from("./public"),
             max_connections: 10_000,
             header_timeout: 10,
@@ -218,6 +340,28 @@ mod tests {
     }
 
     #[test]
+    fn cidr_table() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("10.0.0.0/8", "10.1.2.3", true),
+            ("10.0.0.0/8", "11.0.0.1", false),
+            ("127.0.0.1", "127.0.0.1", true),
+            ("127.0.0.1", "127.0.0.2", false),
+            ("0.0.0.0/0", "8.8.8.8", true),
+            ("192.168.1.0/24", "::ffff:192.168.1.9", true),
+            ("::1", "::1", true),
+            ("fd00::/8", "fd12::1", true),
+            ("fd00::/8", "fe80::1", false),
+            ("10.0.0.0/8", "::1", false),
+            ("unix", "127.0.0.1", false),
+        ];
+        for (range, ip, want) in cases {
+            let range: TrustedProxy = range.parse().unwrap_or(TrustedProxy::Unix);
+            let ip: std::net::IpAddr = ip.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+            assert_eq!(range.contains(ip), *want, "{range:?} {ip}");
+        }
+    }
+
+    #[test]
     fn bad_values_are_rejected() {
         for args in [
             &["readyserve", "--listen", "nowhere"][..],
@@ -227,6 +371,11 @@ mod tests {
             &["readyserve", "--log-level", "loud"],
             &["readyserve", "--no-such-flag"],
             &["readyserve", "--cache-control", "max-age=1\r\nX: y"],
+            &["readyserve", "--trust-proxy", "10.0.0.0/33"],
+            &["readyserve", "--trust-proxy", "nonsense"],
+            &["readyserve", "--unix-mode", "999"],
+            &["readyserve", "--listen", "unix:"],
+            &["readyserve", "--access-log-format", "xml"],
         ] {
             assert!(
                 Config::try_parse_from(args).is_err(),

@@ -33,8 +33,10 @@ use crate::answer::{self, FileBody};
 use crate::body::Discard;
 use crate::buffers::{BufferPool, READ_BUFFER};
 use crate::cache::FileCache;
+use crate::config::TrustedProxy;
 use crate::error::HttpError;
 use crate::handler::Handler;
+use crate::metrics::{Metrics, TimeoutKind};
 use crate::request::{self, Parsed, Version};
 use crate::response::DateCache;
 use crate::static_files::StaticFiles;
@@ -171,6 +173,12 @@ pub struct Context<'a> {
     pub cache: &'a mut FileCache,
     /// Buffers that idle connections gave back.
     pub pool: &'a mut BufferPool,
+    /// The counters, when `--metrics-listen` is set.
+    pub metrics: Option<&'a mut Metrics>,
+    /// Client connections open now (for the metrics page).
+    pub open_connections: usize,
+    /// `--trust-proxy`.
+    pub trusted: &'a [TrustedProxy],
 }
 
 /// What the event said about the socket.
@@ -230,6 +238,8 @@ pub struct Connection<S> {
     done: bool,
     /// The loop's clock for the current turn.
     now: Instant,
+    /// This connection came in on the metrics listener: it is answered from the counters.
+    metrics_only: bool,
 }
 
 impl<S: Transport> Connection<S> {
@@ -262,7 +272,13 @@ impl<S: Transport> Connection<S> {
             linger_read: 0,
             done: false,
             now,
+            metrics_only: false,
         }
+    }
+
+    /// Makes this a metrics connection: `GET /metrics` gets the counters, anything else 404.
+    pub fn serve_metrics_only(&mut self) {
+        self.metrics_only = true;
     }
 
     /// The socket, for (de)registering it with mio.
@@ -359,15 +375,21 @@ impl<S: Transport> Connection<S> {
         match self.state {
             State::Reading | State::Parsing if self.head_started.is_some() => {
                 log::debug!("token={} header timeout", self.token.0);
+                count_timeout(ctx, TimeoutKind::Header);
                 self.queue_error(HttpError::Timeout, Version::Http11, false, ctx);
                 self.set_state(State::Writing, "header timeout");
                 self.run(ctx);
             }
             State::Reading | State::Parsing if !self.discard.is_done() => {
+                count_timeout(ctx, TimeoutKind::Body);
                 self.close("body timeout");
             }
-            State::Reading | State::Parsing => self.close("idle timeout"),
+            State::Reading | State::Parsing => {
+                count_timeout(ctx, TimeoutKind::KeepAlive);
+                self.close("idle timeout");
+            }
             State::Writing => {
+                count_timeout(ctx, TimeoutKind::Write);
                 log::debug!(
                     "token={} write timeout: the client stopped reading",
                     self.token.0
@@ -586,7 +608,15 @@ impl<S: Transport> Connection<S> {
                 if self.out.capacity() == 0 {
                     self.out = ctx.pool.take_out();
                 }
-                let outcome = answer::answer(&req, &mut self.out, &mut self.file, ctx);
+                let outcome = if self.metrics_only {
+                    answer::answer_metrics(&req, &mut self.out, ctx)
+                } else {
+                    answer::answer(&req, &mut self.out, &mut self.file, ctx)
+                };
+                if let Some(metrics) = ctx.metrics.as_deref_mut() {
+                    let took = Instant::now().saturating_duration_since(started);
+                    metrics.request(req.method, outcome.status, outcome.body_bytes, took);
+                }
                 if ctx.access_log.enabled() {
                     answer::log_request(ctx, self.peer, &req, &outcome, started);
                 }
@@ -618,6 +648,7 @@ impl<S: Transport> Connection<S> {
             let (code, _) = e.status();
             let entry = Entry {
                 peer: self.peer.map(|p| p.ip()),
+                peer_is_unix: self.peer.is_none(),
                 request_line: &pending[..line_end],
                 status: code,
                 body_bytes: 0,
@@ -627,7 +658,11 @@ impl<S: Transport> Connection<S> {
             };
             ctx.access_log.log(&entry, ctx.wall);
         }
+        let sent_before = self.out.len();
         self.queue_error(e, Version::Http11, false, ctx);
+        if let Some(metrics) = ctx.metrics.as_deref_mut() {
+            metrics.rejected(e, (self.out.len() - sent_before) as u64);
+        }
         self.in_start = self.in_end;
         self.set_state(State::Writing, "error response queued");
     }
@@ -856,6 +891,12 @@ fn retrying<T>(mut call: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     }
 }
 
+fn count_timeout(ctx: &mut Context<'_>, kind: TimeoutKind) {
+    if let Some(metrics) = ctx.metrics.as_deref_mut() {
+        metrics.timeout(kind);
+    }
+}
+
 /// A peer address for log lines: `127.0.0.1:5000`, or `-` when there is none.
 struct Peer(Option<SocketAddr>);
 
@@ -863,7 +904,7 @@ impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
             Some(addr) => write!(f, "{addr}"),
-            None => f.write_str("-"),
+            None => f.write_str("unix:"),
         }
     }
 }

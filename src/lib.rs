@@ -30,6 +30,7 @@
 //! ## Layout
 //!
 //! - [`server`]: the event loop, accepting, the fairness queue, shutdown.
+//! - [`listener`]: TCP and Unix-socket listeners, and the stream type for both.
 //! - [`connection`]: the per-connection state machine.
 //! - [`answer`]: from a parsed request to a queued response (handler, file, error).
 //! - [`request`]: request heads, parsed with `httparse`, and the framing rules.
@@ -43,7 +44,9 @@
 //! - [`encoding`]: choosing a precompressed `.br`/`.gz` sidecar from Accept-Encoding.
 //! - [`listing`]: directory listings (`--list-directories`), safely escaped.
 //! - [`timers`]: deadlines in an ordered set; the nearest one is `poll`'s timeout.
-//! - [`access_log`]: one Combined Log Format line per request, buffered per turn.
+//! - [`access_log`]: one Combined Log Format (or JSON) line per request, buffered per turn.
+//! - [`proxy`]: the real client address behind a trusted proxy (X-Forwarded-For).
+//! - [`metrics`]: Prometheus counters, served by a second listener in the same loop.
 //! - [`error`]: [`HttpError`] and the one `match` that maps it to a status code.
 //! - [`handler`]: the library API: answer some requests in code, on the loop thread.
 //! - [`config`]: flags and `READYSERVE_*` environment variables.
@@ -89,7 +92,10 @@ pub mod connection;
 pub mod encoding;
 pub mod error;
 pub mod handler;
+pub mod listener;
 pub mod listing;
+pub mod metrics;
+pub mod proxy;
 pub mod range;
 pub mod request;
 pub mod response;

@@ -54,11 +54,10 @@ fn main() -> ExitCode {
         log::error!("cannot handle signals: {e}");
         return ExitCode::FAILURE;
     }
-    log::info!(
-        "serving {} on http://{}/",
-        server.root().display(),
-        server.local_addr()
-    );
+    log::info!("serving {} on {}", server.root().display(), server.url());
+    if let Some(addr) = server.metrics_addr() {
+        log::info!("metrics on http://{addr}/metrics");
+    }
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -112,6 +112,20 @@ impl Request<'_> {
         &line[..end]
     }
 
+    /// The values of every header called `name` (case-insensitive), in order.
+    pub fn headers_named(&self, name: &str) -> Vec<&[u8]> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        if req.parse(self.raw_head).is_err() {
+            return Vec::new();
+        }
+        req.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+            .collect()
+    }
+
     /// The value of the first header called `name` (case-insensitive), if any.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];

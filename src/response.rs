@@ -75,7 +75,16 @@ pub fn begin(out: &mut Vec<u8>, code: u16, reason: &str, date: &DateCache) {
     out.extend_from_slice(itoa::Buffer::new().format(code).as_bytes());
     out.push(b' ');
     out.extend_from_slice(reason.as_bytes());
-    out.extend_from_slice(concat!("\r\nServer: ", env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION"), "\r\nDate: ").as_bytes());
+    out.extend_from_slice(
+        concat!(
+            "\r\nServer: ",
+            env!("CARGO_PKG_NAME"),
+            "/",
+            env!("CARGO_PKG_VERSION"),
+            "\r\nDate: "
+        )
+        .as_bytes(),
+    );
     out.extend_from_slice(&date.value);
     out.extend_from_slice(b"\r\n");
 }

@@ -29,7 +29,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::event::Event;
-use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use slab::Slab;
 
@@ -39,6 +38,8 @@ use crate::cache::FileCache;
 use crate::config::{Config, ListenAddr};
 use crate::connection::{Connection, Context, Limits, Readiness};
 use crate::handler::Handler;
+use crate::listener::{BindOptions, Listener, Stream};
+use crate::metrics::Metrics;
 use crate::response::DateCache;
 use crate::static_files::{Options, StaticFiles};
 use crate::timers::Timers;
@@ -51,6 +52,8 @@ const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
 /// The token of the file cache's inotify descriptor.
 const FILE_CHANGES: Token = Token(usize::MAX - 4);
+/// The metrics listener's token (`--metrics-listen`).
+const METRICS_LISTENER: Token = Token(usize::MAX - 5);
 
 /// How long to stop accepting after EMFILE/ENFILE, unless a connection closes sooner.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -104,7 +107,7 @@ impl ServerHandle {
 /// One connection's slot in the slab: the connection and what the loop has told the OS
 /// and the timers about it.
 struct Slot {
-    conn: Connection<TcpStream>,
+    conn: Connection<Stream>,
     /// The interest currently registered with mio. Reregistering costs a syscall, so it is
     /// done only when the connection's wanted interest differs.
     interest: Interest,
@@ -120,8 +123,8 @@ struct Slot {
 /// A bound server, ready to [`run`](Server::run).
 pub struct Server {
     poll: Poll,
-    listener: Option<TcpListener>,
-    local_addr: SocketAddr,
+    listener: Option<Listener>,
+    metrics_listener: Option<Listener>,
     config: Config,
     limits: Limits,
     files: StaticFiles,
@@ -135,7 +138,7 @@ pub struct Server {
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
-            .field("local_addr", &self.local_addr)
+            .field("listener", &self.listener)
             .field("root", &self.files.root())
             .finish()
     }
@@ -153,20 +156,38 @@ impl Server {
         };
         let files = StaticFiles::with_options(&config.root, options)
             .map_err(|e| StartError::Root(config.root.clone(), e))?;
-        let access_log = AccessLog::open(&config.access_log).map_err(StartError::AccessLog)?;
-        let ListenAddr::Tcp(addr) = config.listen.clone();
-        let mut listener =
-            TcpListener::bind(addr).map_err(|e| StartError::Bind(config.listen.clone(), e))?;
-        let local_addr = listener.local_addr().map_err(StartError::Setup)?;
+        let access_log = AccessLog::open(&config.access_log, config.access_log_format)
+            .map_err(StartError::AccessLog)?;
+        let bind_options = BindOptions {
+            reuse_port: config.reuse_port,
+            unix_mode: config.unix_mode,
+        };
+        let mut listener = Listener::bind(&config.listen, bind_options)
+            .map_err(|e| StartError::Bind(config.listen.clone(), e))?;
         let poll = Poll::new().map_err(StartError::Setup)?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(StartError::Setup)?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => {
+                let plain = BindOptions {
+                    reuse_port: false,
+                    unix_mode: 0o600,
+                };
+                let mut metrics = Listener::bind(&ListenAddr::Tcp(addr), plain)
+                    .map_err(|e| StartError::Bind(ListenAddr::Tcp(addr), e))?;
+                poll.registry()
+                    .register(&mut metrics, METRICS_LISTENER, Interest::READABLE)
+                    .map_err(StartError::Setup)?;
+                Some(metrics)
+            }
+            None => None,
+        };
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(StartError::Setup)?);
         Ok(Server {
             poll,
             listener: Some(listener),
-            local_addr,
+            metrics_listener,
             limits: Limits::from(&config),
             config,
             files,
@@ -178,9 +199,23 @@ impl Server {
         })
     }
 
-    /// The address the server listens on (with the real port when bound to port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+    /// The TCP address the server listens on (with the real port when bound to port 0);
+    /// `None` for a Unix socket.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().and_then(Listener::tcp_addr)
+    }
+
+    /// Where the server listens, for people: `http://127.0.0.1:7878/` or `unix:/path`.
+    pub fn url(&self) -> String {
+        self.listener
+            .as_ref()
+            .map(Listener::describe)
+            .unwrap_or_default()
+    }
+
+    /// The metrics listener's address, if `--metrics-listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(Listener::tcp_addr)
     }
 
     /// The canonical document root.
@@ -202,7 +237,8 @@ impl Server {
         self.handler = Some(Box::new(handler));
     }
 
-    /// Makes SIGTERM and SIGINT start a graceful shutdown (a second one stops at once).
+    /// Makes SIGTERM and SIGINT start a graceful shutdown (a second one stops at once), and
+    /// SIGHUP reopen the access log file (after logrotate moved it away).
     /// The signals arrive through a pipe registered in the same `Poll`, so the handler does
     /// nothing but write a byte, and the loop does the rest. The binary calls this; a
     /// library user who has its own signal handling need not.
@@ -210,6 +246,7 @@ impl Server {
         let mut signals = signal_hook_mio::v1_0::Signals::new([
             signal_hook::consts::SIGTERM,
             signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGHUP,
         ])?;
         self.poll
             .registry()
@@ -228,6 +265,7 @@ impl Server {
         let mut date = DateCache::new();
         let mut cache = FileCache::new(self.config.cache_bytes);
         let mut pool = BufferPool::new();
+        let mut metrics = self.metrics_listener.is_some().then(Metrics::new);
         if let Some(fd) = cache.watch_fd() {
             // inotify's descriptor is one more readiness source in the same Poll.
             self.poll.registry().register(
@@ -287,6 +325,9 @@ impl Server {
                 },
                 cache: &mut cache,
                 pool: &mut pool,
+                metrics: metrics.as_mut(),
+                open_connections: slots.len(),
+                trusted: &self.config.trust_proxy,
             };
 
             // ---- 2. connections that yielded last turn
@@ -311,11 +352,28 @@ impl Server {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => accept_again = true,
+                    METRICS_LISTENER => {
+                        if let Some(listener) = self.metrics_listener.as_ref() {
+                            accept_metrics(
+                                listener,
+                                registry,
+                                &mut slots,
+                                now,
+                                &self.limits,
+                                &mut timers,
+                            );
+                        }
+                    }
                     FILE_CHANGES => {} // handled above
                     WAKER => begin_shutdown |= self.stop.load(Ordering::SeqCst),
                     SIGNALS => {
                         if let Some(signals) = self.signals.as_mut() {
                             for signal in signals.pending() {
+                                if signal == signal_hook::consts::SIGHUP {
+                                    log::info!("SIGHUP: reopening the access log");
+                                    ctx.access_log.reopen();
+                                    continue;
+                                }
                                 log::info!("received signal {signal}");
                                 if shutdown_deadline.is_some() {
                                     log::warn!("second signal: stopping now");
@@ -377,6 +435,7 @@ impl Server {
                 shutdown_deadline = Some(now + grace);
                 if let Some(mut listener) = self.listener.take() {
                     let _ = registry.deregister(&mut listener);
+                    listener.remove_socket_file();
                 }
                 let mut idle = 0;
                 for (key, slot) in slots.iter_mut() {
@@ -434,6 +493,7 @@ impl Server {
                     now,
                     &self.limits,
                     &mut timers,
+                    ctx.metrics.as_deref_mut(),
                 );
                 accept_again = false;
                 match outcome {
@@ -561,21 +621,23 @@ enum AcceptOutcome {
 
 /// Accepts until the kernel's queue is empty (the listener is edge-triggered, too), the
 /// connection cap is reached, or file descriptors run out.
+#[allow(clippy::too_many_arguments)]
 fn accept_all(
-    listener: &TcpListener,
+    listener: &Listener,
     registry: &Registry,
     slots: &mut Slab<Slot>,
     max_connections: usize,
     now: Instant,
     limits: &Limits,
     timers: &mut Timers,
+    mut metrics: Option<&mut Metrics>,
 ) -> AcceptOutcome {
     loop {
         if slots.len() >= max_connections {
             log::debug!("at the connection cap ({max_connections}); not accepting");
             return AcceptOutcome::AtCap;
         }
-        let (mut stream, peer) = match listener.accept() {
+        let (stream, peer) = match listener.accept() {
             Ok(accepted) => accepted,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return AcceptOutcome::Drained,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -586,30 +648,77 @@ fn accept_all(
                 continue;
             }
         };
-        // Responses are written whole; Nagle's algorithm would only hold back their tails.
-        if let Err(e) = stream.set_nodelay(true) {
-            log::debug!("{peer}: TCP_NODELAY failed: {e}");
+        if let Some(m) = metrics.as_deref_mut() {
+            m.accepted();
         }
-        let entry = slots.vacant_entry();
-        let key = entry.key();
-        if let Err(e) = registry.register(&mut stream, Token(key), Interest::READABLE) {
-            log::error!("{peer}: register failed: {e}");
-            continue;
-        }
-        log::trace!("token={key} accepted {peer}");
-        let conn = Connection::new(stream, Token(key), Some(peer), now);
-        let deadline = conn.deadline(limits);
-        if let Some(when) = deadline {
-            timers.reschedule(Token(key), None, Some(when));
-        }
-        entry.insert(Slot {
-            conn,
-            interest: Interest::READABLE,
-            timer: deadline,
-            queued: false,
-            closing: false,
-        });
+        insert_connection(stream, peer, false, registry, slots, now, limits, timers);
     }
+}
+
+/// Accepts what is waiting on the metrics listener. These few connections are not counted
+/// against `--max-connections`, so that a server at its cap can still be observed.
+fn accept_metrics(
+    listener: &Listener,
+    registry: &Registry,
+    slots: &mut Slab<Slot>,
+    now: Instant,
+    limits: &Limits,
+    timers: &mut Timers,
+) {
+    loop {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                insert_connection(stream, peer, true, registry, slots, now, limits, timers);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                if e.kind() != io::ErrorKind::WouldBlock {
+                    log::debug!("metrics accept failed: {e}");
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Registers a new connection under a token equal to its slab key, and gives it its first
+/// deadline.
+#[allow(clippy::too_many_arguments)]
+fn insert_connection(
+    mut stream: Stream,
+    peer: Option<SocketAddr>,
+    metrics_only: bool,
+    registry: &Registry,
+    slots: &mut Slab<Slot>,
+    now: Instant,
+    limits: &Limits,
+    timers: &mut Timers,
+) {
+    let entry = slots.vacant_entry();
+    let key = entry.key();
+    if let Err(e) = registry.register(&mut stream, Token(key), Interest::READABLE) {
+        log::error!("register failed: {e}");
+        return;
+    }
+    match peer {
+        Some(peer) => log::trace!("token={key} accepted {peer}"),
+        None => log::trace!("token={key} accepted a unix: client"),
+    }
+    let mut conn = Connection::new(stream, Token(key), peer, now);
+    if metrics_only {
+        conn.serve_metrics_only();
+    }
+    let deadline = conn.deadline(limits);
+    if let Some(when) = deadline {
+        timers.reschedule(Token(key), None, Some(when));
+    }
+    entry.insert(Slot {
+        conn,
+        interest: Interest::READABLE,
+        timer: deadline,
+        queued: false,
+        closing: false,
+    });
 }
 
 fn is_out_of_resources(e: &io::Error) -> bool {

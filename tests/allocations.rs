@@ -71,7 +71,7 @@ fn cached_keep_alive_requests_allocate_nothing() {
         ..Config::default()
     };
     let server = Server::bind(config).expect("bind");
-    let addr = server.local_addr();
+    let addr = server.local_addr().expect("a TCP listener");
     let handle = server.handle();
     let thread = std::thread::spawn(move || {
         COUNTED.with(|c| c.set(true));

@@ -121,6 +121,9 @@ fn run(data: &[u8], cache: &mut FileCache) {
             handler: None,
             cache: &mut *cache,
             pool: &mut pool,
+            metrics: None,
+            open_connections: 1,
+            trusted: &[],
         };
         conn.ready(Readiness { readable: true, writable: true }, &mut ctx);
         while conn.wants_resume() {
@@ -146,6 +149,9 @@ fn run(data: &[u8], cache: &mut FileCache) {
         handler: None,
         cache: &mut *cache,
         pool: &mut pool,
+        metrics: None,
+        open_connections: 1,
+        trusted: &[],
     };
     conn.ready(Readiness { readable: false, writable: true }, &mut ctx);
     while conn.wants_resume() {

@@ -63,7 +63,7 @@ impl TestServer {
         tweak(&mut config);
         let mut server = Server::bind(config).expect("bind");
         setup(&mut server);
-        let addr = server.local_addr();
+        let addr = server.local_addr().expect("a TCP listener");
         let handle = server.handle();
         let thread = std::thread::spawn(move || server.run());
         TestServer {
