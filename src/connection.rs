@@ -385,7 +385,13 @@ impl<S: Transport> Connection<S> {
                 self.close("body timeout");
             }
             State::Reading | State::Parsing => {
-                count_timeout(ctx, TimeoutKind::KeepAlive);
+                // Before its first request, a silent connection is under the header timeout.
+                let kind = if self.served_any {
+                    TimeoutKind::KeepAlive
+                } else {
+                    TimeoutKind::Header
+                };
+                count_timeout(ctx, kind);
                 self.close("idle timeout");
             }
             State::Writing => {
@@ -613,7 +619,8 @@ impl<S: Transport> Connection<S> {
                 } else {
                     answer::answer(&req, &mut self.out, &mut self.file, ctx)
                 };
-                if let Some(metrics) = ctx.metrics.as_deref_mut() {
+                // Scrapes are not traffic: they are left out of the counters.
+                if let Some(metrics) = ctx.metrics.as_deref_mut().filter(|_| !self.metrics_only) {
                     let took = Instant::now().saturating_duration_since(started);
                     metrics.request(req.method, outcome.status, outcome.body_bytes, took);
                 }

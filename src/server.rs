@@ -305,6 +305,9 @@ impl Server {
             let now = Instant::now();
             let wall = SystemTime::now();
             date.update(wall);
+            if let Some(m) = metrics.as_mut() {
+                m.iteration(events.iter().count());
+            }
             // File changes first: no request in this turn may be answered from a cache entry
             // that an event in this same batch says is stale.
             if events.iter().any(|e| e.token() == FILE_CHANGES) {

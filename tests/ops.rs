@@ -1,0 +1,395 @@
+//! Running behind a proxy: Unix-socket listener, trusted X-Forwarded-For, the access log
+//! (formats, SIGHUP reopen), metrics, SO_REUSEPORT.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use readyserve::config::{AccessLogFormat, AccessLogTarget, ListenAddr};
+use readyserve::{Config, Server};
+
+fn base_config(dir: &Path) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        root: dir.join("root"),
+        access_log: AccessLogTarget::Off,
+        ..Config::default()
+    }
+}
+
+/// A server in a thread; returns its handle and join handle.
+fn spawn(
+    config: Config,
+) -> (
+    Option<std::net::SocketAddr>,
+    Option<std::net::SocketAddr>,
+    readyserve::ServerHandle,
+    std::thread::JoinHandle<std::io::Result<()>>,
+) {
+    let server = Server::bind(config).expect("bind");
+    let (addr, metrics) = (server.local_addr(), server.metrics_addr());
+    let handle = server.handle();
+    let thread = std::thread::spawn(move || server.run());
+    (addr, metrics, handle, thread)
+}
+
+fn unix_get(path: &Path, request: &str) -> String {
+    let mut s = UnixStream::connect(path).expect("connect unix socket");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(request.as_bytes()).expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out
+}
+
+#[test]
+fn unix_socket_serving_mode_stale_file_and_cleanup() {
+    let dir = fixture();
+    let sock = dir.path().join("rs.sock");
+    // A stale socket file, left by a process that is gone.
+    drop(std::os::unix::net::UnixListener::bind(&sock).expect("stale"));
+    assert!(sock.exists());
+    let mut config = base_config(dir.path());
+    config.listen = ListenAddr::Unix(sock.clone());
+    config.unix_mode = 0o660;
+    let (_, _, handle, thread) = spawn(config);
+    let mode = std::fs::metadata(&sock)
+        .expect("socket")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o660);
+    let response = unix_get(
+        &sock,
+        "GET /index.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(response.ends_with(INDEX));
+    // A second server may not steal a socket that is in use.
+    let mut again = base_config(dir.path());
+    again.listen = ListenAddr::Unix(sock.clone());
+    assert!(Server::bind(again).is_err(), "bound over a live socket");
+    handle.stop();
+    thread.join().expect("thread").expect("run");
+    assert!(
+        !sock.exists(),
+        "socket file left behind after a clean shutdown"
+    );
+}
+
+#[test]
+fn unix_listen_refuses_to_delete_a_regular_file() {
+    let dir = fixture();
+    let path = dir.path().join("not-a-socket");
+    std::fs::write(&path, "precious").expect("write");
+    let mut config = base_config(dir.path());
+    config.listen = ListenAddr::Unix(path.clone());
+    assert!(Server::bind(config).is_err());
+    assert_eq!(
+        std::fs::read_to_string(&path).expect("still there"),
+        "precious"
+    );
+}
+
+/// Sends one request with `headers` through a server with `--trust-proxy trusted` and
+/// returns the client address its access log recorded.
+fn logged_client(trusted: &str, headers: &str) -> String {
+    let dir = fixture();
+    let log = dir.path().join("access.log");
+    let mut config = base_config(dir.path());
+    config.access_log = AccessLogTarget::File(log.clone());
+    config.trust_proxy = if trusted.is_empty() {
+        Vec::new()
+    } else {
+        trusted
+            .split(',')
+            .map(|t| t.parse().expect("cidr"))
+            .collect()
+    };
+    let (addr, _, handle, thread) = spawn(config);
+    let mut s = std::net::TcpStream::connect(addr.expect("tcp")).expect("connect");
+    send(
+        &mut s,
+        &format!("GET / HTTP/1.1\r\nHost: t\r\n{headers}\r\n"),
+    );
+    read_response(&mut s, false);
+    handle.stop();
+    drop(s);
+    thread.join().expect("thread").expect("run");
+    let text = std::fs::read_to_string(&log).expect("log");
+    text.split(' ').next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn forwarded_for_is_believed_only_from_trusted_peers() {
+    let cases: &[(&str, &str, &str)] = &[
+        // No trusted proxies: headers are ignored.
+        ("", "X-Forwarded-For: 6.6.6.6\r\n", "127.0.0.1"),
+        // The peer (127.0.0.1) is not in the trusted range: a spoof, ignored.
+        (
+            "10.0.0.0/8",
+            "X-Forwarded-For: 6.6.6.6\r\nX-Real-IP: 7.7.7.7\r\n",
+            "127.0.0.1",
+        ),
+        // Trusted peer: the right-most untrusted entry is the client; the rest is claims.
+        (
+            "127.0.0.1",
+            "X-Forwarded-For: 6.6.6.6, 1.2.3.4\r\n",
+            "1.2.3.4",
+        ),
+        (
+            "127.0.0.0/8,10.0.0.0/8",
+            "X-Forwarded-For: 6.6.6.6, 9.9.9.9, 10.0.0.5\r\n",
+            "9.9.9.9",
+        ),
+        // Two header lines are one list.
+        (
+            "127.0.0.1",
+            "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 2.2.2.2\r\n",
+            "2.2.2.2",
+        ),
+        // Garbage in the list: nothing left of it counts.
+        (
+            "127.0.0.1",
+            "X-Forwarded-For: 1.1.1.1, junk, 3.3.3.3\r\n",
+            "3.3.3.3",
+        ),
+        ("127.0.0.1", "X-Real-IP: 5.5.5.5\r\n", "5.5.5.5"),
+        (
+            "127.0.0.1",
+            "X-Forwarded-For: 2001:db8::1\r\n",
+            "2001:db8::1",
+        ),
+        ("127.0.0.1", "", "127.0.0.1"),
+    ];
+    for (trusted, headers, want) in cases {
+        assert_eq!(
+            logged_client(trusted, headers),
+            *want,
+            "{trusted:?} {headers:?}"
+        );
+    }
+}
+
+#[test]
+fn unix_peer_logs_as_unix_or_trusted_forwarded_address() {
+    for (trusted, want) in [(false, "unix:"), (true, "8.8.4.4")] {
+        let dir = fixture();
+        let log = dir.path().join("access.log");
+        let sock = dir.path().join("s.sock");
+        let mut config = base_config(dir.path());
+        config.listen = ListenAddr::Unix(sock.clone());
+        config.access_log = AccessLogTarget::File(log.clone());
+        if trusted {
+            config.trust_proxy = vec!["unix".parse().expect("unix")];
+        }
+        let (_, _, handle, thread) = spawn(config);
+        unix_get(
+            &sock,
+            "GET / HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 8.8.4.4\r\nConnection: close\r\n\r\n",
+        );
+        handle.stop();
+        thread.join().expect("thread").expect("run");
+        let text = std::fs::read_to_string(&log).expect("log");
+        assert!(text.starts_with(&format!("{want} - - [")), "{text}");
+    }
+}
+
+#[test]
+fn json_access_log_lines() {
+    let dir = fixture();
+    let log = dir.path().join("access.json");
+    let mut config = base_config(dir.path());
+    config.access_log = AccessLogTarget::File(log.clone());
+    config.access_log_format = AccessLogFormat::Json;
+    let (addr, _, handle, thread) = spawn(config);
+    let mut s = std::net::TcpStream::connect(addr.expect("tcp")).expect("connect");
+    send(
+        &mut s,
+        "GET /index.html HTTP/1.1\r\nHost: t\r\nUser-Agent: j\"son\r\n\r\n",
+    );
+    read_response(&mut s, false);
+    handle.stop();
+    drop(s);
+    thread.join().expect("thread").expect("run");
+    let text = std::fs::read_to_string(&log).expect("log");
+    let line = text.lines().next().expect("a line");
+    for field in [
+        "{\"remote_addr\":\"127.0.0.1\",\"time_local\":\"",
+        "\"request\":\"GET /index.html HTTP/1.1\"",
+        "\"status\":200",
+        &format!("\"body_bytes_sent\":{}", INDEX.len()),
+        "\"http_referer\":\"-\"",
+        "\"http_user_agent\":\"j\\\"son\"",
+        "\"request_time_us\":",
+    ] {
+        assert!(line.contains(field), "{field} missing in {line}");
+    }
+    assert!(line.ends_with('}'));
+}
+
+#[test]
+fn sighup_reopens_the_access_log_and_sigterm_flushes_it() {
+    let dir = fixture();
+    let log = dir.path().join("access.log");
+    let rotated = dir.path().join("access.log.1");
+    let (mut child, addr, _stderr) = spawn_server(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--access-log"])
+            .arg(&log)
+            .arg("--root")
+            .arg(dir.path().join("root"))
+            .stdout(Stdio::null()),
+    );
+    let get = |path: &str| {
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+        send(
+            &mut s,
+            &format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+        );
+        read_response(&mut s, false);
+    };
+    get("/before-rotation");
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::rename(&log, &rotated).expect("rotate");
+    let status = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status();
+    assert!(status.is_ok_and(|s| s.success()));
+    std::thread::sleep(Duration::from_millis(300));
+    get("/after-rotation");
+    sigterm(&child);
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+    let old = std::fs::read_to_string(&rotated).expect("rotated log");
+    let new = std::fs::read_to_string(&log).expect("new log");
+    assert!(
+        old.contains("/before-rotation") && !old.contains("/after-rotation"),
+        "{old}"
+    );
+    assert!(
+        new.contains("/after-rotation") && !new.contains("/before-rotation"),
+        "{new}"
+    );
+}
+
+fn scrape(addr: std::net::SocketAddr) -> String {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect metrics");
+    send(&mut s, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = read_response(&mut s, false);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("Content-Type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    r.body_text()
+}
+
+fn value(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{series} not in\n{text}"))
+}
+
+#[test]
+fn metrics_counters_move_after_requests() {
+    let dir = fixture();
+    let mut config = base_config(dir.path());
+    config.metrics_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    config.header_timeout = 1;
+    let (addr, metrics, handle, thread) = spawn(config);
+    let (addr, metrics) = (addr.expect("tcp"), metrics.expect("metrics listener"));
+    let before = scrape(metrics);
+    let ok = "readyserve_requests_total{method=\"GET\",class=\"2xx\"}";
+    let missing = "readyserve_requests_total{method=\"GET\",class=\"4xx\"}";
+    let rejected = "readyserve_rejected_requests_total{reason=\"not_implemented\"}";
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    for _ in 0..3 {
+        send(&mut s, "GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n");
+        read_response(&mut s, false);
+    }
+    send(&mut s, "GET /nope HTTP/1.1\r\nHost: t\r\n\r\n");
+    read_response(&mut s, false);
+    let mut bad = std::net::TcpStream::connect(addr).expect("connect");
+    send(&mut bad, "BREW / HTTP/1.1\r\nHost: t\r\n\r\n");
+    read_response(&mut bad, false);
+    // A silent connection times out.
+    let mut silent = std::net::TcpStream::connect(addr).expect("connect");
+    assert!(is_closed(&mut silent));
+    let after = scrape(metrics);
+    assert_eq!(value(&after, ok) - value(&before, ok), 3);
+    assert_eq!(value(&after, missing) - value(&before, missing), 1);
+    assert_eq!(value(&after, rejected) - value(&before, rejected), 1);
+    assert!(value(&after, "readyserve_accepted_connections_total") >= 3);
+    assert!(value(&after, "readyserve_response_body_bytes_total") >= 3 * INDEX.len() as u64);
+    assert!(value(&after, "readyserve_timeouts_total{kind=\"header\"}") >= 1);
+    assert!(value(&after, "readyserve_request_duration_seconds_count") >= 4);
+    assert!(
+        value(&after, "readyserve_loop_iterations_total")
+            > value(&before, "readyserve_loop_iterations_total")
+    );
+    assert!(value(&after, "readyserve_open_connections") >= 1);
+    // Only /metrics is served there.
+    let mut s2 = std::net::TcpStream::connect(metrics).expect("connect");
+    send(&mut s2, "GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(read_response(&mut s2, false).status, 404);
+    handle.stop();
+    drop((s, s2, bad));
+    thread.join().expect("thread").expect("run");
+}
+
+#[test]
+fn two_reuse_port_processes_share_one_port() {
+    let dir = fixture();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let start = || {
+        spawn_server(
+            Command::new(BIN)
+                .args([
+                    "--listen",
+                    &listen,
+                    "--reuse-port",
+                    "--access-log",
+                    "off",
+                    "--root",
+                ])
+                .arg(dir.path().join("root"))
+                .stdout(Stdio::null()),
+        )
+    };
+    let (mut a, addr_a, _ea) = start();
+    let (mut b, addr_b, _eb) = start();
+    assert_eq!(addr_a, addr_b);
+    for _ in 0..20 {
+        let mut s = std::net::TcpStream::connect(&addr_a).expect("connect");
+        send(
+            &mut s,
+            "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(read_response(&mut s, false).status, 200);
+    }
+    // Without --reuse-port, a third cannot bind.
+    let third = Command::new(BIN)
+        .args(["--listen", &listen, "--access-log", "off", "--root"])
+        .arg(dir.path().join("root"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run");
+    assert_eq!(third.code(), Some(1));
+    sigterm(&a);
+    sigterm(&b);
+    assert_eq!(a.wait().expect("wait").code(), Some(0));
+    assert_eq!(b.wait().expect("wait").code(), Some(0));
+}
