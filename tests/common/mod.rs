@@ -257,9 +257,10 @@ pub fn fixture() -> tempfile::TempDir {
     dir
 }
 
-/// Starts `cmd` (the binary, with its arguments) and waits for its
-/// "serving ... on http://ADDR/" line on stderr; returns the child and ADDR. The rest of
-/// stderr is collected in the background and returned by the join handle.
+/// Starts `cmd` (the binary, with its arguments) and waits (10 s at most) for its
+/// "serving ... on http://ADDR/" (or "on unix:PATH") line on stderr; returns the child and
+/// ADDR (or `unix:PATH`). The rest of stderr is collected in the background and returned by
+/// the join handle.
 pub fn spawn_server(
     cmd: &mut std::process::Command,
 ) -> (std::process::Child, String, JoinHandle<String>) {
@@ -267,27 +268,34 @@ pub fn spawn_server(
     use std::process::Stdio;
     let mut child = cmd.stderr(Stdio::piped()).spawn().expect("spawn");
     let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let mut seen = String::new();
-    let addr = loop {
-        let Some(Ok(line)) = lines.next() else {
-            panic!("the server exited before it started listening:\n{seen}");
-        };
-        seen.push_str(&line);
-        seen.push('\n');
-        if let Some(rest) = line.split("on http://").nth(1) {
-            break rest.trim_end_matches('/').to_string();
-        }
-    };
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
     // Keep draining stderr so the child never blocks on a full pipe.
     let rest = std::thread::spawn(move || {
-        let mut all = seen;
-        for line in lines.map_while(Result::ok) {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             all.push_str(&line);
             all.push('\n');
+            let _ = tx.send(line);
         }
         all
     });
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let addr = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            let _ = child.kill();
+            panic!("the server did not start listening within 10 s:\n{seen}");
+        };
+        seen.push_str(&line);
+        seen.push('\n');
+        if let Some(rest) = line.split(" on http://").nth(1) {
+            break rest.trim_end_matches('/').to_string();
+        }
+        if let Some(rest) = line.split(" on unix:").nth(1) {
+            break format!("unix:{rest}");
+        }
+    };
     (child, addr, rest)
 }
 
