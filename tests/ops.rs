@@ -393,3 +393,33 @@ fn two_reuse_port_processes_share_one_port() {
     assert_eq!(a.wait().expect("wait").code(), Some(0));
     assert_eq!(b.wait().expect("wait").code(), Some(0));
 }
+
+#[test]
+fn a_failing_access_log_is_reported_once_and_serving_goes_on() {
+    let dir = fixture();
+    // /dev/full accepts the open and fails every write with ENOSPC: a full disk.
+    let (mut child, addr, stderr) = spawn_server(
+        Command::new(BIN)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--access-log",
+                "/dev/full",
+                "--root",
+            ])
+            .arg(dir.path().join("root"))
+            .stdout(Stdio::null()),
+    );
+    for _ in 0..50 {
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+        send(
+            &mut s,
+            "GET /index.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(read_response(&mut s, false).body_text(), INDEX);
+    }
+    sigterm(&child);
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+    let log = stderr.join().expect("stderr");
+    assert_eq!(log.matches("access log write failed").count(), 1, "{log}");
+}
