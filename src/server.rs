@@ -259,9 +259,7 @@ impl Server {
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut slots: Slab<Slot> = Slab::with_capacity(1024);
-        let mut timers = Timers::new();
-        let mut resume: Vec<usize> = Vec::new();
-        let mut closing: Vec<usize> = Vec::new();
+        let mut schedule = Schedule::default();
         let mut date = DateCache::new();
         let mut cache = FileCache::new(self.config.cache_bytes);
         let mut pool = BufferPool::new();
@@ -285,11 +283,11 @@ impl Server {
         loop {
             // ---- 1. sleep until something is ready, or until the nearest deadline
             let now = Instant::now();
-            let timeout = if !resume.is_empty() {
+            let timeout = if !schedule.resume.is_empty() {
                 Some(Duration::ZERO)
             } else {
                 [
-                    timers.poll_timeout(now),
+                    schedule.timers.poll_timeout(now),
                     accept_paused_until.map(|t| t.saturating_duration_since(now)),
                     shutdown_deadline.map(|t| t.saturating_duration_since(now)),
                 ]
@@ -334,19 +332,11 @@ impl Server {
             };
 
             // ---- 2. connections that yielded last turn
-            for key in std::mem::take(&mut resume) {
+            for key in std::mem::take(&mut schedule.resume) {
                 if let Some(slot) = slots.get_mut(key) {
                     slot.queued = false;
                     slot.conn.resume(&mut ctx);
-                    settle(
-                        registry,
-                        key,
-                        slot,
-                        &self.limits,
-                        &mut timers,
-                        &mut resume,
-                        &mut closing,
-                    );
+                    schedule.settle(registry, key, slot, &self.limits);
                 }
             }
 
@@ -363,7 +353,7 @@ impl Server {
                                 &mut slots,
                                 now,
                                 &self.limits,
-                                &mut timers,
+                                &mut schedule.timers,
                             );
                         }
                     }
@@ -390,15 +380,7 @@ impl Server {
                         Some(slot) if !slot.closing => {
                             trace_event(key, event);
                             slot.conn.ready(readiness(event), &mut ctx);
-                            settle(
-                                registry,
-                                key,
-                                slot,
-                                &self.limits,
-                                &mut timers,
-                                &mut resume,
-                                &mut closing,
-                            );
+                            schedule.settle(registry, key, slot, &self.limits);
                         }
                         // Spurious or stale: the slot is empty or its connection is done.
                         _ => log::trace!("token={key} event for a closed connection, ignored"),
@@ -407,7 +389,7 @@ impl Server {
             }
 
             // ---- 4. deadlines
-            while let Some(Token(key)) = timers.pop_expired(now) {
+            while let Some(Token(key)) = schedule.timers.pop_expired(now) {
                 let Some(slot) = slots.get_mut(key) else {
                     continue;
                 };
@@ -421,15 +403,7 @@ impl Server {
                     // real one in.
                     _ => {}
                 }
-                settle(
-                    registry,
-                    key,
-                    slot,
-                    &self.limits,
-                    &mut timers,
-                    &mut resume,
-                    &mut closing,
-                );
+                schedule.settle(registry, key, slot, &self.limits);
             }
 
             // ---- shutdown: stop accepting, close the idle, let the rest finish
@@ -445,15 +419,7 @@ impl Server {
                     if slot.conn.close_if_idle() {
                         idle += 1;
                     }
-                    settle(
-                        registry,
-                        key,
-                        slot,
-                        &self.limits,
-                        &mut timers,
-                        &mut resume,
-                        &mut closing,
-                    );
+                    schedule.settle(registry, key, slot, &self.limits);
                 }
                 log::info!(
                     "shutting down: closed {idle} idle connections, waiting up to {}s for {}",
@@ -463,15 +429,15 @@ impl Server {
             }
 
             // ---- 5. free finished connections, now that no event of this turn can name them
-            let freed = !closing.is_empty();
-            for key in closing.drain(..) {
+            let freed = !schedule.closing.is_empty();
+            for key in schedule.closing.drain(..) {
                 let mut slot = slots.remove(key);
                 slot.conn.recycle(ctx.pool);
                 if let Err(e) = registry.deregister(slot.conn.socket_mut()) {
                     log::debug!("token={key} deregister failed: {e}");
                 }
                 if let Some(when) = slot.timer {
-                    timers.reschedule(Token(key), Some(when), None);
+                    schedule.timers.reschedule(Token(key), Some(when), None);
                 }
                 // Dropping the socket closes it.
             }
@@ -495,7 +461,7 @@ impl Server {
                     max_connections,
                     now,
                     &self.limits,
-                    &mut timers,
+                    &mut schedule.timers,
                     ctx.metrics.as_deref_mut(),
                 );
                 accept_again = false;
@@ -534,52 +500,57 @@ impl Server {
     }
 }
 
-/// After a connection ran: free it at the end of the turn if it is done; otherwise bring
-/// its registered interest, its timer and its place on the fairness queue up to date.
-fn settle(
-    registry: &Registry,
-    key: usize,
-    slot: &mut Slot,
-    limits: &Limits,
-    timers: &mut Timers,
-    resume: &mut Vec<usize>,
-    closing: &mut Vec<usize>,
-) {
-    let token = Token(key);
-    if slot.conn.is_done() {
-        if !slot.closing {
-            slot.closing = true;
-            closing.push(key);
-        }
-        return;
-    }
-    let wanted = slot.conn.interest();
-    if wanted != slot.interest {
-        match registry.reregister(slot.conn.socket_mut(), token, wanted) {
-            Ok(()) => slot.interest = wanted,
-            Err(e) => {
-                log::debug!("token={key} reregister failed: {e}");
+/// What the loop keeps about its connections besides the connections themselves.
+#[derive(Default)]
+struct Schedule {
+    /// Every connection's deadline.
+    timers: Timers,
+    /// Connections that used up their fair share and run again before the next `poll`.
+    resume: Vec<usize>,
+    /// Connections that are done, freed at the end of this turn.
+    closing: Vec<usize>,
+}
+
+impl Schedule {
+    /// After a connection ran: free it at the end of the turn if it is done; otherwise bring
+    /// its registered interest, its timer and its place on the fairness queue up to date.
+    fn settle(&mut self, registry: &Registry, key: usize, slot: &mut Slot, limits: &Limits) {
+        let token = Token(key);
+        if slot.conn.is_done() {
+            if !slot.closing {
                 slot.closing = true;
-                closing.push(key);
-                return;
+                self.closing.push(key);
+            }
+            return;
+        }
+        let wanted = slot.conn.interest();
+        if wanted != slot.interest {
+            match registry.reregister(slot.conn.socket_mut(), token, wanted) {
+                Ok(()) => slot.interest = wanted,
+                Err(e) => {
+                    log::debug!("token={key} reregister failed: {e}");
+                    slot.closing = true;
+                    self.closing.push(key);
+                    return;
+                }
             }
         }
-    }
-    // Timers are moved lazily: an entry earlier than the real deadline stays, fires, and is
-    // replaced then. Only a deadline that moves earlier is moved at once. So a keep-alive
-    // request, which pushes the deadline later, costs no timer operation at all.
-    if let Some(wanted) = slot.conn.deadline(limits) {
-        match slot.timer {
-            Some(entry) if entry <= wanted => {}
-            old => {
-                timers.reschedule(token, old, Some(wanted));
-                slot.timer = Some(wanted);
+        // Timers are moved lazily: an entry earlier than the real deadline stays, fires, and is
+        // replaced then. Only a deadline that moves earlier is moved at once. So a keep-alive
+        // request, which pushes the deadline later, costs no timer operation at all.
+        if let Some(wanted) = slot.conn.deadline(limits) {
+            match slot.timer {
+                Some(entry) if entry <= wanted => {}
+                old => {
+                    self.timers.reschedule(token, old, Some(wanted));
+                    slot.timer = Some(wanted);
+                }
             }
         }
-    }
-    if slot.conn.wants_resume() && !slot.queued {
-        slot.queued = true;
-        resume.push(key);
+        if slot.conn.wants_resume() && !slot.queued {
+            slot.queued = true;
+            self.resume.push(key);
+        }
     }
 }
 
