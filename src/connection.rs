@@ -340,6 +340,7 @@ impl<S: Transport> Connection<S> {
                     // trickling one byte a second is still cut off (slowloris).
                     started + limits.header_timeout
                 } else if !self.discard.is_done() {
+                    // From the start of the body (see `on_parsing`).
                     self.progress_at + limits.header_timeout
                 } else if self.served_any {
                     self.idle_since + limits.keep_alive_timeout
@@ -499,9 +500,6 @@ impl<S: Transport> Connection<S> {
                 self.in_end += n;
                 self.turn_bytes += n;
                 self.head_incomplete = false;
-                if !self.discard.is_done() {
-                    self.progress_at = self.now;
-                }
                 self.set_state(State::Parsing, "bytes in");
                 true
             }
@@ -629,6 +627,9 @@ impl<S: Transport> Connection<S> {
                 }
                 self.in_start += n;
                 self.discard = Discard::new(req.body);
+                // The body has as long as a head to arrive, counted from its start: a body
+                // trickled a byte at a time must not hold the connection forever either.
+                self.progress_at = self.now;
                 self.close_after_write |= outcome.close;
                 self.turn_requests += 1;
                 self.served_any = true;

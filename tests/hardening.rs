@@ -310,3 +310,33 @@ fn small_header_limit_is_enforced_without_panicking() {
     assert_eq!(read_response(&mut s, false).status, 431);
     assert!(is_closed(&mut s));
 }
+
+#[test]
+fn trickled_body_is_cut_off_too() {
+    let server = TestServer::start_with(|c| c.header_timeout = 1);
+    let mut s = server.connect();
+    send(
+        &mut s,
+        "GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n",
+    );
+    assert_eq!(read_response(&mut s, false).status, 200);
+    // One body byte every 200 ms would take 20 s; the server must stop waiting.
+    let started = Instant::now();
+    let mut cut = false;
+    for _ in 0..50 {
+        if s.write_all(b"x").is_err() {
+            cut = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        s.set_nonblocking(true).expect("nonblocking");
+        let mut buf = [0u8; 1];
+        let closed = matches!(s.read(&mut buf), Ok(0));
+        s.set_nonblocking(false).expect("blocking");
+        if closed {
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut, "still open after {:?}", started.elapsed());
+}
