@@ -97,11 +97,14 @@ impl Listener {
             Listener::Unix { path, .. } => format!("unix:{}", path.display()),
         }
     }
+}
 
-    /// Removes the socket file of a Unix listener (on clean shutdown).
-    pub fn remove_socket_file(&self) {
+impl Drop for Listener {
+    /// A Unix listener removes its socket file when it is closed: on shutdown, and on any
+    /// error path that drops the server.
+    fn drop(&mut self) {
         if let Listener::Unix { path, .. } = self
-            && let Err(e) = std::fs::remove_file(path)
+            && let Err(e) = std::fs::remove_file(&*path)
         {
             log::warn!("could not remove {}: {e}", path.display());
         }

@@ -412,7 +412,7 @@ impl Server {
                 shutdown_deadline = Some(now + grace);
                 if let Some(mut listener) = self.listener.take() {
                     let _ = registry.deregister(&mut listener);
-                    listener.remove_socket_file();
+                    // Dropping it closes it (and removes a Unix socket file).
                 }
                 let mut idle = 0;
                 for (key, slot) in slots.iter_mut() {
