@@ -175,19 +175,9 @@ fn through_nginx_over_tcp_keepalive_and_unix_socket() {
 fn metrics_pass_promtool_check() {
     let dir = fixture();
     let metrics_addr = format!("127.0.0.1:{}", free_port());
-    let (mut child, addr, _) = spawn_server(
-        Command::new(BIN)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                &metrics_addr,
-                "--access-log",
-                "off",
-                "--root",
-            ])
-            .arg(dir.path().join("root"))
-            .stdout(Stdio::null()),
+    let (mut child, addr, _) = spawn_binary(
+        dir.path(),
+        &["--metrics-listen", &metrics_addr, "--access-log", "off"],
     );
     for path in ["/", "/nope", "/index.html"] {
         let mut s = TcpStream::connect(&addr).expect("connect");
@@ -236,14 +226,7 @@ fn metrics_pass_promtool_check() {
 fn goaccess_parses_the_access_log_with_no_failed_lines() {
     let dir = fixture();
     let log = dir.path().join("access.log");
-    let (mut child, addr, _) = spawn_server(
-        Command::new(BIN)
-            .args(["--listen", "127.0.0.1:0", "--access-log"])
-            .arg(&log)
-            .arg("--root")
-            .arg(dir.path().join("root"))
-            .stdout(Stdio::null()),
-    );
+    let (mut child, addr, _) = spawn_binary(dir.path(), &["--access-log", &log.to_string_lossy()]);
     let requests = [
         "GET /index.html HTTP/1.1\r\nHost: t\r\nUser-Agent: Mozilla/5.0 (X11) \"quoted\"\r\nReferer: http://ref/\r\n\r\n",
         "HEAD /style.css HTTP/1.1\r\nHost: t\r\n\r\n",

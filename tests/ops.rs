@@ -240,14 +240,8 @@ fn sighup_reopens_the_access_log_and_sigterm_flushes_it() {
     let dir = fixture();
     let log = dir.path().join("access.log");
     let rotated = dir.path().join("access.log.1");
-    let (mut child, addr, _stderr) = spawn_server(
-        Command::new(BIN)
-            .args(["--listen", "127.0.0.1:0", "--access-log"])
-            .arg(&log)
-            .arg("--root")
-            .arg(dir.path().join("root"))
-            .stdout(Stdio::null()),
-    );
+    let (mut child, addr, _stderr) =
+        spawn_binary(dir.path(), &["--access-log", &log.to_string_lossy()]);
     let get = |path: &str| {
         let mut s = std::net::TcpStream::connect(&addr).expect("connect");
         send(
@@ -398,18 +392,7 @@ fn two_reuse_port_processes_share_one_port() {
 fn a_failing_access_log_is_reported_once_and_serving_goes_on() {
     let dir = fixture();
     // /dev/full accepts the open and fails every write with ENOSPC: a full disk.
-    let (mut child, addr, stderr) = spawn_server(
-        Command::new(BIN)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--access-log",
-                "/dev/full",
-                "--root",
-            ])
-            .arg(dir.path().join("root"))
-            .stdout(Stdio::null()),
-    );
+    let (mut child, addr, stderr) = spawn_binary(dir.path(), &["--access-log", "/dev/full"]);
     for _ in 0..50 {
         let mut s = std::net::TcpStream::connect(&addr).expect("connect");
         send(

@@ -69,12 +69,7 @@ fn emfile_pauses_accepting_without_spinning_and_recovers() {
 #[test]
 fn sigterm_lets_an_in_flight_download_finish_then_exits_0() {
     let dir = fixture();
-    let (mut child, addr, stderr) = spawn_server(
-        Command::new(BIN)
-            .args(["--listen", "127.0.0.1:0", "--access-log", "off", "--root"])
-            .arg(dir.path().join("root"))
-            .stdout(Stdio::null()),
-    );
+    let (mut child, addr, stderr) = spawn_binary(dir.path(), &["--access-log", "off"]);
     let mut s = TcpStream::connect(&addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -117,12 +112,7 @@ fn sigterm_lets_an_in_flight_download_finish_then_exits_0() {
 #[test]
 fn fifty_stalled_readers_cost_bounded_memory() {
     let dir = fixture();
-    let (mut child, addr, _stderr) = spawn_server(
-        Command::new(BIN)
-            .args(["--listen", "127.0.0.1:0", "--access-log", "off", "--root"])
-            .arg(dir.path().join("root"))
-            .stdout(Stdio::null()),
-    );
+    let (mut child, addr, _stderr) = spawn_binary(dir.path(), &["--access-log", "off"]);
     let pid = child.id();
     // Warm up: one full download, so allocator pools and the page cache are settled.
     let mut warm = TcpStream::connect(&addr).expect("connect");

@@ -299,6 +299,21 @@ pub fn spawn_server(
     (child, addr, rest)
 }
 
+/// Starts the binary on 127.0.0.1 port 0, serving the fixture in `dir` (see [`fixture`]),
+/// with `args` added and stdout discarded. Returns what [`spawn_server`] returns.
+pub fn spawn_binary(
+    dir: &Path,
+    args: &[&str],
+) -> (std::process::Child, String, JoinHandle<String>) {
+    spawn_server(
+        std::process::Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--root"])
+            .arg(dir.join("root"))
+            .args(args)
+            .stdout(std::process::Stdio::null()),
+    )
+}
+
 /// Sends SIGTERM to a child process.
 pub fn sigterm(child: &std::process::Child) {
     let status = std::process::Command::new("kill")
