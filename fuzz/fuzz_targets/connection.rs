@@ -110,21 +110,8 @@ fn run(data: &[u8], cache: &mut FileCache) {
         let socket = conn.socket_mut();
         socket.input.extend(chunk);
         socket.room += usize::from(op >> 6) * 4096 + 512;
-        let mut ctx = Context {
-            limits: &limits,
-            files: files(),
-            date: &date,
-            access_log: &mut log,
-            now: now + Duration::from_millis(steps),
-            wall: SystemTime::now(),
-            shutting_down: false,
-            handler: None,
-            cache: &mut *cache,
-            pool: &mut pool,
-            metrics: None,
-            open_connections: 1,
-            trusted: &[],
-        };
+        let at = now + Duration::from_millis(steps);
+        let mut ctx = context(&limits, &date, &mut log, cache, &mut pool, at);
         conn.ready(Readiness { readable: true, writable: true }, &mut ctx);
         while conn.wants_resume() {
             conn.resume(&mut ctx);
@@ -138,26 +125,38 @@ fn run(data: &[u8], cache: &mut FileCache) {
     }
     // Let all output drain.
     conn.socket_mut().room = usize::MAX;
-    let mut ctx = Context {
-        limits: &limits,
-        files: files(),
-        date: &date,
-        access_log: &mut log,
-        now,
-        wall: SystemTime::now(),
-        shutting_down: false,
-        handler: None,
-        cache: &mut *cache,
-        pool: &mut pool,
-        metrics: None,
-        open_connections: 1,
-        trusted: &[],
-    };
+    let mut ctx = context(&limits, &date, &mut log, cache, &mut pool, now);
     conn.ready(Readiness { readable: false, writable: true }, &mut ctx);
     while conn.wants_resume() {
         conn.resume(&mut ctx);
     }
     check_responses(&conn.socket().output, data, conn.is_done());
+}
+
+/// The server's side of one turn: shared state for the connection to run with.
+fn context<'a>(
+    limits: &'a Limits,
+    date: &'a DateCache,
+    log: &'a mut AccessLog,
+    cache: &'a mut FileCache,
+    pool: &'a mut BufferPool,
+    now: Instant,
+) -> Context<'a> {
+    Context {
+        limits,
+        files: files(),
+        date,
+        access_log: log,
+        now,
+        wall: SystemTime::now(),
+        shutting_down: false,
+        handler: None,
+        cache,
+        pool,
+        metrics: None,
+        open_connections: 1,
+        trusted: &[],
+    }
 }
 
 /// The output must be whole responses, back to back. HEAD responses have no body, so after
