@@ -103,6 +103,7 @@ fn main() -> io::Result<()> {
                     metrics: None,
                     open_connections: 1,
                     trusted: &[],
+                    real_ip_header: readyserve::config::RealIpHeader::XForwardedFor,
                 };
                 conn.ready(
                     Readiness {

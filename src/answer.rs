@@ -477,7 +477,9 @@ pub fn log_request(
     let micros = Instant::now()
         .saturating_duration_since(started)
         .as_micros();
-    let client = crate::proxy::client_addr(peer, req, ctx.trusted);
+    let header = ctx.real_ip_header;
+    let client =
+        crate::proxy::client_addr(peer, header, req.headers_named(header.name()), ctx.trusted);
     let entry = Entry {
         peer: client,
         peer_is_unix: peer.is_none() && client.is_none(),

@@ -148,6 +148,57 @@ impl std::str::FromStr for TrustedProxy {
     }
 }
 
+/// The longest duration any flag takes: one day, in seconds. Deadlines are `Instant`s, and
+/// `Instant + Duration` panics when the sum does not fit; a day always fits, and no timeout a
+/// person means is longer. The command line refuses more (exit 2); [`Config`]'s duration
+/// methods clamp to it, for configurations built in code.
+pub const MAX_SECS: u64 = 24 * 60 * 60;
+
+/// Which request header names the real client behind a trusted proxy (`--real-ip-header`),
+/// as nginx's `real_ip_header`. Only this one header is ever believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RealIpHeader {
+    /// `X-Forwarded-For`: a list; each proxy appends the address it saw.
+    #[default]
+    XForwardedFor,
+    /// `X-Real-IP`: one address, set by the proxy.
+    XRealIp,
+    /// `Forwarded` (RFC 7239): a list of elements with a `for=` parameter.
+    Forwarded,
+}
+
+impl RealIpHeader {
+    /// The header's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            RealIpHeader::XForwardedFor => "X-Forwarded-For",
+            RealIpHeader::XRealIp => "X-Real-IP",
+            RealIpHeader::Forwarded => "Forwarded",
+        }
+    }
+}
+
+impl std::str::FromStr for RealIpHeader {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            RealIpHeader::XForwardedFor,
+            RealIpHeader::XRealIp,
+            RealIpHeader::Forwarded,
+        ]
+        .into_iter()
+        .find(|h| h.name().eq_ignore_ascii_case(s.trim()))
+        .ok_or_else(|| format!("'{s}': expected X-Forwarded-For, X-Real-IP or Forwarded"))
+    }
+}
+
+impl std::fmt::Display for RealIpHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 fn parse_mode(s: &str) -> Result<u32, String> {
     u32::from_str_radix(s, 8)
         .ok()
@@ -172,10 +223,19 @@ pub struct Config {
     #[arg(long, env = "READYSERVE_REUSE_PORT")]
     pub reuse_port: bool,
 
-    /// Proxies whose X-Forwarded-For / X-Real-IP are believed: CIDR ranges, and `unix` for
-    /// Unix-socket peers, comma-separated. Other peers' headers are ignored.
+    /// Proxies whose --real-ip-header is believed: CIDR ranges, and `unix` for Unix-socket
+    /// peers, comma-separated. Other peers' headers are ignored.
     #[arg(long, env = "READYSERVE_TRUST_PROXY", value_delimiter = ',')]
     pub trust_proxy: Vec<TrustedProxy>,
+
+    /// The one header that names the client behind a --trust-proxy peer: X-Forwarded-For,
+    /// X-Real-IP or Forwarded (RFC 7239).
+    #[arg(
+        long,
+        env = "READYSERVE_REAL_IP_HEADER",
+        default_value = "X-Forwarded-For"
+    )]
+    pub real_ip_header: RealIpHeader,
 
     /// Address of a second listener that serves Prometheus metrics at /metrics (off if unset).
     #[arg(long, env = "READYSERVE_METRICS_LISTEN")]
@@ -192,21 +252,22 @@ pub struct Config {
 
     /// Seconds from a request's first byte until its head must be complete (then 408).
     #[arg(long, env = "READYSERVE_HEADER_TIMEOUT", default_value_t = 10,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=MAX_SECS))]
     pub header_timeout: u64,
 
     /// Seconds an idle keep-alive connection is kept open between requests.
     #[arg(long, env = "READYSERVE_KEEP_ALIVE_TIMEOUT", default_value_t = 5,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=MAX_SECS))]
     pub keep_alive_timeout: u64,
 
     /// Seconds without any progress on output before a connection is closed.
     #[arg(long, env = "READYSERVE_WRITE_TIMEOUT", default_value_t = 30,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=MAX_SECS))]
     pub write_timeout: u64,
 
     /// Seconds in-flight responses may take to finish after SIGTERM or SIGINT.
-    #[arg(long, env = "READYSERVE_SHUTDOWN_GRACE", default_value_t = 10)]
+    #[arg(long, env = "READYSERVE_SHUTDOWN_GRACE", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_SECS))]
     pub shutdown_grace: u64,
 
     /// Largest request head (request line plus headers) in bytes; over it the answer is 431.
@@ -268,6 +329,7 @@ impl Default for Config {
             unix_mode: 0o660,
             reuse_port: false,
             trust_proxy: Vec::new(),
+            real_ip_header: RealIpHeader::XForwardedFor,
             metrics_listen: None,
             access_log_format: AccessLogFormat::Combined,
             root: PathBuf::from("./public"),
@@ -302,20 +364,30 @@ fn parse_header_value(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// Seconds as a [`Duration`] of at most [`MAX_SECS`].
+fn seconds(secs: u64) -> Duration {
+    Duration::from_secs(secs.min(MAX_SECS))
+}
+
 impl Config {
-    /// The header timeout as a [`Duration`].
+    /// The header timeout as a [`Duration`] (at most [`MAX_SECS`]).
     pub fn header_timeout(&self) -> Duration {
-        Duration::from_secs(self.header_timeout)
+        seconds(self.header_timeout)
     }
 
-    /// The keep-alive idle timeout as a [`Duration`].
+    /// The keep-alive idle timeout as a [`Duration`] (at most [`MAX_SECS`]).
     pub fn keep_alive_timeout(&self) -> Duration {
-        Duration::from_secs(self.keep_alive_timeout)
+        seconds(self.keep_alive_timeout)
     }
 
-    /// The write timeout as a [`Duration`].
+    /// The write timeout as a [`Duration`] (at most [`MAX_SECS`]).
     pub fn write_timeout(&self) -> Duration {
-        Duration::from_secs(self.write_timeout)
+        seconds(self.write_timeout)
+    }
+
+    /// The shutdown grace period as a [`Duration`] (at most [`MAX_SECS`]).
+    pub fn shutdown_grace(&self) -> Duration {
+        seconds(self.shutdown_grace)
     }
 }
 
@@ -337,6 +409,29 @@ mod tests {
         assert_eq!(parsed.max_body_bytes, default.max_body_bytes);
         assert_eq!(parsed.access_log, default.access_log);
         assert_eq!(parsed.keep_alive_timeout, default.keep_alive_timeout);
+        assert_eq!(parsed.real_ip_header, default.real_ip_header);
+        let forwarded = Config::try_parse_from(["readyserve", "--real-ip-header", "forwarded"]);
+        assert_eq!(
+            forwarded.map(|c| c.real_ip_header).ok(),
+            Some(RealIpHeader::Forwarded)
+        );
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        let day = Config::try_parse_from(["readyserve", "--header-timeout", "86400"]);
+        assert_eq!(
+            day.map(|c| c.header_timeout()).ok(),
+            Some(seconds(MAX_SECS))
+        );
+        // Built in code, past the range: clamped, so `now + timeout` cannot overflow.
+        let config = Config {
+            write_timeout: u64::MAX,
+            shutdown_grace: u64::MAX,
+            ..Config::default()
+        };
+        assert_eq!(config.write_timeout(), Duration::from_secs(MAX_SECS));
+        assert_eq!(config.shutdown_grace(), Duration::from_secs(MAX_SECS));
     }
 
     #[test]
@@ -376,6 +471,12 @@ mod tests {
             &["readyserve", "--unix-mode", "999"],
             &["readyserve", "--listen", "unix:"],
             &["readyserve", "--access-log-format", "xml"],
+            &["readyserve", "--header-timeout", "18446744073709551615"],
+            &["readyserve", "--header-timeout", "86401"],
+            &["readyserve", "--real-ip-header", "X-Client-IP"],
+            &["readyserve", "--keep-alive-timeout", "86401"],
+            &["readyserve", "--write-timeout", "86401"],
+            &["readyserve", "--shutdown-grace", "86401"],
         ] {
             assert!(
                 Config::try_parse_from(args).is_err(),

@@ -33,7 +33,7 @@ use crate::answer::{self, FileBody};
 use crate::body::Discard;
 use crate::buffers::{BufferPool, READ_BUFFER};
 use crate::cache::FileCache;
-use crate::config::TrustedProxy;
+use crate::config::{RealIpHeader, TrustedProxy};
 use crate::error::HttpError;
 use crate::handler::Handler;
 use crate::metrics::{Metrics, TimeoutKind};
@@ -179,6 +179,8 @@ pub struct Context<'a> {
     pub open_connections: usize,
     /// `--trust-proxy`.
     pub trusted: &'a [TrustedProxy],
+    /// `--real-ip-header`: the one header that names the client behind a trusted proxy.
+    pub real_ip_header: RealIpHeader,
 }
 
 /// What the event said about the socket.

@@ -364,15 +364,34 @@ fn check_partial_limits(buf: &[u8], max_head: usize) -> Result<(), HttpError> {
     }
 }
 
-/// Whether the version field reads `HTTP/<digit>.<digit>`: a real but unsupported version
-/// gets 505, while garbage in that place is a plain 400.
+/// Whether the request line is well formed, `method SP target SP HTTP/d.d` (RFC 9112
+/// section 3), with a version we do not support. Only then is the answer 505; a line that is
+/// malformed anywhere (two spaces, a tab, no target, garbage for a version) is a plain 400,
+/// because we cannot even tell what version it claims.
 fn looks_like_http_version(buf: &[u8]) -> bool {
+    // Empty lines before the request line are allowed (RFC 9112 section 2.2).
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let buf = &buf[start..];
     let line = &buf[..request_line_len(buf)];
-    let Some(version) = line.trim_ascii_end().rsplit(|&b| b == b' ').next() else {
+    let Some(line) = line.strip_suffix(b"\r") else {
+        return false; // no CRLF yet, or a bare LF: not a well-formed line
+    };
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return false;
     };
-    matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
-        if major.is_ascii_digit() && minor.is_ascii_digit())
+    let is_tchar = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+    !method.is_empty()
+        && method.iter().all(is_tchar)
+        && !target.is_empty()
+        && target.iter().all(|&b| b > b' ' && b != 0x7f)
+        && matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit())
 }
 
 #[cfg(test)]
@@ -428,6 +447,21 @@ mod tests {
             ),
             ("GET / FTP/1.1\r\nHost: a\r\n\r\n", Err(BadSyntax)),
             ("GET  / HTTP/1.1\r\nHost: a\r\n\r\n", Err(BadSyntax)),
+            // A malformed request line is a 400 even when it ends in a version; 505 is
+            // only for a well-formed line with a version we do not speak.
+            (
+                "GET /index.html  HTTP/1.1\r\nHost: a\r\n\r\n",
+                Err(BadSyntax),
+            ),
+            ("GET /  HTTP/2.0\r\nHost: a\r\n\r\n", Err(BadSyntax)),
+            ("GET / HTTP/1.1 \r\nHost: a\r\n\r\n", Err(BadSyntax)),
+            ("GET\t/ HTTP/2.0\r\nHost: a\r\n\r\n", Err(BadSyntax)),
+            ("GET / x HTTP/2.0\r\nHost: a\r\n\r\n", Err(BadSyntax)),
+            (" GET / HTTP/2.0\r\nHost: a\r\n\r\n", Err(BadSyntax)),
+            (
+                "\r\nGET / HTTP/3.0\r\nHost: a\r\n\r\n",
+                Err(VersionNotSupported),
+            ),
             ("GET /\r\n\r\n", Err(BadSyntax)),
             ("GET / HTTP/1.1\r\nHost : a\r\n\r\n", Err(BadSyntax)),
             (

@@ -55,6 +55,11 @@ const FILE_CHANGES: Token = Token(usize::MAX - 4);
 /// The metrics listener's token (`--metrics-listen`).
 const METRICS_LISTENER: Token = Token(usize::MAX - 5);
 
+/// Most connections open at once on the metrics listener. They are not counted against
+/// `--max-connections` (a server at its cap can still be observed), so they need a cap of
+/// their own: otherwise idle scrapers could hold as many descriptors as they like.
+pub const MAX_METRICS_CONNECTIONS: usize = 16;
+
 /// How long to stop accepting after EMFILE/ENFILE, unless a connection closes sooner.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -118,6 +123,8 @@ struct Slot {
     queued: bool,
     /// Listed for freeing at the end of this turn.
     closing: bool,
+    /// It came in on the metrics listener (counted apart from the site's connections).
+    metrics: bool,
 }
 
 /// A bound server, ready to [`run`](Server::run).
@@ -279,6 +286,8 @@ impl Server {
         let mut accept_paused_until: Option<Instant> = None;
         let mut fd_exhausted_logged = false;
         let mut shutdown_deadline: Option<Instant> = None;
+        // Connections from the metrics listener; the rest of the slab is the site's.
+        let mut metrics_open = 0;
 
         loop {
             // ---- 1. sleep until something is ready, or until the nearest deadline
@@ -327,8 +336,9 @@ impl Server {
                 cache: &mut cache,
                 pool: &mut pool,
                 metrics: metrics.as_mut(),
-                open_connections: slots.len(),
+                open_connections: slots.len() - metrics_open,
                 trusted: &self.config.trust_proxy,
+                real_ip_header: self.config.real_ip_header,
             };
 
             // ---- 2. connections that yielded last turn
@@ -351,6 +361,7 @@ impl Server {
                                 listener,
                                 registry,
                                 &mut slots,
+                                &mut metrics_open,
                                 now,
                                 &self.limits,
                                 &mut schedule.timers,
@@ -408,7 +419,7 @@ impl Server {
 
             // ---- shutdown: stop accepting, close the idle, let the rest finish
             if begin_shutdown && shutdown_deadline.is_none() {
-                let grace = Duration::from_secs(self.config.shutdown_grace);
+                let grace = self.config.shutdown_grace();
                 shutdown_deadline = Some(now + grace);
                 if let Some(mut listener) = self.listener.take() {
                     let _ = registry.deregister(&mut listener);
@@ -432,6 +443,9 @@ impl Server {
             let freed = !schedule.closing.is_empty();
             for key in schedule.closing.drain(..) {
                 let mut slot = slots.remove(key);
+                if slot.metrics {
+                    metrics_open -= 1;
+                }
                 slot.conn.recycle(ctx.pool);
                 if let Err(e) = registry.deregister(slot.conn.socket_mut()) {
                     log::debug!("token={key} deregister failed: {e}");
@@ -458,7 +472,7 @@ impl Server {
                     listener,
                     registry,
                     &mut slots,
-                    max_connections,
+                    max_connections + metrics_open,
                     now,
                     &self.limits,
                     &mut schedule.timers,
@@ -594,21 +608,22 @@ enum AcceptOutcome {
 }
 
 /// Accepts until the kernel's queue is empty (the listener is edge-triggered, too), the
-/// connection cap is reached, or file descriptors run out.
+/// connection cap is reached, or file descriptors run out. `slab_cap` is the most slots the
+/// slab may hold: `--max-connections`, plus the metrics connections, which do not count.
 #[allow(clippy::too_many_arguments)]
 fn accept_all(
     listener: &Listener,
     registry: &Registry,
     slots: &mut Slab<Slot>,
-    max_connections: usize,
+    slab_cap: usize,
     now: Instant,
     limits: &Limits,
     timers: &mut Timers,
     mut metrics: Option<&mut Metrics>,
 ) -> AcceptOutcome {
     loop {
-        if slots.len() >= max_connections {
-            log::debug!("at the connection cap ({max_connections}); not accepting");
+        if slots.len() >= slab_cap {
+            log::debug!("at the connection cap; not accepting");
             return AcceptOutcome::AtCap;
         }
         let (stream, peer) = match listener.accept() {
@@ -630,19 +645,29 @@ fn accept_all(
 }
 
 /// Accepts what is waiting on the metrics listener. These few connections are not counted
-/// against `--max-connections`, so that a server at its cap can still be observed.
+/// against `--max-connections`, so that a server at its cap can still be observed; they have
+/// their own cap, [`MAX_METRICS_CONNECTIONS`]. Past it, a new one is accepted and closed at
+/// once: the listener is edge-triggered, so leaving it in the queue would leave it hanging
+/// until some other scraper connects, while a close tells the scraper to retry.
+#[allow(clippy::too_many_arguments)]
 fn accept_metrics(
     listener: &Listener,
     registry: &Registry,
     slots: &mut Slab<Slot>,
+    metrics_open: &mut usize,
     now: Instant,
     limits: &Limits,
     timers: &mut Timers,
 ) {
     loop {
         match listener.accept() {
+            Ok((_, peer)) if *metrics_open >= MAX_METRICS_CONNECTIONS => {
+                log::debug!("metrics: {MAX_METRICS_CONNECTIONS} connections open; closed {peer:?}");
+            }
             Ok((stream, peer)) => {
-                insert_connection(stream, peer, true, registry, slots, now, limits, timers);
+                if insert_connection(stream, peer, true, registry, slots, now, limits, timers) {
+                    *metrics_open += 1;
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
@@ -656,7 +681,7 @@ fn accept_metrics(
 }
 
 /// Registers a new connection under a token equal to its slab key, and gives it its first
-/// deadline.
+/// deadline. Returns whether it did (a failed registration drops the socket, closing it).
 #[allow(clippy::too_many_arguments)]
 fn insert_connection(
     mut stream: Stream,
@@ -667,12 +692,12 @@ fn insert_connection(
     now: Instant,
     limits: &Limits,
     timers: &mut Timers,
-) {
+) -> bool {
     let entry = slots.vacant_entry();
     let key = entry.key();
     if let Err(e) = registry.register(&mut stream, Token(key), Interest::READABLE) {
         log::error!("register failed: {e}");
-        return;
+        return false;
     }
     match peer {
         Some(peer) => log::trace!("token={key} accepted {peer}"),
@@ -692,7 +717,9 @@ fn insert_connection(
         timer: deadline,
         queued: false,
         closing: false,
+        metrics: metrics_only,
     });
+    true
 }
 
 fn is_out_of_resources(e: &io::Error) -> bool {

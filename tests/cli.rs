@@ -43,6 +43,9 @@ fn bad_flag_values_exit_2_with_one_line() {
         &["--max-header-bytes", "lots"],
         &["--log-level", "shouty"],
         &["--frobnicate"],
+        &["--header-timeout", "18446744073709551615"],
+        &["--keep-alive-timeout", "86401"],
+        &["--shutdown-grace", "99999999999"],
     ] {
         let (code, err) = run_to_exit(Command::new(BIN).args(args));
         assert_eq!(code, Some(2), "{args:?}: {err}");

@@ -43,6 +43,8 @@ fn hostile_request_table() {
         ("obs-fold", "GET / HTTP/1.1\r\nHost: t\r\nX: a\r\n b\r\n\r\n".into(), 400, Closed),
         ("space before colon", "GET / HTTP/1.1\r\nHost : t\r\n\r\n".into(), 400, Closed),
         ("two spaces", "GET  / HTTP/1.1\r\nHost: t\r\n\r\n".into(), 400, Closed),
+        ("two spaces before the version", "GET /index.html  HTTP/1.1\r\nHost: t\r\n\r\n".into(), 400, Closed),
+        ("tab before an unknown version", "GET /\tHTTP/2.0\r\nHost: t\r\n\r\n".into(), 400, Closed),
         ("NUL in target", "GET /\0 HTTP/1.1\r\nHost: t\r\n\r\n".into(), 400, Closed),
         ("garbage", "\x16\x03\x01\x02\x00\x01\x00\x01\x7c\x03\x03\r\n\r\n".into(), 400, Closed),
         ("no Host", "GET / HTTP/1.1\r\n\r\n".into(), 400, Closed),

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use readyserve::config::{AccessLogFormat, AccessLogTarget, ListenAddr};
+use readyserve::config::{AccessLogFormat, AccessLogTarget, ListenAddr, RealIpHeader};
 use readyserve::{Config, Server};
 
 fn base_config(dir: &Path) -> Config {
@@ -99,12 +99,13 @@ fn unix_listen_refuses_to_delete_a_regular_file() {
 }
 
 /// Sends one request with `headers` through a server with `--trust-proxy trusted` and
-/// returns the client address its access log recorded.
-fn logged_client(trusted: &str, headers: &str) -> String {
+/// `--real-ip-header header`, and returns the client address its access log recorded.
+fn logged_client(trusted: &str, header: RealIpHeader, headers: &str) -> String {
     let dir = fixture();
     let log = dir.path().join("access.log");
     let mut config = base_config(dir.path());
     config.access_log = AccessLogTarget::File(log.clone());
+    config.real_ip_header = header;
     config.trust_proxy = if trusted.is_empty() {
         Vec::new()
     } else {
@@ -127,53 +128,65 @@ fn logged_client(trusted: &str, headers: &str) -> String {
     text.split(' ').next().unwrap_or_default().to_string()
 }
 
+/// The wiring, end to end: the logic itself is `proxy.rs`'s unit table.
 #[test]
-fn forwarded_for_is_believed_only_from_trusted_peers() {
-    let cases: &[(&str, &str, &str)] = &[
+fn real_ip_header_is_believed_only_from_trusted_peers() {
+    use RealIpHeader::*;
+    let cases: &[(&str, RealIpHeader, &str, &str)] = &[
         // No trusted proxies: headers are ignored.
-        ("", "X-Forwarded-For: 6.6.6.6\r\n", "127.0.0.1"),
+        (
+            "",
+            XForwardedFor,
+            "X-Forwarded-For: 6.6.6.6\r\n",
+            "127.0.0.1",
+        ),
         // The peer (127.0.0.1) is not in the trusted range: a spoof, ignored.
         (
             "10.0.0.0/8",
+            XForwardedFor,
             "X-Forwarded-For: 6.6.6.6\r\nX-Real-IP: 7.7.7.7\r\n",
             "127.0.0.1",
         ),
         // Trusted peer: the right-most untrusted entry is the client; the rest is claims.
         (
             "127.0.0.1",
+            XForwardedFor,
             "X-Forwarded-For: 6.6.6.6, 1.2.3.4\r\n",
             "1.2.3.4",
         ),
-        (
-            "127.0.0.0/8,10.0.0.0/8",
-            "X-Forwarded-For: 6.6.6.6, 9.9.9.9, 10.0.0.5\r\n",
-            "9.9.9.9",
-        ),
-        // Two header lines are one list.
+        // Only the configured header is believed: behind a front that sets X-Real-IP, a
+        // client's own X-Forwarded-For is nothing (it used to win).
         (
             "127.0.0.1",
-            "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 2.2.2.2\r\n",
-            "2.2.2.2",
+            XRealIp,
+            "X-Forwarded-For: 6.6.6.6\r\nX-Real-IP: 5.5.5.5\r\n",
+            "5.5.5.5",
         ),
-        // Garbage in the list: nothing left of it counts.
         (
             "127.0.0.1",
-            "X-Forwarded-For: 1.1.1.1, junk, 3.3.3.3\r\n",
-            "3.3.3.3",
+            XRealIp,
+            "X-Forwarded-For: 6.6.6.6\r\n",
+            "127.0.0.1",
         ),
-        ("127.0.0.1", "X-Real-IP: 5.5.5.5\r\n", "5.5.5.5"),
         (
             "127.0.0.1",
-            "X-Forwarded-For: 2001:db8::1\r\n",
+            XForwardedFor,
+            "X-Real-IP: 5.5.5.5\r\n",
+            "127.0.0.1",
+        ),
+        (
+            "127.0.0.1",
+            Forwarded,
+            "X-Forwarded-For: 6.6.6.6\r\nForwarded: for=\"[2001:db8::1]:80\";proto=http\r\n",
             "2001:db8::1",
         ),
-        ("127.0.0.1", "", "127.0.0.1"),
+        ("127.0.0.1", XForwardedFor, "", "127.0.0.1"),
     ];
-    for (trusted, headers, want) in cases {
+    for (trusted, header, headers, want) in cases {
         assert_eq!(
-            logged_client(trusted, headers),
+            logged_client(trusted, *header, headers),
             *want,
-            "{trusted:?} {headers:?}"
+            "{trusted:?} {header:?} {headers:?}"
         );
     }
 }
@@ -405,4 +418,59 @@ fn a_failing_access_log_is_reported_once_and_serving_goes_on() {
     assert_eq!(child.wait().expect("wait").code(), Some(0));
     let log = stderr.join().expect("stderr");
     assert_eq!(log.matches("access log write failed").count(), 1, "{log}");
+}
+
+/// Idle metrics connections neither use up the site's `--max-connections` nor pile up
+/// without bound: the metrics listener has a small cap of its own.
+#[test]
+fn metrics_connections_have_their_own_cap() {
+    let dir = fixture();
+    let mut config = base_config(dir.path());
+    config.metrics_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    config.max_connections = 2;
+    // Longer than any read below waits, so no idle scraper times out during the test.
+    config.header_timeout = 60;
+    let (addr, metrics, handle, thread) = spawn(config);
+    let (addr, metrics) = (addr.expect("tcp"), metrics.expect("metrics listener"));
+    let cap = readyserve::server::MAX_METRICS_CONNECTIONS;
+    // Idle scrapers, more than their cap: the first `cap` stay open, the rest are closed.
+    let mut idle: Vec<std::net::TcpStream> = (0..cap + 4)
+        .map(|_| std::net::TcpStream::connect(metrics).expect("connect metrics"))
+        .collect();
+    let extra = idle.split_off(cap);
+    for mut s in extra {
+        assert!(
+            is_closed(&mut s),
+            "a metrics connection over the cap stayed open"
+        );
+    }
+    for s in idle.iter_mut() {
+        assert!(is_open(s), "a metrics connection under the cap was closed");
+    }
+    // The site still has both of its connections.
+    let mut site: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+        .collect();
+    for s in site.iter_mut() {
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        send(s, "GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n");
+        let r = try_read_response(s, false).expect("the site is locked out");
+        assert_eq!(r.status, 200);
+    }
+    // One scraper leaves; another gets in.
+    drop(idle.pop());
+    let text = (0..50)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            let mut s = std::net::TcpStream::connect(metrics).ok()?;
+            send(&mut s, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+            try_read_response(&mut s, false)
+        })
+        .expect("a scrape once a slot freed");
+    assert_eq!(text.status, 200);
+    assert_eq!(value(&text.body_text(), "readyserve_open_connections"), 2);
+    handle.stop();
+    drop((idle, site));
+    thread.join().expect("thread").expect("run");
 }

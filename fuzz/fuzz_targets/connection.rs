@@ -156,6 +156,7 @@ fn context<'a>(
         metrics: None,
         open_connections: 1,
         trusted: &[],
+        real_ip_header: readyserve::config::RealIpHeader::XForwardedFor,
     }
 }
 
