@@ -6,11 +6,15 @@
 //! values that parse but cannot work (a root that does not exist, an address in use) are
 //! reported by [`crate::Server::bind`] and end it with status 1.
 
-use std::net::SocketAddr;
+use std::ffi::OsString;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::builder::BoolishValueParser;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 /// Where the server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,9 +35,21 @@ impl std::str::FromStr for ListenAddr {
             }
             return Ok(ListenAddr::Unix(PathBuf::from(path)));
         }
-        s.parse::<SocketAddr>()
-            .map(ListenAddr::Tcp)
-            .map_err(|_| format!("'{s}' is not host:port (for example 127.0.0.1:7878)"))
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Ok(ListenAddr::Tcp(addr));
+        }
+        // A name, as people type it: `localhost:8080`. Resolved once, at start-up; an IPv4
+        // address is preferred when the name has both, as `localhost` usually does.
+        let resolved: Vec<SocketAddr> = s
+            .to_socket_addrs()
+            .map_err(|_| format!("'{s}' is not host:port (for example 127.0.0.1:7878)"))?
+            .collect();
+        resolved
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(resolved.first())
+            .map(|a| ListenAddr::Tcp(*a))
+            .ok_or_else(|| format!("'{s}' resolves to no address"))
     }
 }
 
@@ -199,6 +215,12 @@ impl std::fmt::Display for RealIpHeader {
     }
 }
 
+/// The log levels, by name; an error lists them.
+fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
+    s.parse()
+        .map_err(|_| format!("'{s}' is not a level: off, error, warn, info, debug or trace"))
+}
+
 fn parse_mode(s: &str) -> Result<u32, String> {
     u32::from_str_radix(s, 8)
         .ok()
@@ -206,7 +228,7 @@ fn parse_mode(s: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("'{s}' is not an octal file mode such as 660"))
 }
 
-/// Every setting of the server. Build one with [`Config::parse`] (flags and environment),
+/// Every setting of the server. Build one with [`Config::from_command_line`] (flags and environment),
 /// or start from [`Config::default`] in code and tests.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "readyserve", version, about, long_about = None)]
@@ -220,7 +242,7 @@ pub struct Config {
     pub unix_mode: u32,
 
     /// Set SO_REUSEPORT, so that several readyserve processes share one port (one per core).
-    #[arg(long, env = "READYSERVE_REUSE_PORT")]
+    #[arg(long, env = "READYSERVE_REUSE_PORT", value_parser = BoolishValueParser::new())]
     pub reuse_port: bool,
 
     /// Proxies whose --real-ip-header is believed: CIDR ranges, and `unix` for Unix-socket
@@ -255,8 +277,9 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=MAX_SECS))]
     pub header_timeout: u64,
 
-    /// Seconds an idle keep-alive connection is kept open between requests.
-    #[arg(long, env = "READYSERVE_KEEP_ALIVE_TIMEOUT", default_value_t = 5,
+    /// Seconds an idle keep-alive connection is kept open between requests. Longer than a
+    /// proxy's upstream keep-alive (nginx: 60 s), so that the proxy, not we, closes first.
+    #[arg(long, env = "READYSERVE_KEEP_ALIVE_TIMEOUT", default_value_t = 75,
           value_parser = clap::value_parser!(u64).range(1..=MAX_SECS))]
     pub keep_alive_timeout: u64,
 
@@ -293,7 +316,7 @@ pub struct Config {
     pub access_log_format: AccessLogFormat,
 
     /// Level of the error and lifecycle log on stderr: error, warn, info, debug or trace.
-    #[arg(long, env = "READYSERVE_LOG", default_value = "info")]
+    #[arg(long, env = "READYSERVE_LOG", default_value = "info", value_parser = parse_level)]
     pub log_level: log::LevelFilter,
 
     /// Bytes of small files (up to 1 MiB each) kept in memory; 0 turns the cache off.
@@ -301,15 +324,15 @@ pub struct Config {
     pub cache_bytes: usize,
 
     /// List the contents of directories that have no index.html (otherwise they are 404).
-    #[arg(long, env = "READYSERVE_LIST_DIRECTORIES")]
+    #[arg(long, env = "READYSERVE_LIST_DIRECTORIES", value_parser = BoolishValueParser::new())]
     pub list_directories: bool,
 
     /// Serve files and directories whose names start with '.' (otherwise they are 404).
-    #[arg(long, env = "READYSERVE_SERVE_DOTFILES")]
+    #[arg(long, env = "READYSERVE_SERVE_DOTFILES", value_parser = BoolishValueParser::new())]
     pub serve_dotfiles: bool,
 
     /// Follow symlinks that lead outside the root (otherwise such files are 404).
-    #[arg(long, env = "READYSERVE_FOLLOW_SYMLINKS")]
+    #[arg(long, env = "READYSERVE_FOLLOW_SYMLINKS", value_parser = BoolishValueParser::new())]
     pub follow_symlinks: bool,
 
     /// Cache-Control value added to 200, 206 and 304 file responses, e.g. "max-age=3600".
@@ -317,7 +340,7 @@ pub struct Config {
     pub cache_control: Option<String>,
 
     /// Teaching mode: log every readiness event and state transition on stderr.
-    #[arg(long, env = "READYSERVE_TRACE")]
+    #[arg(long, env = "READYSERVE_TRACE", value_parser = BoolishValueParser::new())]
     pub trace: bool,
 }
 
@@ -335,7 +358,7 @@ impl Default for Config {
             root: PathBuf::from("./public"),
             max_connections: 10_000,
             header_timeout: 10,
-            keep_alive_timeout: 5,
+            keep_alive_timeout: 75,
             write_timeout: 30,
             shutdown_grace: 10,
             max_header_bytes: 16 * 1024,
@@ -350,6 +373,93 @@ impl Default for Config {
             trace: false,
         }
     }
+}
+
+/// Why the command line gave no configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandLineError {
+    /// `--help` or `--version`: print this on stdout and exit 0.
+    Info(String),
+    /// A value that cannot work: print this one line on stderr and exit 2.
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads the flags in `args` (the program name first) and the `READYSERVE_*` variables.
+    ///
+    /// Errors are one line that says what was wrong and where it came from: the variable,
+    /// when a variable gave the bad value, and the accepted values, when there is a list.
+    pub fn from_command_line<I, T>(args: I) -> Result<Config, CommandLineError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let mut command = Config::command();
+        let explain = |e: clap::Error, command: &clap::Command| explain(e, command, &args);
+        let matches = command
+            .try_get_matches_from_mut(args.iter())
+            .map_err(|e| explain(e, &command))?;
+        let config = Config::from_arg_matches(&matches).map_err(|e| explain(e, &command))?;
+        let given = |id: &str| {
+            matches!(
+                matches.value_source(id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            )
+        };
+        if given("unix_mode") && !matches!(config.listen, ListenAddr::Unix(_)) {
+            return Err(CommandLineError::Invalid(format!(
+                "error: --unix-mode applies to a unix: listener, and --listen is {}",
+                config.listen
+            )));
+        }
+        Ok(config)
+    }
+}
+
+/// One line for a clap error: its first line, the variable that gave the value if it was
+/// not on the command line, and the accepted values if clap knows them.
+fn explain(e: clap::Error, command: &clap::Command, args: &[OsString]) -> CommandLineError {
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        return CommandLineError::Info(e.to_string());
+    }
+    let rendered = e.to_string();
+    let mut line = rendered
+        .lines()
+        .next()
+        .unwrap_or("error: invalid arguments")
+        .to_string();
+    if let Some(ContextValue::Strings(values)) = e.get(ContextKind::ValidValue)
+        && !values.is_empty()
+    {
+        line.push_str(&format!(" (expected one of: {})", values.join(", ")));
+    }
+    // `--access-log-format <ACCESS_LOG_FORMAT>`: which flag, and was it on the command line?
+    let flag = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => arg.split(' ').next().unwrap_or_default(),
+        _ => "",
+    };
+    let on_command_line = |long: &str| {
+        args.iter().skip(1).any(|a| {
+            let a = a.to_string_lossy();
+            a == format!("--{long}") || a.starts_with(&format!("--{long}="))
+        })
+    };
+    let from_env = command.get_arguments().find_map(|arg| {
+        let long = arg.get_long()?;
+        if flag != format!("--{long}") || on_command_line(long) {
+            return None;
+        }
+        let var = arg.get_env()?;
+        std::env::var_os(var).map(|_| var.to_string_lossy().into_owned())
+    });
+    if let Some(var) = from_env {
+        line = match line.strip_prefix("error: ") {
+            Some(rest) => format!("error: {var}: {rest}"),
+            None => format!("{var}: {line}"),
+        };
+    }
+    CommandLineError::Invalid(line)
 }
 
 /// A header value must be visible ASCII and spaces: no CR or LF that would split a response.

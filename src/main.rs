@@ -2,24 +2,19 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use readyserve::config::CommandLineError;
 use readyserve::{Config, Server};
 
 fn main() -> ExitCode {
-    let config = match Config::try_parse() {
+    let config = match Config::from_command_line(std::env::args_os()) {
         Ok(config) => config,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                let _ = e.print();
-                return ExitCode::SUCCESS;
-            }
+        Err(CommandLineError::Info(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(CommandLineError::Invalid(line)) => {
             // One clear line, not a page of usage.
-            let text = e.to_string();
-            eprintln!(
-                "readyserve: {}",
-                text.lines().next().unwrap_or("invalid arguments")
-            );
+            eprintln!("readyserve: {line}");
             return ExitCode::from(2);
         }
     };

@@ -35,7 +35,7 @@ use slab::Slab;
 use crate::access_log::AccessLog;
 use crate::buffers::BufferPool;
 use crate::cache::FileCache;
-use crate::config::{Config, ListenAddr};
+use crate::config::{AccessLogTarget, Config, ListenAddr};
 use crate::connection::{Connection, Context, Limits, Readiness};
 use crate::handler::Handler;
 use crate::listener::{BindOptions, Listener, Stream};
@@ -70,8 +70,10 @@ pub enum StartError {
     Root(std::path::PathBuf, io::Error),
     /// The listen address could not be bound (in use, not local, no permission).
     Bind(ListenAddr, io::Error),
-    /// The access log could not be opened.
-    AccessLog(io::Error),
+    /// The access log file could not be opened.
+    AccessLog(std::path::PathBuf, io::Error),
+    /// The metrics listener (`--metrics-listen`) could not be bound.
+    MetricsBind(SocketAddr, io::Error),
     /// Setting up the poller, waker or signal handling failed.
     Setup(io::Error),
 }
@@ -83,7 +85,15 @@ impl std::fmt::Display for StartError {
                 write!(f, "document root {} is not usable: {e}", path.display())
             }
             StartError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
-            StartError::AccessLog(e) => write!(f, "cannot open the access log: {e}"),
+            StartError::AccessLog(path, e) => {
+                write!(f, "cannot open the access log {}: {e}", path.display())
+            }
+            StartError::MetricsBind(addr, e) => {
+                write!(
+                    f,
+                    "cannot listen for metrics (--metrics-listen) on {addr}: {e}"
+                )
+            }
             StartError::Setup(e) => write!(f, "cannot set up the event loop: {e}"),
         }
     }
@@ -163,8 +173,12 @@ impl Server {
         };
         let files = StaticFiles::with_options(&config.root, options)
             .map_err(|e| StartError::Root(config.root.clone(), e))?;
-        let access_log = AccessLog::open(&config.access_log, config.access_log_format)
-            .map_err(StartError::AccessLog)?;
+        let access_log = AccessLog::open(&config.access_log, config.access_log_format).map_err(
+            |e| match &config.access_log {
+                AccessLogTarget::File(path) => StartError::AccessLog(path.clone(), e),
+                _ => StartError::AccessLog("-".into(), e),
+            },
+        )?;
         let bind_options = BindOptions {
             reuse_port: config.reuse_port,
             unix_mode: config.unix_mode,
@@ -182,7 +196,7 @@ impl Server {
                     unix_mode: 0o600,
                 };
                 let mut metrics = Listener::bind(&ListenAddr::Tcp(addr), plain)
-                    .map_err(|e| StartError::Bind(ListenAddr::Tcp(addr), e))?;
+                    .map_err(|e| StartError::MetricsBind(addr, e))?;
                 poll.registry()
                     .register(&mut metrics, METRICS_LISTENER, Interest::READABLE)
                     .map_err(StartError::Setup)?;

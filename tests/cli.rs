@@ -156,3 +156,118 @@ fn access_log_on_stdout_in_combined_format_and_sigterm_exits_0() {
     let micros = &rest[want.len()..];
     assert!(micros.parse::<u64>().is_ok(), "request time {micros:?}");
 }
+
+/// Boolean variables take what people type: 1/0, true/false, yes/no, on/off.
+#[test]
+fn boolean_variables_accept_the_usual_words() {
+    let dir = fixture();
+    std::fs::write(dir.path().join("root/.visible-when-allowed"), "dot").expect("dotfile");
+    for (value, served) in [
+        ("1", true),
+        ("true", true),
+        ("yes", true),
+        ("on", true),
+        ("0", false),
+        ("false", false),
+        ("no", false),
+        ("off", false),
+    ] {
+        let (mut child, addr, _) = spawn_server(
+            Command::new(BIN)
+                .env("READYSERVE_SERVE_DOTFILES", value)
+                .args(["--listen", "127.0.0.1:0", "--access-log", "off", "--root"])
+                .arg(dir.path().join("root")),
+        );
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+        send(
+            &mut s,
+            "GET /.visible-when-allowed HTTP/1.1\r\nHost: t\r\n\r\n",
+        );
+        let status = read_response(&mut s, false).status;
+        assert_eq!(status, if served { 200 } else { 404 }, "{value}");
+        sigterm(&child);
+        child.wait().expect("wait");
+    }
+}
+
+/// An error names the variable when the variable gave the bad value, and lists the accepted
+/// values when there is a list; flags that cannot go together are refused.
+#[test]
+fn errors_say_where_the_bad_value_came_from() {
+    let (code, err) = run_to_exit(Command::new(BIN).env("READYSERVE_SERVE_DOTFILES", "maybe"));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("READYSERVE_SERVE_DOTFILES"), "{err}");
+    let (code, err) = run_to_exit(Command::new(BIN).env("READYSERVE_ACCESS_LOG_FORMAT", "xml"));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("READYSERVE_ACCESS_LOG_FORMAT"), "{err}");
+    assert!(err.contains("combined, json"), "{err}");
+    // On the command line the flag is named, not the variable.
+    let (code, err) = run_to_exit(
+        Command::new(BIN)
+            .env("READYSERVE_ACCESS_LOG_FORMAT", "json")
+            .args(["--access-log-format", "xml"]),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(!err.contains("READYSERVE_"), "{err}");
+    assert!(err.contains("--access-log-format"), "{err}");
+    let (code, err) = run_to_exit(Command::new(BIN).args(["--log-level", "loud"]));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("debug"), "{err}");
+    let (code, err) =
+        run_to_exit(Command::new(BIN).args(["--listen", "127.0.0.1:0", "--unix-mode", "600"]));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--unix-mode"), "{err}");
+    for (code, err) in
+        [&["--help"][..], &["--version"]].map(|a| run_to_exit(Command::new(BIN).args(a)))
+    {
+        assert_eq!(code, Some(0), "{err}");
+    }
+}
+
+/// `--listen localhost:PORT` is resolved at start-up.
+#[test]
+fn listen_takes_a_host_name() {
+    let dir = fixture();
+    let (mut child, addr, _) = spawn_server(
+        Command::new(BIN)
+            .args(["--listen", "localhost:0", "--access-log", "off", "--root"])
+            .arg(dir.path().join("root")),
+    );
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+    send(&mut s, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(read_response(&mut s, false).status, 200);
+    sigterm(&child);
+    child.wait().expect("wait");
+}
+
+/// Start-up errors say which file and which listener.
+#[test]
+fn startup_errors_name_the_file_and_the_listener() {
+    let dir = fixture();
+    let missing = dir.path().join("no-such-dir/access.log");
+    let (code, err) = run_to_exit(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--access-log"])
+            .arg(&missing)
+            .arg("--root")
+            .arg(dir.path().join("root")),
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&missing.display().to_string()), "{err}");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let (code, err) = run_to_exit(
+        Command::new(BIN)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                &addr,
+                "--root",
+            ])
+            .arg(dir.path().join("root")),
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("metrics") && err.contains(&addr), "{err}");
+}
