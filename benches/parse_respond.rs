@@ -108,6 +108,7 @@ fn main() -> io::Result<()> {
                     Readiness {
                         readable: true,
                         writable: true,
+                        read_closed: false,
                     },
                     &mut ctx,
                 );

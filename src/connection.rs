@@ -17,13 +17,25 @@
 //! The state changes in one place, `Connection::set_state`, which traces each transition
 //! (`--trace` shows them).
 //!
+//! Output waits in an [`OutBuf`]: heads are copied in, bodies already in memory (cached
+//! files, listings) are only referred to, and each write is one writev(2) of all of it. Every
+//! queued byte counts toward the high-water mark, shared or not: while the queue is over it,
+//! no further pipelined request is answered, so a client that sends and never reads holds
+//! one response's worth of queue at most.
+//!
+//! A client may send its last request and shut down its sending half (FIN) in one go. The
+//! event then says "read-closed" ([`Readiness::read_closed`]), and the connection reads on
+//! to the EOF after answering, and closes at once, instead of waiting for an edge that
+//! will never come.
+//!
 //! The connection is generic over its [`Transport`], so the same state machine runs on a
 //! real `mio::net::TcpStream` and on an in-memory stream in tests and fuzzing.
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::{Interest, Token};
@@ -31,7 +43,7 @@ use mio::{Interest, Token};
 use crate::access_log::{AccessLog, Entry};
 use crate::answer::{self, FileBody};
 use crate::body::Discard;
-use crate::buffers::{BufferPool, READ_BUFFER};
+use crate::buffers::{BufferPool, MAX_SLICES, OutBuf, READ_BUFFER};
 use crate::cache::FileCache;
 use crate::config::TrustedProxy;
 use crate::error::HttpError;
@@ -69,6 +81,22 @@ pub trait Transport: Read + Write {
         self.write(buf)
     }
 
+    /// Writes the slices in order, as much as fits, in one call (writev(2)); with `more`,
+    /// also says that more data follows at once, as [`Transport::write_more`] does.
+    ///
+    /// The default writes the first non-empty slice only, with `write` or `write_more`:
+    /// correct for any transport, just more calls.
+    fn send_vectored(&mut self, bufs: &[IoSlice<'_>], more: bool) -> io::Result<usize> {
+        let Some(first) = bufs.iter().find(|b| !b.is_empty()) else {
+            return Ok(0);
+        };
+        if more {
+            self.write_more(first)
+        } else {
+            self.write(first)
+        }
+    }
+
     /// Sends up to `count` bytes of `file` from its current offset, in the kernel, without
     /// copying them through user space (sendfile(2)). `Unsupported` where that is not
     /// possible; the caller then reads and writes instead.
@@ -92,10 +120,45 @@ impl Transport for mio::net::TcpStream {
         )?)
     }
 
+    fn send_vectored(&mut self, bufs: &[IoSlice<'_>], more: bool) -> io::Result<usize> {
+        send_vectored(&*self, bufs, more)
+    }
+
     fn send_file(&mut self, file: &mut File, count: usize) -> io::Result<usize> {
         // `None`: use and advance the file's own offset, as read(2) would.
         Ok(rustix::fs::sendfile(&*self, &*file, None, count)?)
     }
+}
+
+/// [`Transport::send_vectored`] for a socket: one sendmsg(2) of all the slices, with
+/// MSG_NOSIGNAL (a client that went away is an error to handle, not a SIGPIPE) and, when a
+/// file follows, MSG_MORE.
+pub fn send_vectored(socket: impl AsFd, bufs: &[IoSlice<'_>], more: bool) -> io::Result<usize> {
+    use rustix::net::{SendAncillaryBuffer, SendFlags};
+    let flags = if more {
+        SendFlags::MORE | SendFlags::NOSIGNAL
+    } else {
+        SendFlags::NOSIGNAL
+    };
+    // No control messages: the empty ancillary buffer allocates nothing.
+    let mut control = SendAncillaryBuffer::default();
+    Ok(rustix::net::sendmsg(socket, bufs, &mut control, flags)?)
+}
+
+/// Whether an I/O error on the socket only says that the client went away (closed, reset,
+/// unreachable). That is normal, not a server problem: it is logged at debug.
+fn peer_gone(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        BrokenPipe
+            | ConnectionReset
+            | ConnectionAborted
+            | NotConnected
+            | TimedOut
+            | HostUnreachable
+            | NetworkUnreachable
+    )
 }
 
 /// The four states of a connection (see the diagram in the module docs).
@@ -188,6 +251,9 @@ pub struct Readiness {
     pub readable: bool,
     /// Output can be written.
     pub writable: bool,
+    /// The peer has shut down its sending half (or the connection hung up): after the
+    /// bytes already received, a read returns EOF.
+    pub read_closed: bool,
 }
 
 /// One client connection: its socket, its buffers and where it is in the protocol.
@@ -209,9 +275,8 @@ pub struct Connection<S> {
     head_incomplete: bool,
     /// The body of the last request, still being skipped.
     discard: Discard,
-    /// Output. `out[out_pos..]` is still to be sent; `file` follows it.
-    out: Vec<u8>,
-    out_pos: usize,
+    /// Output still to be sent; `file` follows it.
+    out: OutBuf,
     file: Option<FileBody>,
     /// Close once the output is sent (an error, `Connection: close`, HTTP/1.0, shutdown).
     close_after_write: bool,
@@ -219,6 +284,9 @@ pub struct Connection<S> {
     /// since the last readable edge. Edge-triggered readiness is only reported once, so
     /// forgetting this would leave a request unanswered.
     read_more: bool,
+    /// The client has sent its FIN: the next read after the queued bytes returns EOF, and
+    /// no edge will announce it, so short reads do not end reading (see `on_reading`).
+    peer_closed: bool,
     /// When the current request head started arriving (for `--header-timeout`).
     head_started: Option<Instant>,
     /// When the connection last became idle (for `--keep-alive-timeout`).
@@ -255,13 +323,13 @@ impl<S: Transport> Connection<S> {
             in_end: 0,
             head_incomplete: false,
             discard: Discard::Done,
-            out: Vec::new(),
-            out_pos: 0,
+            out: OutBuf::new(),
             file: None,
             close_after_write: false,
             // Registration is edge-triggered, and epoll reports bytes that arrived before
             // registration as a first edge, so there is no need to try a read now.
             read_more: false,
+            peer_closed: false,
             head_started: None,
             idle_since: now,
             progress_at: now,
@@ -356,6 +424,9 @@ impl<S: Transport> Connection<S> {
     pub fn ready(&mut self, readiness: Readiness, ctx: &mut Context<'_>) {
         if readiness.readable {
             self.read_more = true;
+        }
+        if readiness.read_closed {
+            self.peer_closed = true;
         }
         if self.done {
             return;
@@ -493,7 +564,10 @@ impl<S: Transport> Connection<S> {
             Ok(n) => {
                 // A short read means the kernel's queue is now empty, and the next byte to
                 // arrive will raise a new edge: skip the read that would only say WouldBlock.
-                if n < spare {
+                // Unless the client has sent its FIN: then that read says EOF, and no edge
+                // is coming to tell us, so it must be made (or the socket would sit in
+                // CLOSE-WAIT until the keep-alive timeout).
+                if n < spare && !self.peer_closed {
                     self.read_more = false;
                 }
                 log::trace!("token={} read {n} bytes", self.token.0);
@@ -570,7 +644,7 @@ impl<S: Transport> Connection<S> {
                 return true;
             }
         }
-        let has_output = self.out_pos < self.out.len() || self.file.is_some();
+        let has_output = !self.out.is_empty() || self.file.is_some();
         if self.close_after_write {
             // Nothing after a closing response is answered.
             self.in_start = self.in_end;
@@ -581,8 +655,9 @@ impl<S: Transport> Connection<S> {
             self.wait_for_input("need more bytes", ctx.pool);
             return true;
         }
-        if self.out.len() - self.out_pos >= HIGH_WATER || self.file.is_some() {
-            // Backpressure: send what is queued before answering more.
+        if self.out.len() >= HIGH_WATER || self.file.is_some() {
+            // Backpressure: send what is queued before answering more. Shared bodies count
+            // in full: each one keeps its cache entry alive for as long as it is queued.
             self.set_state(State::Writing, "output over high-water mark");
             return true;
         }
@@ -609,7 +684,7 @@ impl<S: Transport> Connection<S> {
                     String::from_utf8_lossy(req.request_line())
                 );
                 let started = self.head_started.take().unwrap_or(self.now);
-                if self.out.capacity() == 0 {
+                if !self.out.has_capacity() {
                     self.out = ctx.pool.take_out();
                 }
                 let outcome = if self.metrics_only {
@@ -683,7 +758,7 @@ impl<S: Transport> Connection<S> {
 
     /// Goes to wait for more input, or sends queued output first if there is some.
     fn wait_for_input(&mut self, why: &'static str, pool: &mut BufferPool) {
-        if self.out_pos < self.out.len() || self.file.is_some() {
+        if !self.out.is_empty() || self.file.is_some() {
             self.set_state(State::Writing, "responses queued");
             return;
         }
@@ -708,8 +783,7 @@ impl<S: Transport> Connection<S> {
             self.in_end = 0;
             pool.give_read(std::mem::take(&mut self.inbuf));
         }
-        if self.out_pos == self.out.len() && self.file.is_none() {
-            self.out_pos = 0;
+        if self.out.is_empty() && self.file.is_none() {
             pool.give_out(std::mem::take(&mut self.out));
         }
     }
@@ -720,25 +794,25 @@ impl<S: Transport> Connection<S> {
     fn on_writing(&mut self, ctx: &mut Context<'_>) -> bool {
         let mut wrote = 0;
         loop {
-            if self.out_pos < self.out.len() {
+            if !self.out.is_empty() {
                 if self.turn_bytes >= MAX_BYTES_PER_TURN {
                     self.yielded = true;
                     return false;
                 }
-                let pending = &self.out[self.out_pos..];
-                // A file follows this head: say so, and the kernel packs them together.
-                let result = if self.file.is_some() {
-                    retrying(|| self.socket.write_more(pending))
-                } else {
-                    retrying(|| self.socket.write(pending))
-                };
+                // Heads and bodies, owned and shared, in one writev(2). On the stack: the
+                // steady state allocates nothing.
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let count = self.out.slices(&mut slices);
+                // A file follows: say so, and the kernel packs head and file together.
+                let more = self.file.is_some();
+                let result = retrying(|| self.socket.send_vectored(&slices[..count], more));
                 match result {
                     Ok(0) => {
                         self.close("write returned 0");
                         return false;
                     }
                     Ok(n) => {
-                        self.out_pos += n;
+                        self.out.advance(n);
                         self.turn_bytes += n;
                         wrote += n;
                         self.progress_at = self.now;
@@ -763,8 +837,6 @@ impl<S: Transport> Connection<S> {
                 }
                 continue;
             }
-            self.out.clear();
-            self.out_pos = 0;
             if self.turn_bytes >= MAX_BYTES_PER_TURN && self.file.is_some() {
                 self.yielded = true;
                 return false;
@@ -777,7 +849,18 @@ impl<S: Transport> Connection<S> {
                     self.read_more = true;
                     return false;
                 }
+                Err(e) if peer_gone(&e) => {
+                    // The client closed mid-download: normal, and nothing to fix here.
+                    log::debug!(
+                        "token={} {} client went away during the file body: {e}",
+                        self.token.0,
+                        Peer(self.peer)
+                    );
+                    self.close("client went away");
+                    return false;
+                }
                 Err(e) => {
+                    // The file itself failed (it shrank, or the disk did): a server problem.
                     log::warn!("token={} file body failed: {e}; closing", self.token.0);
                     self.close("file body failed");
                     return false;
@@ -847,7 +930,7 @@ impl<S: Transport> Connection<S> {
             }
         }
         let want = body.remaining.min(FILE_CHUNK as u64);
-        let got = (&mut body.file).take(want).read_to_end(&mut self.out)?;
+        let got = (&mut body.file).take(want).read_to_end(self.out.owned())?;
         if got == 0 {
             return Err(shrank());
         }
