@@ -999,3 +999,161 @@ impl fmt::Display for Peer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    use crate::answer::INLINE_FILE_MAX;
+    use crate::static_files::Options;
+
+    /// An in-memory socket. `room` is how many more bytes its peer will take: 0 for a
+    /// client that never reads.
+    struct Mem {
+        input: VecDeque<u8>,
+        output: Vec<u8>,
+        room: usize,
+    }
+
+    impl Read for Mem {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.input.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.input.len());
+            for (slot, byte) in buf.iter_mut().zip(self.input.drain(..n)) {
+                *slot = byte;
+            }
+            Ok(n)
+        }
+    }
+
+    impl Write for Mem {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            self.output.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Transport for Mem {
+        fn shutdown_write(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Eight pipelined GETs for `target` from a client that does not read: the queue must
+    /// stay within one response of the high-water mark, the rest wait unparsed, and once
+    /// the client reads, all eight arrive whole. The root holds `file.bin` (`file_len`
+    /// bytes) and `dir/` (for `/dir/`, 2,000 names: a listing of over 100 KB).
+    fn pipeline_without_reading(target: &str, file_len: usize, cache_budget: usize) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("file.bin"), vec![b'x'; file_len]).expect("write");
+        std::fs::create_dir(dir.path().join("dir")).expect("mkdir");
+        for i in 0..if target == "/dir/" { 2000 } else { 0 } {
+            let name = format!("dir/an-entry-with-a-longish-name-{i:04}.txt");
+            std::fs::write(dir.path().join(name), "").expect("write");
+        }
+        let options = Options {
+            list_directories: true,
+            ..Options::default()
+        };
+        let files = StaticFiles::with_options(dir.path(), options).expect("root");
+        let limits = Limits {
+            max_head: 8192,
+            max_body: 1 << 20,
+            header_timeout: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+        };
+        let date = DateCache::new();
+        let mut log = AccessLog::with_writer(None);
+        let mut cache = FileCache::new(cache_budget);
+        let mut pool = BufferPool::new();
+        let now = Instant::now();
+        let mut ctx = Context {
+            limits: &limits,
+            files: &files,
+            date: &date,
+            access_log: &mut log,
+            now,
+            wall: SystemTime::now(),
+            shutting_down: false,
+            handler: None,
+            cache: &mut cache,
+            pool: &mut pool,
+            metrics: None,
+            open_connections: 1,
+            trusted: &[],
+        };
+        let request = format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n");
+        let mem = Mem {
+            input: request.repeat(8).into_bytes().into(),
+            output: Vec::new(),
+            room: 0,
+        };
+        let mut conn = Connection::new(mem, Token(0), None, now);
+        let all = Readiness {
+            readable: true,
+            writable: true,
+            read_closed: false,
+        };
+        conn.ready(all, &mut ctx);
+        let queued = conn.out.len();
+        assert!(
+            conn.in_start < conn.in_end,
+            "{target}: all eight were answered"
+        );
+        assert_eq!(conn.state(), State::Writing);
+
+        conn.socket_mut().room = usize::MAX;
+        for _ in 0..100 {
+            conn.ready(all, &mut ctx);
+            while conn.wants_resume() {
+                conn.resume(&mut ctx);
+            }
+        }
+        let out = &conn.socket().output;
+        let text = String::from_utf8_lossy(out);
+        assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 8, "{target}");
+        // Every response is the same: one head and one body.
+        let head_len = text.find("\r\n\r\n").expect("a head") + 4;
+        let body_len: usize = text
+            .split("Content-Length: ")
+            .nth(1)
+            .and_then(|rest| rest.split("\r\n").next())
+            .and_then(|n| n.parse().ok())
+            .expect("Content-Length");
+        let one = head_len + body_len;
+        assert!(body_len >= HIGH_WATER, "{target}: a test of nothing");
+        assert_eq!(out.len(), 8 * one, "{target}: bodies cut short");
+        assert!(
+            queued <= HIGH_WATER + one,
+            "{target}: {queued} bytes queued for a client that does not read"
+        );
+    }
+
+    #[test]
+    fn shared_cached_bodies_count_toward_the_high_water_mark() {
+        pipeline_without_reading("/file.bin", 200_000, 1 << 20);
+    }
+
+    #[test]
+    fn small_files_read_from_disk_count_toward_the_high_water_mark() {
+        // No cache: the file is read into the queue beside its head.
+        pipeline_without_reading("/file.bin", INLINE_FILE_MAX as usize, 0);
+    }
+
+    #[test]
+    fn listings_count_toward_the_high_water_mark() {
+        pipeline_without_reading("/dir/", 10, 1 << 20);
+    }
+}
