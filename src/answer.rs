@@ -120,7 +120,7 @@ pub fn answer(
             response::header(head, "Content-Type", "text/html; charset=utf-8");
             response::end(head, Some(len as u64), req.version, keep_alive);
             if !head_only {
-                out.push_shared(html, 0, len);
+                out.push_body(&html, 0, len);
             }
             Outcome {
                 status: 200,
@@ -175,9 +175,9 @@ struct Page<'a> {
 }
 
 /// Where a file's bytes come from.
-enum Source {
+enum Source<'a> {
     /// The cache holds them, shared.
-    Memory(Rc<[u8]>),
+    Memory(&'a Rc<[u8]>),
     /// The open file.
     Disk(File),
 }
@@ -272,7 +272,7 @@ fn serve_cached(
     respond_with_file(
         req,
         &view,
-        Source::Memory(Rc::clone(&entry.body)),
+        Source::Memory(&entry.body),
         out,
         &mut no_file,
         page,
@@ -306,7 +306,7 @@ fn write_error_outcome(
 fn respond_with_file(
     req: &Request<'_>,
     view: &FileView<'_>,
-    source: Source,
+    source: Source<'_>,
     out: &mut OutBuf,
     file_slot: &mut Option<FileBody>,
     page: &Page<'_>,
@@ -390,9 +390,9 @@ fn respond_with_file(
     }
     let mut file = match source {
         Source::Memory(bytes) => {
-            // Referred to, not copied. `start..start + count` lies within the body:
-            // `range::evaluate` saw its length.
-            out.push_shared(bytes, start as usize, (start + count) as usize);
+            // Referred to, not copied (unless it is tiny). `start..start + count` lies
+            // within the body: `range::evaluate` saw its length.
+            out.push_body(bytes, start as usize, (start + count) as usize);
             return outcome;
         }
         Source::Disk(file) => file,

@@ -30,8 +30,14 @@ const SHARED_KEEP: usize = 64;
 /// How many free buffers of each kind are kept; past that they are freed.
 const MAX_FREE: usize = 256;
 
-/// Most slices handed to one writev(2). More would not fit the socket's buffer anyway.
-pub const MAX_SLICES: usize = 16;
+/// Most slices handed to one writev(2): on the stack, and plenty for a pipelined batch.
+pub const MAX_SLICES: usize = 64;
+
+/// Shared bodies shorter than this are copied after all. Copying a few hundred bytes
+/// costs less than one more slice for the kernel to walk, and a pipelined batch of small
+/// responses stays one contiguous run; the copy counts toward the high-water mark like
+/// any other queued byte.
+pub const COPY_BELOW: usize = 4 * 1024;
 
 /// Free read and output buffers.
 #[derive(Debug, Default)]
@@ -143,6 +149,15 @@ impl OutBuf {
     /// Appends bytes, copying them.
     pub fn extend_from_slice(&mut self, bytes: &[u8]) {
         self.owned.extend_from_slice(bytes);
+    }
+
+    /// Queues `body[start..end]`, a body that lives in shared memory: copied if it is
+    /// shorter than [`COPY_BELOW`], referred to (see [`OutBuf::push_shared`]) otherwise.
+    pub fn push_body(&mut self, body: &Rc<[u8]>, start: usize, end: usize) {
+        match body.get(start..end) {
+            Some(bytes) if bytes.len() < COPY_BELOW => self.owned.extend_from_slice(bytes),
+            _ => self.push_shared(Rc::clone(body), start, end),
+        }
     }
 
     /// Queues `body[start..end]` without copying it: it is sent from `body` itself, after
@@ -261,6 +276,21 @@ mod tests {
             assert_eq!(out.owned().len(), 0, "starts over when drained");
         }
         assert_eq!(Rc::strong_count(&body), 1, "sent bodies are let go");
+    }
+
+    #[test]
+    fn small_bodies_are_copied_large_ones_shared() {
+        let small: Rc<[u8]> = Rc::from(vec![b's'; COPY_BELOW - 1]);
+        let large: Rc<[u8]> = Rc::from(vec![b'l'; COPY_BELOW]);
+        let mut out = OutBuf::new();
+        out.push_body(&small, 0, COPY_BELOW - 1);
+        out.push_body(&large, 0, COPY_BELOW);
+        assert_eq!(Rc::strong_count(&small), 1, "copied");
+        assert_eq!(Rc::strong_count(&large), 2, "referred to");
+        assert_eq!(out.len(), 2 * COPY_BELOW - 1);
+        let sent = drain(&mut out, 1000);
+        assert_eq!(sent[..COPY_BELOW - 1], small[..]);
+        assert_eq!(sent[COPY_BELOW - 1..], large[..]);
     }
 
     #[test]
