@@ -18,10 +18,11 @@
 //! (`--trace` shows them).
 //!
 //! Output waits in an [`OutBuf`]: heads are copied in, bodies already in memory (cached
-//! files, listings) are only referred to, and each write is one writev(2) of all of it. Every
-//! queued byte counts toward the high-water mark, shared or not: while the queue is over it,
-//! no further pipelined request is answered, so a client that sends and never reads holds
-//! one response's worth of queue at most.
+//! files, listings) are referred to rather than copied (unless they are tiny), and each
+//! write is one writev(2) of all of it. Every queued byte counts toward the high-water
+//! mark, shared or not: while the queue is over it, no further pipelined request is
+//! answered, so a client that sends and never reads holds one response beyond the mark at
+//! most, and a shared body in it costs no memory of its own.
 //!
 //! A client may send its last request and shut down its sending half (FIN) in one go. The
 //! event then says "read-closed" ([`Readiness::read_closed`]), and the connection reads on
