@@ -30,8 +30,10 @@ const SHARED_KEEP: usize = 64;
 /// How many free buffers of each kind are kept; past that they are freed.
 const MAX_FREE: usize = 256;
 
-/// Most slices handed to one writev(2): on the stack, and plenty for a pipelined batch.
-pub const MAX_SLICES: usize = 64;
+/// Most slices handed to one writev(2). They live on the stack, set up anew for each call,
+/// so fewer is cheaper; and as shared bodies are at least [`COPY_BELOW`] long, 16 slices
+/// carry at least 32 KiB, half the high-water mark.
+pub const MAX_SLICES: usize = 16;
 
 /// Shared bodies shorter than this are copied after all. Copying a few hundred bytes
 /// costs less than one more slice for the kernel to walk, and a pipelined batch of small
