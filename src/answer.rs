@@ -112,7 +112,8 @@ pub fn answer(
         Ok(Resolved::Listing(html)) => {
             // A listing can be large (a directory of thousands of files): it is queued as a
             // shared body, counted against the connection's high-water mark like a cached
-            // file, rather than copied in beside the heads.
+            // file, rather than copied in beside the heads. (The page arrives as a String,
+            // made into an `Rc` here; a listing that arrives as an `Rc` goes in as it is.)
             let html: Rc<[u8]> = Rc::from(html.into_bytes());
             let len = html.len();
             let head = out.owned();
