@@ -109,6 +109,7 @@ fn main() -> io::Result<()> {
                     Readiness {
                         readable: true,
                         writable: true,
+                        read_closed: false,
                     },
                     &mut ctx,
                 );

@@ -2,7 +2,9 @@
 //!
 //! [`answer`] is called by the connection in its Parsing state with one complete request.
 //! It appends the whole response head, and the body if it is small, to the connection's
-//! output buffer; a large file body is handed back as a [`FileBody`] to be streamed.
+//! output queue ([`OutBuf`]). A body already in memory and shared (a cached file, a listing
+//! page) is queued by reference, not copied; a large file body is handed back as a
+//! [`FileBody`] to be streamed.
 //!
 //! For files it applies RFC 9110 in this order: conditional requests (section 13.2.2:
 //! If-None-Match, else If-Modified-Since → 304), then Range (section 14, made conditional
@@ -10,15 +12,18 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
+use std::panic::{self, AssertUnwindSafe};
+use std::rc::Rc;
 use std::time::Instant;
 
 use crate::access_log::Entry;
+use crate::buffers::OutBuf;
 use crate::cache::CachedFile;
 use crate::conditional::{self, Condition, Validators};
 use crate::connection::Context;
 use crate::encoding::{self, Coding};
 use crate::error::HttpError;
-use crate::handler::Reply;
+use crate::handler::{Handler, Reply};
 use crate::range::{self, RangeRequest};
 use crate::request::{Method, Request, Version};
 use crate::response::{self, DateCache};
@@ -53,7 +58,7 @@ pub struct Outcome {
 /// Queues the response to `req` into `out` (and `file_slot`, for a large body).
 pub fn answer(
     req: &Request<'_>,
-    out: &mut Vec<u8>,
+    out: &mut OutBuf,
     file_slot: &mut Option<FileBody>,
     ctx: &mut Context<'_>,
 ) -> Outcome {
@@ -61,14 +66,23 @@ pub fn answer(
     // and then the body's bytes are still on the way, so the connection cannot be reused.
     let keep_alive = req.keep_alive && !ctx.shutting_down && !req.expects_continue;
     let head_only = req.method == Method::Head;
-    if let Some(reply) = ctx.handler.as_mut().and_then(|h| h.handle(req)) {
-        return write_reply(out, &reply, req.version, head_only, keep_alive, ctx.date);
+    if let Some(handler) = ctx.handler.as_mut() {
+        match call_handler(&mut **handler, req) {
+            Ok(Some(reply)) => {
+                return write_reply(out, &reply, req.version, head_only, keep_alive, ctx.date);
+            }
+            Ok(None) => {}
+            Err(()) => {
+                return write_error_outcome(out, HttpError::Internal, req, keep_alive, ctx);
+            }
+        }
     }
     if req.method == Method::Options {
         // RFC 9110 section 9.3.7. 204 carries no Content-Length (section 8.6).
-        response::begin(out, 204, "No Content", ctx.date);
-        response::header(out, "Allow", "GET, HEAD, OPTIONS");
-        response::end(out, None, req.version, keep_alive);
+        let head = out.owned();
+        response::begin(head, 204, "No Content", ctx.date);
+        response::header(head, "Allow", "GET, HEAD, OPTIONS");
+        response::end(head, None, req.version, keep_alive);
         return Outcome {
             status: 204,
             body_bytes: 0,
@@ -88,17 +102,32 @@ pub fn answer(
         Ok(Resolved::File(found)) => serve_file(req, *found, out, file_slot, ctx, keep_alive),
         Ok(Resolved::Redirect(location)) => {
             let body = response::error_page(301, "Moved Permanently");
-            response::begin(out, 301, "Moved Permanently", ctx.date);
-            response::header(out, "Location", &location);
-            response::header(out, "Content-Type", "text/html; charset=utf-8");
-            response::end(out, Some(body.len() as u64), req.version, keep_alive);
+            let head = out.owned();
+            response::begin(head, 301, "Moved Permanently", ctx.date);
+            response::header(head, "Location", &location);
+            response::header(head, "Content-Type", "text/html; charset=utf-8");
+            response::end(head, Some(body.len() as u64), req.version, keep_alive);
             send_body(out, body.as_bytes(), head_only, 301, keep_alive)
         }
         Ok(Resolved::Listing(html)) => {
-            response::begin(out, 200, "OK", ctx.date);
-            response::header(out, "Content-Type", "text/html; charset=utf-8");
-            response::end(out, Some(html.len() as u64), req.version, keep_alive);
-            send_body(out, html.as_bytes(), head_only, 200, keep_alive)
+            // A listing can be large (a directory of thousands of files): it is queued as a
+            // shared body, counted against the connection's high-water mark like a cached
+            // file, rather than copied in beside the heads. (The page arrives as a String,
+            // made into an `Rc` here; a listing that arrives as an `Rc` goes in as it is.)
+            let html: Rc<[u8]> = Rc::from(html.into_bytes());
+            let len = html.len();
+            let head = out.owned();
+            response::begin(head, 200, "OK", ctx.date);
+            response::header(head, "Content-Type", "text/html; charset=utf-8");
+            response::end(head, Some(len as u64), req.version, keep_alive);
+            if !head_only {
+                out.push_body(&html, 0, len);
+            }
+            Outcome {
+                status: 200,
+                body_bytes: if head_only { 0 } else { len as u64 },
+                close: !keep_alive,
+            }
         }
         Err(e) => {
             let keep_alive = keep_alive && !e.closes_connection();
@@ -112,8 +141,9 @@ pub fn answer(
     }
 }
 
+/// Appends a small body (copied), unless the request was HEAD.
 fn send_body(
-    out: &mut Vec<u8>,
+    out: &mut OutBuf,
     body: &[u8],
     head_only: bool,
     status: u16,
@@ -147,8 +177,8 @@ struct Page<'a> {
 
 /// Where a file's bytes come from.
 enum Source<'a> {
-    /// The cache holds them.
-    Memory(&'a [u8]),
+    /// The cache holds them, shared.
+    Memory(&'a Rc<[u8]>),
     /// The open file.
     Disk(File),
 }
@@ -157,7 +187,7 @@ enum Source<'a> {
 fn serve_file(
     req: &Request<'_>,
     found: FoundFile,
-    out: &mut Vec<u8>,
+    out: &mut OutBuf,
     file_slot: &mut Option<FileBody>,
     ctx: &mut Context<'_>,
     keep_alive: bool,
@@ -227,7 +257,7 @@ fn serve_file(
 fn serve_cached(
     req: &Request<'_>,
     entry: &CachedFile,
-    out: &mut Vec<u8>,
+    out: &mut OutBuf,
     page: &Page<'_>,
     keep_alive: bool,
 ) -> Outcome {
@@ -257,7 +287,7 @@ fn cache_key(target: &str) -> &str {
 }
 
 fn write_error_outcome(
-    out: &mut Vec<u8>,
+    out: &mut OutBuf,
     e: HttpError,
     req: &Request<'_>,
     keep_alive: bool,
@@ -278,7 +308,7 @@ fn respond_with_file(
     req: &Request<'_>,
     view: &FileView<'_>,
     source: Source<'_>,
-    out: &mut Vec<u8>,
+    out: &mut OutBuf,
     file_slot: &mut Option<FileBody>,
     page: &Page<'_>,
     keep_alive: bool,
@@ -302,9 +332,10 @@ fn respond_with_file(
     if conditional::evaluate(view.validators, req.if_none_match, req.if_modified_since)
         == Condition::NotModified
     {
-        response::begin(out, 304, "Not Modified", date);
-        common(out);
-        response::end(out, None, req.version, keep_alive);
+        let head = out.owned();
+        response::begin(head, 304, "Not Modified", date);
+        common(head);
+        response::end(head, None, req.version, keep_alive);
         return Outcome {
             status: 304,
             body_bytes: 0,
@@ -324,29 +355,31 @@ fn respond_with_file(
         RangeRequest::Unsatisfiable => {
             let (code, reason) = (416, "Range Not Satisfiable");
             let body = response::error_page(code, reason);
-            response::begin(out, code, reason, date);
-            response::header(out, "Content-Range", &format!("bytes */{len}"));
-            response::header(out, "Content-Type", "text/html; charset=utf-8");
-            response::end(out, Some(body.len() as u64), req.version, keep_alive);
+            let head = out.owned();
+            response::begin(head, code, reason, date);
+            response::header(head, "Content-Range", &format!("bytes */{len}"));
+            response::header(head, "Content-Type", "text/html; charset=utf-8");
+            response::end(head, Some(body.len() as u64), req.version, keep_alive);
             return send_body(out, body.as_bytes(), head_only, code, keep_alive);
         }
     };
 
+    let head = out.owned();
     if status == 206 {
-        response::begin(out, 206, "Partial Content", date);
+        response::begin(head, 206, "Partial Content", date);
         let end = start + count - 1;
-        response::header(out, "Content-Range", &format!("bytes {start}-{end}/{len}"));
+        response::header(head, "Content-Range", &format!("bytes {start}-{end}/{len}"));
     } else {
-        response::begin(out, 200, "OK", date);
-        response::header(out, "Accept-Ranges", "bytes");
+        response::begin(head, 200, "OK", date);
+        response::header(head, "Accept-Ranges", "bytes");
     }
-    response::header(out, "Content-Type", view.content_type);
+    response::header(head, "Content-Type", view.content_type);
     if let Some(coding) = view.coding {
-        response::header(out, "Content-Encoding", coding.token());
+        response::header(head, "Content-Encoding", coding.token());
     }
-    response::header(out, "X-Content-Type-Options", "nosniff");
-    common(out);
-    response::end(out, Some(count), req.version, keep_alive);
+    response::header(head, "X-Content-Type-Options", "nosniff");
+    common(head);
+    response::end(head, Some(count), req.version, keep_alive);
 
     let mut outcome = Outcome {
         status,
@@ -358,9 +391,9 @@ fn respond_with_file(
     }
     let mut file = match source {
         Source::Memory(bytes) => {
-            // `start..start + count` lies within the body: `range::evaluate` saw its length.
-            let (start, end) = (start as usize, (start + count) as usize);
-            out.extend_from_slice(bytes.get(start..end).unwrap_or_default());
+            // Referred to, not copied (unless it is tiny). `start..start + count` lies
+            // within the body: `range::evaluate` saw its length.
+            out.push_body(bytes, start as usize, (start + count) as usize);
             return outcome;
         }
         Source::Disk(file) => file,
@@ -373,9 +406,12 @@ fn respond_with_file(
         return outcome;
     }
     if count <= INLINE_FILE_MAX {
+        // Copied in, beside the head: it is small, and the connection stops answering while
+        // its queue is over the high-water mark, so at most one such body sits above it.
         // Room for the whole body first, so that it arrives in one read(2).
-        out.reserve(count as usize);
-        match (&mut file).take(count).read_to_end(out) {
+        let owned = out.owned();
+        owned.reserve(count as usize);
+        match (&mut file).take(count).read_to_end(owned) {
             Ok(n) if n as u64 == count => {}
             Ok(_) | Err(_) => {
                 // The head promised `count` bytes; fewer follow, so the client can only
@@ -395,7 +431,7 @@ fn respond_with_file(
 }
 
 /// The answer on the metrics listener: the counters at `/metrics`, 404 elsewhere.
-pub fn answer_metrics(req: &Request<'_>, out: &mut Vec<u8>, ctx: &mut Context<'_>) -> Outcome {
+pub fn answer_metrics(req: &Request<'_>, out: &mut OutBuf, ctx: &mut Context<'_>) -> Outcome {
     let keep_alive = req.keep_alive && !ctx.shutting_down;
     let path = cache_key(req.target);
     let Some(metrics) = ctx.metrics.as_deref() else {
@@ -410,9 +446,44 @@ pub fn answer_metrics(req: &Request<'_>, out: &mut Vec<u8>, ctx: &mut Context<'_
     write_reply(out, &reply, req.version, head_only, keep_alive, ctx.date)
 }
 
+/// Asks the handler, and turns a panic in it into `Err(())`: the server answers 500 and
+/// goes on serving everyone else (the release profile keeps `panic = "unwind"` for this).
+///
+/// `AssertUnwindSafe` is sound enough here: the closure touches nothing of the server's,
+/// only the handler and the request, which it borrows read-only. The server's own state
+/// (this connection's buffers, the cache, the loop) is not in the middle of a change while
+/// the handler runs, so it is consistent after the unwind. The handler's own state may not
+/// be, and it will be asked again for later requests: that is logged at error, for its
+/// author to look at.
+fn call_handler(handler: &mut dyn Handler, req: &Request<'_>) -> Result<Option<Reply>, ()> {
+    panic::catch_unwind(AssertUnwindSafe(|| handler.handle(req))).map_err(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        log::error!(
+            "handler panicked on {}: {what}; answering 500 (the handler's own state may be \
+             inconsistent from now on)",
+            req.target
+        );
+    })
+}
+
+/// Headers the server alone writes: they frame the message (RFC 9112 section 6) or are
+/// the server's to state (RFC 9110 sections 6.6.1, 10.2.4). A handler's value beside ours
+/// would make the response ambiguous, and a proxy would reject or misread it.
+const SERVER_OWNED: [&str; 5] = [
+    "Content-Length",
+    "Transfer-Encoding",
+    "Connection",
+    "Date",
+    "Server",
+];
+
 /// Writes a handler's reply.
 fn write_reply(
-    out: &mut Vec<u8>,
+    out: &mut OutBuf,
     reply: &Reply,
     version: Version,
     head_only: bool,
@@ -425,26 +496,34 @@ fn write_reply(
         log::error!("handler returned status {}; sending 500", reply.status);
         500
     };
-    response::begin(out, status, response::reason(status), date);
-    response::header(out, "Content-Type", &reply.content_type);
+    let head = out.owned();
+    response::begin(head, status, response::reason(status), date);
+    response::header(head, "Content-Type", &reply.content_type);
     for (name, value) in &reply.headers {
         let splits = |s: &str| s.bytes().any(|b| b == b'\r' || b == b'\n');
         if splits(name) || splits(value) || name.is_empty() {
             log::error!("handler header {name:?} dropped: CR or LF would split the response");
             continue;
         }
-        response::header(out, name, value);
+        if SERVER_OWNED
+            .iter()
+            .any(|own| own.eq_ignore_ascii_case(name.trim()))
+        {
+            log::warn!("handler header {name:?} dropped: the server alone sets it");
+            continue;
+        }
+        response::header(head, name, value);
     }
     // 204 and 304 have no body and no Content-Length (RFC 9110 sections 8.6, 15.3.5).
     let bodiless = status == 204 || status == 304;
     let len = reply.body.len() as u64;
-    response::end(out, (!bodiless).then_some(len), version, keep_alive);
+    response::end(head, (!bodiless).then_some(len), version, keep_alive);
     send_body(out, &reply.body, head_only || bodiless, status, keep_alive)
 }
 
 /// Writes a complete error response; returns the body length sent.
 pub fn write_error(
-    out: &mut Vec<u8>,
+    out: &mut OutBuf,
     e: HttpError,
     version: Version,
     head_only: bool,
@@ -453,16 +532,17 @@ pub fn write_error(
 ) -> u64 {
     let (code, reason) = e.status();
     let body = response::error_page(code, reason);
-    response::begin(out, code, reason, date);
+    let head = out.owned();
+    response::begin(head, code, reason, date);
     if e == HttpError::MethodNotAllowed {
-        response::header(out, "Allow", "GET, HEAD, OPTIONS");
+        response::header(head, "Allow", "GET, HEAD, OPTIONS");
     }
-    response::header(out, "Content-Type", "text/html; charset=utf-8");
-    response::end(out, Some(body.len() as u64), version, keep_alive);
+    response::header(head, "Content-Type", "text/html; charset=utf-8");
+    response::end(head, Some(body.len() as u64), version, keep_alive);
     if head_only {
         return 0;
     }
-    out.extend_from_slice(body.as_bytes());
+    head.extend_from_slice(body.as_bytes());
     body.len() as u64
 }
 

@@ -64,8 +64,8 @@ impl Identity {
 /// One cached file.
 #[derive(Debug)]
 pub struct CachedFile {
-    /// The whole file.
-    pub body: Vec<u8>,
+    /// The whole file, shared: a response refers to it rather than copying it.
+    pub body: std::rc::Rc<[u8]>,
     /// Its `Content-Type`.
     pub content_type: String,
     /// Its ETag and modification time.
@@ -83,13 +83,13 @@ impl CachedFile {
     pub fn new(
         real_path: PathBuf,
         meta: &Metadata,
-        body: Vec<u8>,
+        body: impl Into<std::rc::Rc<[u8]>>,
         content_type: String,
         now: Instant,
     ) -> Self {
         let validators = Validators::of(meta);
         CachedFile {
-            body,
+            body: body.into(),
             content_type,
             last_modified: validators.last_modified(),
             validators,

@@ -17,13 +17,26 @@
 //! The state changes in one place, `Connection::set_state`, which traces each transition
 //! (`--trace` shows them).
 //!
+//! Output waits in an [`OutBuf`]: heads are copied in, bodies already in memory (cached
+//! files, listings) are referred to rather than copied (unless they are tiny), and each
+//! write is one writev(2) of all of it. Every queued byte counts toward the high-water
+//! mark, shared or not: while the queue is over it, no further pipelined request is
+//! answered, so a client that sends and never reads holds one response beyond the mark at
+//! most, and a shared body in it costs no memory of its own.
+//!
+//! A client may send its last request and shut down its sending half (FIN) in one go. The
+//! event then says "read-closed" ([`Readiness::read_closed`]), and the connection reads on
+//! to the EOF after answering, and closes at once, instead of waiting for an edge that
+//! will never come.
+//!
 //! The connection is generic over its [`Transport`], so the same state machine runs on a
 //! real `mio::net::TcpStream` and on an in-memory stream in tests and fuzzing.
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::{Interest, Token};
@@ -31,7 +44,7 @@ use mio::{Interest, Token};
 use crate::access_log::{AccessLog, Entry};
 use crate::answer::{self, FileBody};
 use crate::body::Discard;
-use crate::buffers::{BufferPool, READ_BUFFER};
+use crate::buffers::{BufferPool, MAX_SLICES, OutBuf, READ_BUFFER};
 use crate::cache::FileCache;
 use crate::config::{RealIpHeader, TrustedProxy};
 use crate::error::HttpError;
@@ -69,6 +82,22 @@ pub trait Transport: Read + Write {
         self.write(buf)
     }
 
+    /// Writes the slices in order, as much as fits, in one call (writev(2)); with `more`,
+    /// also says that more data follows at once, as [`Transport::write_more`] does.
+    ///
+    /// The default writes the first non-empty slice only, with `write` or `write_more`:
+    /// correct for any transport, just more calls.
+    fn send_vectored(&mut self, bufs: &[IoSlice<'_>], more: bool) -> io::Result<usize> {
+        let Some(first) = bufs.iter().find(|b| !b.is_empty()) else {
+            return Ok(0);
+        };
+        if more {
+            self.write_more(first)
+        } else {
+            self.write(first)
+        }
+    }
+
     /// Sends up to `count` bytes of `file` from its current offset, in the kernel, without
     /// copying them through user space (sendfile(2)). `Unsupported` where that is not
     /// possible; the caller then reads and writes instead.
@@ -92,10 +121,45 @@ impl Transport for mio::net::TcpStream {
         )?)
     }
 
+    fn send_vectored(&mut self, bufs: &[IoSlice<'_>], more: bool) -> io::Result<usize> {
+        send_vectored(&*self, bufs, more)
+    }
+
     fn send_file(&mut self, file: &mut File, count: usize) -> io::Result<usize> {
         // `None`: use and advance the file's own offset, as read(2) would.
         Ok(rustix::fs::sendfile(&*self, &*file, None, count)?)
     }
+}
+
+/// [`Transport::send_vectored`] for a socket: one sendmsg(2) of all the slices, with
+/// MSG_NOSIGNAL (a client that went away is an error to handle, not a SIGPIPE) and, when a
+/// file follows, MSG_MORE.
+pub fn send_vectored(socket: impl AsFd, bufs: &[IoSlice<'_>], more: bool) -> io::Result<usize> {
+    use rustix::net::{SendAncillaryBuffer, SendFlags};
+    let flags = if more {
+        SendFlags::MORE | SendFlags::NOSIGNAL
+    } else {
+        SendFlags::NOSIGNAL
+    };
+    // No control messages: the empty ancillary buffer allocates nothing.
+    let mut control = SendAncillaryBuffer::default();
+    Ok(rustix::net::sendmsg(socket, bufs, &mut control, flags)?)
+}
+
+/// Whether an I/O error on the socket only says that the client went away (closed, reset,
+/// unreachable). That is normal, not a server problem: it is logged at debug.
+fn peer_gone(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        BrokenPipe
+            | ConnectionReset
+            | ConnectionAborted
+            | NotConnected
+            | TimedOut
+            | HostUnreachable
+            | NetworkUnreachable
+    )
 }
 
 /// The four states of a connection (see the diagram in the module docs).
@@ -190,6 +254,9 @@ pub struct Readiness {
     pub readable: bool,
     /// Output can be written.
     pub writable: bool,
+    /// The peer has shut down its sending half (or the connection hung up): after the
+    /// bytes already received, a read returns EOF.
+    pub read_closed: bool,
 }
 
 /// One client connection: its socket, its buffers and where it is in the protocol.
@@ -211,9 +278,8 @@ pub struct Connection<S> {
     head_incomplete: bool,
     /// The body of the last request, still being skipped.
     discard: Discard,
-    /// Output. `out[out_pos..]` is still to be sent; `file` follows it.
-    out: Vec<u8>,
-    out_pos: usize,
+    /// Output still to be sent; `file` follows it.
+    out: OutBuf,
     file: Option<FileBody>,
     /// Close once the output is sent (an error, `Connection: close`, HTTP/1.0, shutdown).
     close_after_write: bool,
@@ -221,6 +287,9 @@ pub struct Connection<S> {
     /// since the last readable edge. Edge-triggered readiness is only reported once, so
     /// forgetting this would leave a request unanswered.
     read_more: bool,
+    /// The client has sent its FIN: the next read after the queued bytes returns EOF, and
+    /// no edge will announce it, so short reads do not end reading (see `on_reading`).
+    peer_closed: bool,
     /// When the current request head started arriving (for `--header-timeout`).
     head_started: Option<Instant>,
     /// When the connection last became idle (for `--keep-alive-timeout`).
@@ -257,13 +326,13 @@ impl<S: Transport> Connection<S> {
             in_end: 0,
             head_incomplete: false,
             discard: Discard::Done,
-            out: Vec::new(),
-            out_pos: 0,
+            out: OutBuf::new(),
             file: None,
             close_after_write: false,
             // Registration is edge-triggered, and epoll reports bytes that arrived before
             // registration as a first edge, so there is no need to try a read now.
             read_more: false,
+            peer_closed: false,
             head_started: None,
             idle_since: now,
             progress_at: now,
@@ -358,6 +427,9 @@ impl<S: Transport> Connection<S> {
     pub fn ready(&mut self, readiness: Readiness, ctx: &mut Context<'_>) {
         if readiness.readable {
             self.read_more = true;
+        }
+        if readiness.read_closed {
+            self.peer_closed = true;
         }
         if self.done {
             return;
@@ -495,7 +567,10 @@ impl<S: Transport> Connection<S> {
             Ok(n) => {
                 // A short read means the kernel's queue is now empty, and the next byte to
                 // arrive will raise a new edge: skip the read that would only say WouldBlock.
-                if n < spare {
+                // Unless the client has sent its FIN: then that read says EOF, and no edge
+                // is coming to tell us, so it must be made (or the socket would sit in
+                // CLOSE-WAIT until the keep-alive timeout).
+                if n < spare && !self.peer_closed {
                     self.read_more = false;
                 }
                 log::trace!("token={} read {n} bytes", self.token.0);
@@ -572,7 +647,7 @@ impl<S: Transport> Connection<S> {
                 return true;
             }
         }
-        let has_output = self.out_pos < self.out.len() || self.file.is_some();
+        let has_output = !self.out.is_empty() || self.file.is_some();
         if self.close_after_write {
             // Nothing after a closing response is answered.
             self.in_start = self.in_end;
@@ -583,8 +658,9 @@ impl<S: Transport> Connection<S> {
             self.wait_for_input("need more bytes", ctx.pool);
             return true;
         }
-        if self.out.len() - self.out_pos >= HIGH_WATER || self.file.is_some() {
-            // Backpressure: send what is queued before answering more.
+        if self.out.len() >= HIGH_WATER || self.file.is_some() {
+            // Backpressure: send what is queued before answering more. Shared bodies count
+            // in full: each one keeps its cache entry alive for as long as it is queued.
             self.set_state(State::Writing, "output over high-water mark");
             return true;
         }
@@ -611,7 +687,7 @@ impl<S: Transport> Connection<S> {
                     String::from_utf8_lossy(req.request_line())
                 );
                 let started = self.head_started.take().unwrap_or(self.now);
-                if self.out.capacity() == 0 {
+                if !self.out.has_capacity() {
                     self.out = ctx.pool.take_out();
                 }
                 let outcome = if self.metrics_only {
@@ -685,7 +761,7 @@ impl<S: Transport> Connection<S> {
 
     /// Goes to wait for more input, or sends queued output first if there is some.
     fn wait_for_input(&mut self, why: &'static str, pool: &mut BufferPool) {
-        if self.out_pos < self.out.len() || self.file.is_some() {
+        if !self.out.is_empty() || self.file.is_some() {
             self.set_state(State::Writing, "responses queued");
             return;
         }
@@ -710,8 +786,7 @@ impl<S: Transport> Connection<S> {
             self.in_end = 0;
             pool.give_read(std::mem::take(&mut self.inbuf));
         }
-        if self.out_pos == self.out.len() && self.file.is_none() {
-            self.out_pos = 0;
+        if self.out.is_empty() && self.file.is_none() {
             pool.give_out(std::mem::take(&mut self.out));
         }
     }
@@ -722,25 +797,25 @@ impl<S: Transport> Connection<S> {
     fn on_writing(&mut self, ctx: &mut Context<'_>) -> bool {
         let mut wrote = 0;
         loop {
-            if self.out_pos < self.out.len() {
+            if !self.out.is_empty() {
                 if self.turn_bytes >= MAX_BYTES_PER_TURN {
                     self.yielded = true;
                     return false;
                 }
-                let pending = &self.out[self.out_pos..];
-                // A file follows this head: say so, and the kernel packs them together.
-                let result = if self.file.is_some() {
-                    retrying(|| self.socket.write_more(pending))
-                } else {
-                    retrying(|| self.socket.write(pending))
-                };
+                // Heads and bodies, owned and shared, in one writev(2). On the stack: the
+                // steady state allocates nothing.
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let count = self.out.slices(&mut slices);
+                // A file follows: say so, and the kernel packs head and file together.
+                let more = self.file.is_some();
+                let result = retrying(|| self.socket.send_vectored(&slices[..count], more));
                 match result {
                     Ok(0) => {
                         self.close("write returned 0");
                         return false;
                     }
                     Ok(n) => {
-                        self.out_pos += n;
+                        self.out.advance(n);
                         self.turn_bytes += n;
                         wrote += n;
                         self.progress_at = self.now;
@@ -765,8 +840,6 @@ impl<S: Transport> Connection<S> {
                 }
                 continue;
             }
-            self.out.clear();
-            self.out_pos = 0;
             if self.turn_bytes >= MAX_BYTES_PER_TURN && self.file.is_some() {
                 self.yielded = true;
                 return false;
@@ -779,7 +852,18 @@ impl<S: Transport> Connection<S> {
                     self.read_more = true;
                     return false;
                 }
+                Err(e) if peer_gone(&e) => {
+                    // The client closed mid-download: normal, and nothing to fix here.
+                    log::debug!(
+                        "token={} {} client went away during the file body: {e}",
+                        self.token.0,
+                        Peer(self.peer)
+                    );
+                    self.close("client went away");
+                    return false;
+                }
                 Err(e) => {
+                    // The file itself failed (it shrank, or the disk did): a server problem.
                     log::warn!("token={} file body failed: {e}; closing", self.token.0);
                     self.close("file body failed");
                     return false;
@@ -849,7 +933,7 @@ impl<S: Transport> Connection<S> {
             }
         }
         let want = body.remaining.min(FILE_CHUNK as u64);
-        let got = (&mut body.file).take(want).read_to_end(&mut self.out)?;
+        let got = (&mut body.file).take(want).read_to_end(self.out.owned())?;
         if got == 0 {
             return Err(shrank());
         }
@@ -916,5 +1000,163 @@ impl fmt::Display for Peer {
             Some(addr) => write!(f, "{addr}"),
             None => f.write_str("unix:"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    use crate::answer::INLINE_FILE_MAX;
+    use crate::static_files::Options;
+
+    /// An in-memory socket. `room` is how many more bytes its peer will take: 0 for a
+    /// client that never reads.
+    struct Mem {
+        input: VecDeque<u8>,
+        output: Vec<u8>,
+        room: usize,
+    }
+
+    impl Read for Mem {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.input.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.input.len());
+            for (slot, byte) in buf.iter_mut().zip(self.input.drain(..n)) {
+                *slot = byte;
+            }
+            Ok(n)
+        }
+    }
+
+    impl Write for Mem {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            self.output.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Transport for Mem {
+        fn shutdown_write(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Eight pipelined GETs for `target` from a client that does not read: the queue must
+    /// stay within one response of the high-water mark, the rest wait unparsed, and once
+    /// the client reads, all eight arrive whole. The root holds `file.bin` (`file_len`
+    /// bytes) and `dir/` (for `/dir/`, 2,000 names: a listing of over 100 KB).
+    fn pipeline_without_reading(target: &str, file_len: usize, cache_budget: usize) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("file.bin"), vec![b'x'; file_len]).expect("write");
+        std::fs::create_dir(dir.path().join("dir")).expect("mkdir");
+        for i in 0..if target == "/dir/" { 2000 } else { 0 } {
+            let name = format!("dir/an-entry-with-a-longish-name-{i:04}.txt");
+            std::fs::write(dir.path().join(name), "").expect("write");
+        }
+        let options = Options {
+            list_directories: true,
+            ..Options::default()
+        };
+        let files = StaticFiles::with_options(dir.path(), options).expect("root");
+        let limits = Limits {
+            max_head: 8192,
+            max_body: 1 << 20,
+            header_timeout: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+        };
+        let date = DateCache::new();
+        let mut log = AccessLog::with_writer(None);
+        let mut cache = FileCache::new(cache_budget);
+        let mut pool = BufferPool::new();
+        let now = Instant::now();
+        let mut ctx = Context {
+            limits: &limits,
+            files: &files,
+            date: &date,
+            access_log: &mut log,
+            now,
+            wall: SystemTime::now(),
+            shutting_down: false,
+            handler: None,
+            cache: &mut cache,
+            pool: &mut pool,
+            metrics: None,
+            open_connections: 1,
+            trusted: &[],
+        };
+        let request = format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n");
+        let mem = Mem {
+            input: request.repeat(8).into_bytes().into(),
+            output: Vec::new(),
+            room: 0,
+        };
+        let mut conn = Connection::new(mem, Token(0), None, now);
+        let all = Readiness {
+            readable: true,
+            writable: true,
+            read_closed: false,
+        };
+        conn.ready(all, &mut ctx);
+        let queued = conn.out.len();
+        assert!(
+            conn.in_start < conn.in_end,
+            "{target}: all eight were answered"
+        );
+        assert_eq!(conn.state(), State::Writing);
+
+        conn.socket_mut().room = usize::MAX;
+        for _ in 0..100 {
+            conn.ready(all, &mut ctx);
+            while conn.wants_resume() {
+                conn.resume(&mut ctx);
+            }
+        }
+        let out = &conn.socket().output;
+        let text = String::from_utf8_lossy(out);
+        assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 8, "{target}");
+        // Every response is the same: one head and one body.
+        let head_len = text.find("\r\n\r\n").expect("a head") + 4;
+        let body_len: usize = text
+            .split("Content-Length: ")
+            .nth(1)
+            .and_then(|rest| rest.split("\r\n").next())
+            .and_then(|n| n.parse().ok())
+            .expect("Content-Length");
+        let one = head_len + body_len;
+        assert!(body_len >= HIGH_WATER, "{target}: a test of nothing");
+        assert_eq!(out.len(), 8 * one, "{target}: bodies cut short");
+        assert!(
+            queued <= HIGH_WATER + one,
+            "{target}: {queued} bytes queued for a client that does not read"
+        );
+    }
+
+    #[test]
+    fn shared_cached_bodies_count_toward_the_high_water_mark() {
+        pipeline_without_reading("/file.bin", 200_000, 1 << 20);
+    }
+
+    #[test]
+    fn small_files_read_from_disk_count_toward_the_high_water_mark() {
+        // No cache: the file is read into the queue beside its head.
+        pipeline_without_reading("/file.bin", INLINE_FILE_MAX as usize, 0);
+    }
+
+    #[test]
+    fn listings_count_toward_the_high_water_mark() {
+        pipeline_without_reading("/dir/", 10, 1 << 20);
     }
 }

@@ -13,6 +13,15 @@
 //! belongs on another thread, which publishes its result where the handler can read it
 //! without waiting (an atomic, say).
 //!
+//! # What the server keeps for itself
+//!
+//! The server alone frames the response: a handler's `Content-Length`, `Transfer-Encoding`,
+//! `Connection`, `Date` or `Server` header (in any case) is dropped and logged at warn, so a
+//! reply can never carry two lengths or a chunked coding nobody applied. A handler that
+//! panics does not take the server down: the panic is caught, logged at error, and the
+//! client gets a 500. The handler is asked again for later requests, so whatever state it
+//! left half-changed is its own to survive.
+//!
 //! ```
 //! use readyserve::handler::Reply;
 //! use readyserve::request::Request;
@@ -43,7 +52,8 @@ where
 }
 
 /// A complete response from a handler. The server adds `Date`, `Server`, `Content-Length`
-/// and `Connection`, and drops the body for HEAD.
+/// and `Connection` (a handler's own values for these, or for `Transfer-Encoding`, are
+/// dropped), and drops the body for HEAD.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     /// The status code, e.g. 200.

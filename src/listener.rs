@@ -234,6 +234,14 @@ impl Transport for Stream {
         }
     }
 
+    fn send_vectored(&mut self, bufs: &[std::io::IoSlice<'_>], more: bool) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => crate::connection::send_vectored(&*s, bufs, more),
+            // MSG_MORE means nothing to a Unix socket: there are no packets to fill.
+            Stream::Unix(s) => crate::connection::send_vectored(&*s, bufs, false),
+        }
+    }
+
     fn send_file(&mut self, file: &mut File, count: usize) -> io::Result<usize> {
         // `None`: use and advance the file's own offset, as read(2) would.
         match self {
