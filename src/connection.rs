@@ -1096,6 +1096,7 @@ mod tests {
             metrics: None,
             open_connections: 1,
             trusted: &[],
+            real_ip_header: RealIpHeader::XForwardedFor,
         };
         let request = format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n");
         let mem = Mem {
