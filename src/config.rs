@@ -1,6 +1,6 @@
 //! Settings: every flag, its `READYSERVE_*` environment variable, and its default.
 //!
-//! `clap` does the parsing (DESIGN.md section 5: we write no argument parser by hand). A flag
+//! `clap` does the parsing (an argument parser is not the point of this project). A flag
 //! given on the command line wins over its environment variable, which wins over the default.
 //! A value clap cannot parse ends the process with one line on stderr and exit status 2;
 //! values that parse but cannot work (a root that does not exist, an address in use) are

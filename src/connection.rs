@@ -50,7 +50,7 @@ use crate::config::{RealIpHeader, TrustedProxy};
 use crate::error::HttpError;
 use crate::handler::Handler;
 use crate::metrics::{Metrics, TimeoutKind};
-use crate::request::{self, Parsed, Version};
+use crate::request::{self, BodyLength, Parsed, Version};
 use crate::response::DateCache;
 use crate::static_files::StaticFiles;
 
@@ -276,8 +276,13 @@ pub struct Connection<S> {
     /// The unconsumed bytes are an incomplete head: no use parsing them again before more
     /// bytes arrive.
     head_incomplete: bool,
-    /// The body of the last request, still being skipped.
+    /// The body of the current request, still being skipped.
     discard: Discard,
+    /// A complete head whose body is still arriving. It is answered only once the body has
+    /// all been read, so that a body that breaks the framing is answered with 400 instead of
+    /// a response already on its way; meanwhile its bytes stay at the front of the input,
+    /// and the body's bytes are removed from behind them as they are skipped.
+    held: Option<HeldHead>,
     /// Output still to be sent; `file` follows it.
     out: OutBuf,
     file: Option<FileBody>,
@@ -326,6 +331,7 @@ impl<S: Transport> Connection<S> {
             in_end: 0,
             head_incomplete: false,
             discard: Discard::Done,
+            held: None,
             out: OutBuf::new(),
             file: None,
             close_after_write: false,
@@ -444,6 +450,17 @@ impl<S: Transport> Connection<S> {
         }
     }
 
+    /// Removes `n` body bytes that start at `at` from the input: from the front, or from
+    /// behind a held head.
+    fn consume_body(&mut self, at: usize, n: usize) {
+        if at == self.in_start {
+            self.in_start += n;
+        } else {
+            self.inbuf.copy_within(at + n..self.in_end, at);
+            self.in_end -= n;
+        }
+    }
+
     /// Called when [`Connection::deadline`] has passed.
     pub fn timed_out(&mut self, ctx: &mut Context<'_>) {
         self.now = ctx.now;
@@ -457,7 +474,17 @@ impl<S: Transport> Connection<S> {
             }
             State::Reading | State::Parsing if !self.discard.is_done() => {
                 count_timeout(ctx, TimeoutKind::Body);
-                self.close("body timeout");
+                if self.held.take().is_some() {
+                    // Its request is still unanswered: say why it never will be.
+                    log::debug!("token={} body timeout", self.token.0);
+                    self.discard = Discard::Done;
+                    self.queue_error(HttpError::Timeout, Version::Http11, false, ctx);
+                    self.in_start = self.in_end;
+                    self.set_state(State::Writing, "body timeout");
+                    self.run(ctx);
+                } else {
+                    self.close("body timeout");
+                }
             }
             State::Reading | State::Parsing => {
                 // Before its first request, a silent connection is under the header timeout.
@@ -625,17 +652,25 @@ impl<S: Transport> Connection<S> {
 
     /// Parsing: turn buffered bytes into requests and queue their responses.
     fn on_parsing(&mut self, ctx: &mut Context<'_>) -> bool {
-        // A body of the previous request comes first: skip it, byte-exact.
+        // A request's body comes before anything after it: skip it, byte-exact. It starts
+        // behind the held head, if there is one.
         if !self.discard.is_done() {
-            let pending = &self.inbuf[self.in_start..self.in_end];
+            let at = self.in_start + self.held.map_or(0, |h| h.len);
+            let pending = &self.inbuf[at..self.in_end];
             match self
                 .discard
                 .advance(pending, ctx.limits.max_body, ctx.limits.max_head)
             {
-                Ok(n) => self.in_start += n,
+                Ok(n) => self.consume_body(at, n),
+                Err(e) if self.held.take().is_some() => {
+                    // Not answered yet: the answer is the error (400, 413, 431).
+                    self.discard = Discard::Done;
+                    self.fail(e, ctx);
+                    return true;
+                }
                 Err(e) => {
-                    // The response to this request is already queued, so this error cannot
-                    // be answered; what follows on the stream cannot be trusted either.
+                    // Answered already (`Expect: 100-continue` is answered before its body),
+                    // so only the close can tell; what follows cannot be trusted either.
                     log::debug!("token={} bad request body: {e}", self.token.0);
                     self.discard = Discard::Done;
                     self.in_start = self.in_end;
@@ -681,12 +716,32 @@ impl<S: Transport> Connection<S> {
                 }
             }
             Ok(Parsed::Complete(req, n)) => {
-                log::trace!(
-                    "token={} request {}",
-                    self.token.0,
-                    String::from_utf8_lossy(req.request_line())
-                );
-                let started = self.head_started.take().unwrap_or(self.now);
+                let started = match self.held.take() {
+                    // Its body has been read: now it is answered.
+                    Some(held) => held.started,
+                    None => {
+                        log::trace!(
+                            "token={} request {}",
+                            self.token.0,
+                            String::from_utf8_lossy(req.request_line())
+                        );
+                        let started = self.head_started.take().unwrap_or(self.now);
+                        if req.body != BodyLength::None && !req.expects_continue {
+                            // Hold the head and read the body first. The body has as long
+                            // as a head to arrive, counted from its start: a body trickled
+                            // a byte at a time must not hold the connection forever either.
+                            self.held = Some(HeldHead { len: n, started });
+                            self.discard = Discard::new(req.body);
+                            self.progress_at = self.now;
+                            return true;
+                        }
+                        // `Expect: 100-continue` is answered now; its body, if the client
+                        // sends it anyway, is skipped after the answer.
+                        self.discard = Discard::new(req.body);
+                        self.progress_at = self.now;
+                        started
+                    }
+                };
                 if !self.out.has_capacity() {
                     self.out = ctx.pool.take_out();
                 }
@@ -704,10 +759,6 @@ impl<S: Transport> Connection<S> {
                     answer::log_request(ctx, self.peer, &req, &outcome, started);
                 }
                 self.in_start += n;
-                self.discard = Discard::new(req.body);
-                // The body has as long as a head to arrive, counted from its start: a body
-                // trickled a byte at a time must not hold the connection forever either.
-                self.progress_at = self.now;
                 self.close_after_write |= outcome.close;
                 self.turn_requests += 1;
                 self.served_any = true;
@@ -973,6 +1024,15 @@ impl<S: Transport> Connection<S> {
             }
         }
     }
+}
+
+/// A request head held at the front of the input while its body is read.
+#[derive(Debug, Clone, Copy)]
+struct HeldHead {
+    /// The head's length in bytes.
+    len: usize,
+    /// When it started arriving (for the access log's request time).
+    started: Instant,
 }
 
 /// Runs an I/O call, again whenever a signal interrupts it.
