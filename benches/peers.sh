@@ -37,7 +37,7 @@ Scenarios (wrk -t1; content is generated into a temporary directory):
                    The CPU column is the UPSTREAM's; the front's is shown beside it.
 
 Options:
-  --quick          one repetition of 2 s per run (about a minute and a half)
+  --quick          one repetition of 2 s per run (about 1 min 15 s)
   --reps N         repetitions (default 3); the table gives medians
   --duration S     seconds per wrk run (default 5)
   --port-base N    ports N+1 .. N+13 on 127.0.0.1 are used (default 18200)
@@ -47,7 +47,7 @@ Options:
   --help           this text
 
 Needs cargo; installs wrk, nginx-light, lighttpd and curl with apt-get when they are missing.
-A full run (3 x 5 s) takes about 9 minutes after the builds.
+A full run (3 x 5 s) takes about 8 minutes after the builds.
 EOF
 }
 
@@ -499,6 +499,7 @@ awk -F'\t' -v scen_order="$(printf '%s\n' "${SCENARIOS[@]}" | cut -d'|' -f1 | tr
     print ""
     print "Ratios, readyserve / peer: medians of the per-repetition ratios. req/s and MiB/s:"
     print "above 1 = readyserve is faster. cpu/req and p99: below 1 = readyserve spends less."
+    print "(limit sends a shorter head than the others, so MiB/s against it compares unlike bytes.)"
     printf "%-16s %-17s %7s %7s %8s %7s\n", "scenario", "vs", "req/s", "MiB/s", "cpu/req", "p99"
     for (i = 1; i <= ns; i++) {
       s = sc[i]; m = split(who[s], members, " "); nr = split(reps[s], rl, " ")
