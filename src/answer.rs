@@ -80,7 +80,7 @@ pub fn answer(
         date: ctx.date,
         cache_control: ctx.files.options().cache_control.as_deref(),
     };
-    if let Some(entry) = ctx.cache.get(cache_key(req.target), ctx.now) {
+    if let Some(entry) = ctx.cache.get(cache_key(req.target), ctx.files, ctx.now) {
         return serve_cached(req, entry, out, &page, keep_alive);
     }
     let codings = encoding::preferred(req.accept_encoding);
@@ -94,11 +94,19 @@ pub fn answer(
             response::end(out, Some(body.len() as u64), req.version, keep_alive);
             send_body(out, body.as_bytes(), head_only, 301, keep_alive)
         }
-        Ok(Resolved::Listing(html)) => {
+        Ok(Resolved::Listing(listing)) => {
+            // Rendered once, then kept until inotify reports a change (see listing.rs).
+            let html = match ctx.cache.listing(cache_key(req.target), &listing) {
+                Ok(html) => html,
+                Err(e) => {
+                    log::warn!("{}: cannot list the directory: {e}", req.target);
+                    return write_error_outcome(out, HttpError::Internal, req, keep_alive, ctx);
+                }
+            };
             response::begin(out, 200, "OK", ctx.date);
             response::header(out, "Content-Type", "text/html; charset=utf-8");
             response::end(out, Some(html.len() as u64), req.version, keep_alive);
-            send_body(out, html.as_bytes(), head_only, 200, keep_alive)
+            send_body(out, &html, head_only, 200, keep_alive)
         }
         Err(e) => {
             let keep_alive = keep_alive && !e.closes_connection();
@@ -134,7 +142,8 @@ struct FileView<'a> {
     len: u64,
     content_type: &'a str,
     validators: &'a Validators,
-    last_modified: &'a str,
+    /// `None` when the file's time has no HTTP date (before 1970 or after 9999).
+    last_modified: Option<&'a str>,
     coding: Option<Coding>,
     vary: bool,
 }
@@ -167,7 +176,6 @@ fn serve_file(
         meta,
         content_type,
         coding,
-        real_path,
         vary,
     } = found;
     let len = meta.len();
@@ -177,13 +185,13 @@ fn serve_file(
         match (&mut file).take(len).read_to_end(&mut body) {
             Ok(n) if n as u64 == len => {
                 let key = cache_key(req.target).to_string();
-                let entry = CachedFile::new(real_path, &meta, body, content_type.clone(), ctx.now);
-                ctx.cache.insert(key, entry);
+                let entry = CachedFile::new(&meta, body, content_type.clone(), ctx.now);
+                ctx.cache.insert(key, entry, &file);
                 let page = Page {
                     date: ctx.date,
                     cache_control: ctx.files.options().cache_control.as_deref(),
                 };
-                if let Some(entry) = ctx.cache.get(cache_key(req.target), ctx.now) {
+                if let Some(entry) = ctx.cache.get(cache_key(req.target), ctx.files, ctx.now) {
                     return serve_cached(req, entry, out, &page, keep_alive);
                 }
                 // The file does not fit the cache after all: read it again from disk.
@@ -204,7 +212,7 @@ fn serve_file(
         len,
         content_type: &content_type,
         validators: &validators,
-        last_modified: &last_modified,
+        last_modified: last_modified.as_deref(),
         coding,
         vary,
     };
@@ -235,7 +243,7 @@ fn serve_cached(
         len: entry.body.len() as u64,
         content_type: &entry.content_type,
         validators: &entry.validators,
-        last_modified: &entry.last_modified,
+        last_modified: entry.last_modified.as_deref(),
         coding: None,
         vary: false,
     };
@@ -290,7 +298,9 @@ fn respond_with_file(
     // The headers every variant of this response shares.
     let common = |out: &mut Vec<u8>| {
         response::header(out, "ETag", &view.validators.etag);
-        response::header(out, "Last-Modified", view.last_modified);
+        if let Some(date) = view.last_modified {
+            response::header(out, "Last-Modified", date);
+        }
         if view.vary {
             response::header(out, "Vary", "Accept-Encoding");
         }
