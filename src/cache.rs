@@ -255,8 +255,7 @@ impl FileCache {
                 }
                 continue;
             }
-            if flags.intersects(inotify::ReadFlags::DELETE_SELF | inotify::ReadFlags::MOVE_SELF)
-            {
+            if flags.intersects(inotify::ReadFlags::DELETE_SELF | inotify::ReadFlags::MOVE_SELF) {
                 changed.push((event.wd(), None));
             } else if let Some(name) = event.file_name() {
                 changed.push((event.wd(), Some(name.to_bytes().to_vec())));
@@ -541,7 +540,12 @@ mod tests {
     use super::*;
 
     /// Writes `dir/name`, opens it, and makes the entry `/name` the server would.
-    fn entry(dir: &std::path::Path, name: &str, content: &[u8], now: Instant) -> (CachedFile, File) {
+    fn entry(
+        dir: &std::path::Path,
+        name: &str,
+        content: &[u8],
+        now: Instant,
+    ) -> (CachedFile, File) {
         let path = dir.join(name);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).expect("mkdir");
@@ -580,7 +584,10 @@ mod tests {
             put(&mut cache, dir.path(), name, &[b'x'; 1000], now);
         }
         assert_eq!(cache.len(), 3);
-        assert!(cache.get("/a", &files, now).is_none(), "the oldest was not evicted");
+        assert!(
+            cache.get("/a", &files, now).is_none(),
+            "the oldest was not evicted"
+        );
         assert!(cache.get("/d", &files, now).is_some());
         assert!(cache.bytes() <= 3 * (1000 + 2 + 10 + 256));
     }
@@ -612,7 +619,11 @@ mod tests {
         std::fs::write(dir.path().join("g.gz"), b"zz").expect("sidecar");
         cache.on_watch_event();
         assert!(cache.get("/g", &files, now).is_none());
-        assert_eq!(cache.watch_count(), 0, "the last entry took its watch along");
+        assert_eq!(
+            cache.watch_count(),
+            0,
+            "the last entry took its watch along"
+        );
     }
 
     #[test]
@@ -626,7 +637,11 @@ mod tests {
         // Within the second: still served from memory.
         assert!(cache.get("/f", &files, now).is_some());
         // After it: resolved again, found changed, dropped.
-        assert!(cache.get("/f", &files, now + Duration::from_secs(1)).is_none());
+        assert!(
+            cache
+                .get("/f", &files, now + Duration::from_secs(1))
+                .is_none()
+        );
         assert!(cache.is_empty());
     }
 
@@ -642,7 +657,12 @@ mod tests {
         std::fs::write(root.join("v2/page.txt"), b"two").expect("write");
         std::os::unix::fs::symlink("v1", root.join("current")).expect("link");
         let f = File::open(root.join("current/page.txt")).expect("open");
-        let e = CachedFile::new(&f.metadata().expect("meta"), b"one".to_vec(), "t".into(), now);
+        let e = CachedFile::new(
+            &f.metadata().expect("meta"),
+            b"one".to_vec(),
+            "t".into(),
+            now,
+        );
         cache.insert("/current/page.txt".into(), e, &f);
         // Re-pointed the way deploy tools do it: a new link renamed over the old one.
         std::os::unix::fs::symlink("v2", root.join("next")).expect("link");
@@ -661,10 +681,20 @@ mod tests {
         // Room for about ten entries of 100 bytes.
         let mut cache = FileCache::new(10 * (100 + 300));
         for i in 0..200 {
-            put(&mut cache, dir.path(), &format!("d{i}/f"), &[b'x'; 100], now);
+            put(
+                &mut cache,
+                dir.path(),
+                &format!("d{i}/f"),
+                &[b'x'; 100],
+                now,
+            );
         }
         assert!(cache.len() <= 10, "{} entries", cache.len());
-        assert_eq!(cache.watch_count(), cache.len(), "one watch per live directory");
+        assert_eq!(
+            cache.watch_count(),
+            cache.len(),
+            "one watch per live directory"
+        );
         assert_eq!(kernel_watches(&cache), cache.watch_count());
         // Two entries in one directory share one watch, released with the second.
         put(&mut cache, dir.path(), "shared/a", b"a", now);

@@ -21,7 +21,9 @@ const LAST_HTTP_DATE: i64 = 253_402_300_799;
 
 /// The time `secs` seconds after the epoch, if an HTTP date can express it (1970 to 9999).
 pub fn representable(secs: i64) -> Option<SystemTime> {
-    let secs = u64::try_from(secs).ok().filter(|&s| s <= LAST_HTTP_DATE as u64)?;
+    let secs = u64::try_from(secs)
+        .ok()
+        .filter(|&s| s <= LAST_HTTP_DATE as u64)?;
     UNIX_EPOCH.checked_add(Duration::from_secs(secs))
 }
 
@@ -198,7 +200,10 @@ mod tests {
 
     #[test]
     fn file_times_outside_http_dates_never_panic() {
-        assert_eq!(http_date(0).as_deref(), Some("Thu, 01 Jan 1970 00:00:00 GMT"));
+        assert_eq!(
+            http_date(0).as_deref(),
+            Some("Thu, 01 Jan 1970 00:00:00 GMT")
+        );
         assert_eq!(
             http_date(LAST_HTTP_DATE).as_deref(),
             Some("Fri, 31 Dec 9999 23:59:59 GMT")
@@ -211,7 +216,10 @@ mod tests {
             modified: None,
             ..v()
         };
-        assert_eq!(evaluate(&undated, None, Some(DATE.as_bytes())), Condition::Send);
+        assert_eq!(
+            evaluate(&undated, None, Some(DATE.as_bytes())),
+            Condition::Send
+        );
         assert!(!if_range_allows(&undated, Some(DATE.as_bytes())));
         assert!(if_range_allows(&undated, Some(b"\"abc-10-5\"")));
     }

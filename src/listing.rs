@@ -117,8 +117,8 @@ impl Listing {
     /// The row for the entry `name`, or `None` if it cannot be served.
     fn row(&self, name: Vec<u8>) -> Option<Row> {
         let cname = std::ffi::CString::new(name.clone()).ok()?;
-        let mut st = rustix::fs::statat(&self.dir, cname.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
-            .ok()?;
+        let mut st =
+            rustix::fs::statat(&self.dir, cname.as_c_str(), AtFlags::SYMLINK_NOFOLLOW).ok()?;
         if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
             st = self.follow(&cname)?;
         }
@@ -137,9 +137,7 @@ impl Listing {
 
     /// What the symlink `name` leads to, resolved from the root exactly as serving it would.
     fn follow(&self, name: &CStr) -> Option<rustix::fs::Stat> {
-        let rel = self
-            .rel
-            .join(std::ffi::OsStr::from_bytes(name.to_bytes()));
+        let rel = self.rel.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
         let flags = OFlags::PATH;
         let fd = open_beneath(self.root.as_fd(), &rel, flags, self.follow_symlinks).ok()?;
         rustix::fs::fstat(File::from(fd)).ok()
@@ -232,10 +230,7 @@ mod tests {
 
     #[test]
     fn hrefs_encode_every_byte_outside_unreserved() {
-        assert_eq!(
-            href(b"javascript:alert(1)"),
-            "./javascript%3Aalert%281%29"
-        );
+        assert_eq!(href(b"javascript:alert(1)"), "./javascript%3Aalert%281%29");
         assert_eq!(href(b"a b&<\"#?.txt"), "./a%20b%26%3C%22%23%3F.txt");
         assert_eq!(href(b"Az09-._~"), "./Az09-._~");
         assert_eq!(href(b"\xff\xfe/x"), "./%FF%FE%2Fx");

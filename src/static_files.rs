@@ -267,7 +267,10 @@ impl StaticFiles {
             root.checked_at = now;
             match open_root(&self.root_path) {
                 Ok((fd, id)) if id != root.id => {
-                    log::info!("{} now leads to another directory", self.root_path.display());
+                    log::info!(
+                        "{} now leads to another directory",
+                        self.root_path.display()
+                    );
                     root.fd = Arc::new(fd);
                     root.id = id;
                 }
