@@ -12,7 +12,8 @@
 //!   HTML-escaped.
 //!
 //! Dotfiles are left out, as they are 404 by default anyway, and so are entries that could
-//! not be served: FIFOs, sockets, devices, and symlinks that dangle or lead outside the root.
+//! not be served: names with a backslash, FIFOs, sockets, devices, and symlinks that dangle
+//! or lead outside the root.
 //!
 //! # Cost on the loop thread
 //!
@@ -100,7 +101,13 @@ impl Listing {
         while let Some(entry) = dir.read() {
             let entry = entry?;
             let name = entry.file_name().to_bytes();
-            if name == b"." || name == b".." || (name[0] == b'.' && !self.show_dotfiles) {
+            // Names the server would refuse to serve are not listed: dotfiles (unless
+            // served), and names with a backslash (see `map_target`).
+            if name == b"."
+                || name == b".."
+                || (name[0] == b'.' && !self.show_dotfiles)
+                || name.contains(&b'\\')
+            {
                 continue;
             }
             if names.len() == self.max_entries {

@@ -606,4 +606,88 @@ mod tests {
             assert_eq!(content_type(Path::new(name)), want, "{name}");
         }
     }
+
+    /// A root with a file, a subdirectory, and links that stay inside or leave it.
+    fn tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
+        std::fs::create_dir_all(root.join("sub")).expect("mkdir");
+        std::fs::create_dir_all(&outside).expect("mkdir");
+        std::fs::write(root.join("sub/in.txt"), "in").expect("write");
+        std::fs::write(outside.join("secret"), "out").expect("write");
+        let link = |to: &str, name: &str| std::os::unix::fs::symlink(to, root.join(name));
+        link("sub/in.txt", "up-in").expect("link");
+        link("../sub/in.txt", "sub/sibling").expect("link");
+        link("../outside/secret", "out").expect("link");
+        link("../../outside/secret", "sub/out").expect("link");
+        link(&outside.join("secret").to_string_lossy(), "absolute").expect("link");
+        link("/proc/self/root/etc/hostname", "magic").expect("link");
+        dir
+    }
+
+    fn read(root: &OwnedFd, rel: &str, follow: bool, walk: bool) -> io::Result<String> {
+        let rel = Path::new(rel);
+        let fd = if walk {
+            open_walking(root.as_fd(), rel, OFlags::RDONLY | OFlags::CLOEXEC)?
+        } else {
+            open_beneath(root.as_fd(), rel, OFlags::RDONLY, follow)?
+        };
+        io::read_to_string(File::from(fd))
+    }
+
+    /// The kernel keeps every open inside the root; links that stay inside work.
+    #[test]
+    fn openat2_confines_opens_to_the_root() {
+        let dir = tree();
+        let (root, _) = open_root(&dir.path().join("root")).expect("root");
+        for inside in ["sub/in.txt", "up-in", "sub/sibling"] {
+            assert_eq!(
+                read(&root, inside, false, false).ok().as_deref(),
+                Some("in"),
+                "{inside}"
+            );
+        }
+        for outside in ["out", "sub/out", "absolute", "magic"] {
+            let e = read(&root, outside, false, false).expect_err(outside);
+            assert!(
+                matches!(
+                    e.raw_os_error().map(Errno::from_raw_os_error),
+                    Some(Errno::XDEV | Errno::LOOP)
+                ),
+                "{outside}: {e}"
+            );
+        }
+        // The opt-in follows links out, but never magic links.
+        assert_eq!(read(&root, "out", true, false).ok().as_deref(), Some("out"));
+        assert_eq!(
+            read(&root, "absolute", true, false).ok().as_deref(),
+            Some("out")
+        );
+        assert!(read(&root, "magic", true, false).is_err());
+    }
+
+    /// The walk used without openat2 opens plain paths and refuses every symlink.
+    #[test]
+    fn the_fallback_walk_refuses_every_symlink() {
+        let dir = tree();
+        let (root, _) = open_root(&dir.path().join("root")).expect("root");
+        assert_eq!(
+            read(&root, "sub/in.txt", false, true).ok().as_deref(),
+            Some("in")
+        );
+        for link in [
+            "up-in",
+            "sub/sibling",
+            "out",
+            "sub/out",
+            "absolute",
+            "magic",
+        ] {
+            assert!(read(&root, link, false, true).is_err(), "{link}");
+        }
+        // A symlinked directory in the middle of the path is refused too.
+        std::os::unix::fs::symlink("sub", dir.path().join("root/alias")).expect("link");
+        assert!(read(&root, "alias/in.txt", false, true).is_err());
+        assert!(read(&root, "alias/in.txt", false, false).is_ok());
+    }
 }
