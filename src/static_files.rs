@@ -32,7 +32,6 @@
 //! /srv/site/current`) is followed within a second, like nginx resolving its root per
 //! request but without paying for it on every request.
 
-use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::fs::{File, Metadata};
 use std::io;
@@ -40,8 +39,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str};
@@ -220,9 +219,10 @@ struct Root {
 pub struct StaticFiles {
     /// The root as configured, made absolute.
     root_path: PathBuf,
-    /// The open root. A `RefCell` because re-opening it is a detail of `&self` lookups; the
-    /// loop is single-threaded and no borrow outlives [`StaticFiles::root_fd`].
-    root: RefCell<Root>,
+    /// The open root. Re-opening it is a detail of `&self` lookups, hence the interior
+    /// mutability; a `Mutex` rather than a `RefCell` only so that `StaticFiles` stays `Sync`
+    /// for library users. The loop is single-threaded: it never waits for this lock.
+    root: Mutex<Root>,
     options: Options,
 }
 
@@ -239,7 +239,7 @@ impl StaticFiles {
         let (fd, id) = open_root(&root_path)?;
         Ok(StaticFiles {
             root_path,
-            root: RefCell::new(Root {
+            root: Mutex::new(Root {
                 fd: Arc::new(fd),
                 id,
                 checked_at: Instant::now(),
@@ -261,7 +261,8 @@ impl StaticFiles {
     /// The root's descriptor, after opening its path again if that was over a second ago
     /// and the path now leads to another directory.
     fn root_fd(&self) -> Arc<OwnedFd> {
-        let mut root = self.root.borrow_mut();
+        // A panic while the lock was held left `Root` whole (every field is set at once).
+        let mut root = self.root.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         if now.saturating_duration_since(root.checked_at) >= ROOT_RECHECK {
             root.checked_at = now;
@@ -296,8 +297,16 @@ impl StaticFiles {
                 return Ok(Resolved::Redirect(mapped.url_path(true)));
             }
             // From the root again, not from `file`: the kernel's "beneath" is the root's.
+            // An index.html that is not a regular file (a directory, a FIFO) counts as none.
             let index = rel.join("index.html");
-            return match self.open_inside(&root, &index) {
+            let index_file = self.open_inside(&root, &index).and_then(|(f, m)| {
+                if m.is_file() {
+                    Ok((f, m))
+                } else {
+                    Err(HttpError::NotFound)
+                }
+            });
+            return match index_file {
                 Ok((file, meta)) => self.found(&root, file, meta, &index, codings),
                 Err(HttpError::NotFound) if self.options.list_directories => {
                     Ok(Resolved::Listing(Box::new(Listing {
