@@ -206,16 +206,33 @@ fn a_symlink_swapped_during_requests_never_leads_outside() {
         fs::write(root.join("inside/secret.txt"), "inside\n").expect("write");
         symlink("sub/inner.txt", root.join("race")).expect("link");
         symlink("inside", root.join("racedir")).expect("link");
+        // The attack that beat canonicalize-check-open: a real directory exchanged
+        // atomically with a symlink to the outside, so that the checked path leads
+        // elsewhere by the time it is opened.
+        fs::create_dir(root.join("swapped")).expect("mkdir");
+        fs::write(root.join("swapped/secret.txt"), "inside\n").expect("write");
+        symlink("../outside", root.join("swapped.alt")).expect("link");
         let (file_link, dir_link) = (root.join("race"), root.join("racedir"));
+        let (real, alt) = (root.join("swapped"), root.join("swapped.alt"));
         let (leaks, ok) = race(
             &server,
-            &["/race", "/racedir/secret.txt"],
-            2000,
+            &["/race", "/racedir/secret.txt", "/swapped/secret.txt"],
+            3000,
             move || {
                 relink(&file_link, "../outside/secret.txt");
                 relink(&dir_link, "../outside");
                 relink(&file_link, "sub/inner.txt");
                 relink(&dir_link, "inside");
+                for _ in 0..100 {
+                    let flags = rustix::fs::RenameFlags::EXCHANGE;
+                    let _ = rustix::fs::renameat_with(
+                        rustix::fs::CWD,
+                        &real,
+                        rustix::fs::CWD,
+                        &alt,
+                        flags,
+                    );
+                }
             },
         );
         assert_eq!(

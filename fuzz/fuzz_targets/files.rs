@@ -13,7 +13,7 @@
 
 use std::ffi::OsStr;
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -164,18 +164,22 @@ fn build(script: &mut Script<'_>, root: &Path) -> Vec<Vec<u8>> {
                     rel.repeat(len / rel.len().max(1) + 1)
                 };
                 let time = script.mtime();
-                fs::write(&path, body).is_ok() && {
+                // create_new: never through an existing name, which may be a symlink to a
+                // FIFO (opening that for writing would block for ever).
+                let file = fs::File::options().write(true).create_new(true).open(&path);
+                file.is_ok_and(|mut file| {
+                    let _ = file.write_all(&body);
                     let t = if time >= 0 {
                         UNIX_EPOCH.checked_add(Duration::from_secs(time.unsigned_abs()))
                     } else {
                         UNIX_EPOCH.checked_sub(Duration::from_secs(time.unsigned_abs()))
                     };
                     // Times the filesystem cannot hold are simply not set.
-                    if let (Some(t), Ok(f)) = (t, fs::File::options().write(true).open(&path)) {
-                        let _ = f.set_modified(t);
+                    if let Some(t) = t {
+                        let _ = file.set_modified(t);
                     }
                     true
-                }
+                })
             }
             3 => {
                 let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok();
