@@ -37,7 +37,6 @@ use std::fs::{File, Metadata};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -261,7 +260,7 @@ impl StaticFiles {
     /// The root's descriptor, after opening its path again if that was over a second ago
     /// and the path now leads to another directory.
     fn root_fd(&self) -> Arc<OwnedFd> {
-        // A panic while the lock was held left `Root` whole (every field is set at once).
+        // No panic can leave `Root` half-updated, so a poisoned lock is still good.
         let mut root = self.root.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         if now.saturating_duration_since(root.checked_at) >= ROOT_RECHECK {
@@ -408,8 +407,8 @@ fn open_root(path: &Path) -> io::Result<(OwnedFd, (u64, u64))> {
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    let meta = File::from(fd.try_clone()?).metadata()?;
-    Ok((fd, (meta.dev(), meta.ino())))
+    let st = rustix::fs::fstat(&fd)?;
+    Ok((fd, (st.st_dev, st.st_ino)))
 }
 
 /// Set once `openat2` has answered `ENOSYS`, so that later opens go straight to the walk.
