@@ -25,14 +25,15 @@
 //!
 //! inotify sees changes to a directory's entries, not to the path that led there. Sites
 //! deploy by re-pointing a symlink (`current -> releases/v2`), and then nothing changed in
-//! the old release's directory: the URL simply leads somewhere else. So, at most once a
+//! the old release's directory: the URL simply leads somewhere else. So, at most twice a
 //! second per entry, the entry's URL is resolved again exactly as serving it would be
 //! ([`crate::static_files::StaticFiles::current`]: the same `openat2` from the root, the
 //! same sidecar lookups) and the file it leads to must be the same version (device, inode,
 //! size and modification time to the nanosecond). A re-pointed symlink, a root that now
 //! leads elsewhere, a file that is gone, a watch that could not be added: all are caught by
 //! this one check, because it asks the question serving asks. In between, a hit costs no
-//! syscall at all.
+//! syscall at all. (Half a second, not one: with the root's own re-check, see
+//! [`crate::static_files`], a re-pointed root is then served within a second too.)
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
@@ -56,7 +57,7 @@ use crate::static_files::StaticFiles;
 pub const MAX_CACHED_FILE: u64 = 1024 * 1024;
 
 /// How often an entry's URL is resolved again.
-const REVALIDATE_EVERY: Duration = Duration::from_secs(1);
+const REVALIDATE_EVERY: Duration = Duration::from_millis(500);
 
 /// What identifies one version of a file: any write changes at least one of these, and a
 /// different file (another release) has another device or inode.
@@ -188,7 +189,9 @@ impl FileCache {
                 by_wd: HashMap::new(),
             }),
             Some(Err(e)) => {
-                log::warn!("inotify unavailable ({e}): cached files are revalidated each second");
+                log::warn!(
+                    "inotify unavailable ({e}): cached files are revalidated twice a second"
+                );
                 None
             }
             None => None,
@@ -311,7 +314,7 @@ impl FileCache {
 
     /// Starts (or joins) the watch for `key`, whose entry comes from the open `fd`: the
     /// directory that holds it, or the directory itself (`whole_dir`, for a listing).
-    /// `None` if it cannot be watched; the once-a-second check still keeps it correct.
+    /// `None` if it cannot be watched; the revalidation still keeps it correct.
     fn acquire(&mut self, key: &str, fd: BorrowedFd<'_>, whole_dir: bool) -> Option<Watched> {
         let watcher = self.watcher.as_mut()?;
         // Where the descriptor really is, every symlink resolved, as the kernel sees it.
@@ -388,7 +391,7 @@ impl FileCache {
         len <= MAX_CACHED_FILE && (len as usize) < self.budget
     }
 
-    /// The file entry for `key`. If it was last checked over a second ago, `key` is
+    /// The file entry for `key`. If it was last checked over half a second ago, `key` is
     /// resolved again through `files`, and the entry is dropped unless it still leads to
     /// the same version of the same file.
     pub fn get(&mut self, key: &str, files: &StaticFiles, now: Instant) -> Option<&CachedFile> {

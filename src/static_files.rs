@@ -28,9 +28,9 @@
 //! inside the root or not: safe, and stricter than with `openat2`.
 //!
 //! The root itself is opened by the path it was given, and that path is opened again at
-//! most once a second: a root that is a symlink re-pointed by a deploy (`--root
-//! /srv/site/current`) is followed within a second, like nginx resolving its root per
-//! request but without paying for it on every request.
+//! most four times a second: a root that is a symlink re-pointed by a deploy (`--root
+//! /srv/site/current`) is followed within a second (with the cache's own re-check), like
+//! nginx resolving its root per request but without paying for it on every request.
 
 use std::ffi::OsStr;
 use std::fs::{File, Metadata};
@@ -199,7 +199,7 @@ impl Default for Options {
 }
 
 /// How often the root's path is opened again, to follow a re-pointed root symlink.
-const ROOT_RECHECK: Duration = Duration::from_secs(1);
+const ROOT_RECHECK: Duration = Duration::from_millis(250);
 
 /// The open document root.
 #[derive(Debug)]
@@ -257,7 +257,7 @@ impl StaticFiles {
         &self.options
     }
 
-    /// The root's descriptor, after opening its path again if that was over a second ago
+    /// The root's descriptor, after opening its path again if that was over 250 ms ago
     /// and the path now leads to another directory.
     fn root_fd(&self) -> Arc<OwnedFd> {
         // No panic can leave `Root` half-updated, so a poisoned lock is still good.
