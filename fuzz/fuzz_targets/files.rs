@@ -39,7 +39,18 @@ fn base() -> &'static Path {
         } else {
             std::env::temp_dir()
         };
-        let base = parent.join(format!("readyserve-fuzz-files-{}", std::process::id()));
+        // libFuzzer exits without a hook to clean up: remove what earlier runs left behind
+        // (their process is gone) instead.
+        let prefix = "readyserve-fuzz-files-";
+        for entry in fs::read_dir(&parent).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix(prefix)
+                && !Path::new("/proc").join(pid).exists()
+            {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+        let base = parent.join(format!("{prefix}{}", std::process::id()));
         fs::create_dir_all(base.join("outside/dir")).expect("fuzz dir");
         fs::write(base.join("outside/secret"), SECRET).expect("fuzz secret");
         fs::write(base.join("outside/dir/index.html"), SECRET).expect("fuzz secret");
