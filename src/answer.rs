@@ -94,7 +94,7 @@ pub fn answer(
         date: ctx.date,
         cache_control: ctx.files.options().cache_control.as_deref(),
     };
-    if let Some(entry) = ctx.cache.get(cache_key(req.target), ctx.now) {
+    if let Some(entry) = ctx.cache.get(cache_key(req.target), ctx.files, ctx.now) {
         return serve_cached(req, entry, out, &page, keep_alive);
     }
     let codings = encoding::preferred(req.accept_encoding);
@@ -109,12 +109,18 @@ pub fn answer(
             response::end(head, Some(body.len() as u64), req.version, keep_alive);
             send_body(out, body.as_bytes(), head_only, 301, keep_alive)
         }
-        Ok(Resolved::Listing(html)) => {
-            // A listing can be large (a directory of thousands of files): it is queued as a
+        Ok(Resolved::Listing(listing)) => {
+            // Rendered once, then kept until inotify reports a change (see listing.rs). A
+            // listing can be large (a directory of thousands of files): it is queued as a
             // shared body, counted against the connection's high-water mark like a cached
-            // file, rather than copied in beside the heads. (The page arrives as a String,
-            // made into an `Rc` here; a listing that arrives as an `Rc` goes in as it is.)
-            let html: Rc<[u8]> = Rc::from(html.into_bytes());
+            // file, rather than copied in beside the heads.
+            let html = match ctx.cache.listing(cache_key(req.target), &listing) {
+                Ok(html) => html,
+                Err(e) => {
+                    log::warn!("{}: cannot list the directory: {e}", req.target);
+                    return write_error_outcome(out, HttpError::Internal, req, keep_alive, ctx);
+                }
+            };
             let len = html.len();
             let head = out.owned();
             response::begin(head, 200, "OK", ctx.date);
@@ -164,7 +170,8 @@ struct FileView<'a> {
     len: u64,
     content_type: &'a str,
     validators: &'a Validators,
-    last_modified: &'a str,
+    /// `None` when the file's time has no HTTP date (before 1970 or after 9999).
+    last_modified: Option<&'a str>,
     coding: Option<Coding>,
     vary: bool,
 }
@@ -197,7 +204,6 @@ fn serve_file(
         meta,
         content_type,
         coding,
-        real_path,
         vary,
     } = found;
     let len = meta.len();
@@ -207,13 +213,13 @@ fn serve_file(
         match (&mut file).take(len).read_to_end(&mut body) {
             Ok(n) if n as u64 == len => {
                 let key = cache_key(req.target).to_string();
-                let entry = CachedFile::new(real_path, &meta, body, content_type.clone(), ctx.now);
-                ctx.cache.insert(key, entry);
+                let entry = CachedFile::new(&meta, body, content_type.clone(), ctx.now);
+                ctx.cache.insert(key, entry, &file);
                 let page = Page {
                     date: ctx.date,
                     cache_control: ctx.files.options().cache_control.as_deref(),
                 };
-                if let Some(entry) = ctx.cache.get(cache_key(req.target), ctx.now) {
+                if let Some(entry) = ctx.cache.get(cache_key(req.target), ctx.files, ctx.now) {
                     return serve_cached(req, entry, out, &page, keep_alive);
                 }
                 // The file does not fit the cache after all: read it again from disk.
@@ -234,7 +240,7 @@ fn serve_file(
         len,
         content_type: &content_type,
         validators: &validators,
-        last_modified: &last_modified,
+        last_modified: last_modified.as_deref(),
         coding,
         vary,
     };
@@ -265,7 +271,7 @@ fn serve_cached(
         len: entry.body.len() as u64,
         content_type: &entry.content_type,
         validators: &entry.validators,
-        last_modified: &entry.last_modified,
+        last_modified: entry.last_modified.as_deref(),
         coding: None,
         vary: false,
     };
@@ -320,7 +326,9 @@ fn respond_with_file(
     // The headers every variant of this response shares.
     let common = |out: &mut Vec<u8>| {
         response::header(out, "ETag", &view.validators.etag);
-        response::header(out, "Last-Modified", view.last_modified);
+        if let Some(date) = view.last_modified {
+            response::header(out, "Last-Modified", date);
+        }
         if view.vary {
             response::header(out, "Vary", "Accept-Encoding");
         }

@@ -1,49 +1,69 @@
-//! An in-memory cache of small files, so that a hot file costs no filesystem syscalls.
+//! An in-memory cache of small files and rendered listings, so that a hot file costs no
+//! filesystem syscalls.
 //!
-//! Serving `/index.html` from disk costs a `canonicalize` (a readlink per path component), an
-//! open, an fstat, a read and a close: more syscalls than the request's own read and write.
+//! Serving `/index.html` from disk costs an `openat2`, an `fstat`, two more `openat2` to look
+//! for sidecars, a read and a close: more syscalls than the request's own read and write.
 //! Files up to [`MAX_CACHED_FILE`] are kept here after their first request, with their
-//! validators and content type, bounded in total by `--cache-bytes`.
+//! validators and content type, bounded in total by `--cache-bytes`, the oldest evicted
+//! first. Directory listings are kept too (see [`FileCache::listing`]).
 //!
-//! Entries are keyed by the request target's path exactly as sent, and created only after
-//! [`crate::static_files::StaticFiles::open`] has done all its safety checks for that path.
+//! Entries are keyed by the request target's path exactly as sent, and created only from
+//! what [`crate::static_files::StaticFiles::open`] opened for that path.
 //!
 //! # Never stale: inotify, another readiness source
 //!
-//! The cache watches the directory of every file it holds with inotify. The inotify file
-//! descriptor is registered in the server's `Poll` like a socket: when a watched file is
-//! written, renamed, deleted, or gets a sidecar, the descriptor becomes readable, and the
-//! loop calls [`FileCache::on_watch_event`] before it serves anything else in that turn, so
-//! a request that arrives after a change never sees the old bytes.
+//! The cache watches the directory that really holds each cached file (found from the open
+//! descriptor, `/proc/self/fd/N`) with inotify. The inotify file descriptor is registered
+//! in the server's `Poll` like a socket: when a watched file is written, renamed, deleted,
+//! or gets a sidecar, the descriptor becomes readable, and the loop calls
+//! [`FileCache::on_watch_event`] before it serves anything else in that turn, so a request
+//! that arrives after a change never sees the old bytes. One watch serves every entry in
+//! its directory and is removed (`inotify_rm_watch`) when the last of them goes; both
+//! directions are hash maps, so nothing scans all watches.
 //!
-//! As a backstop (a watch limit reached, a parent directory renamed, a system without
-//! inotify), every entry is also revalidated at most once per second by a `stat` of its real
-//! path: inode, size and modification time to the nanosecond must still match. Files that
-//! have `.br`/`.gz` sidecars are not cached at all.
+//! # Never stale for more than a second: the URL is resolved again
+//!
+//! inotify sees changes to a directory's entries, not to the path that led there. Sites
+//! deploy by re-pointing a symlink (`current -> releases/v2`), and then nothing changed in
+//! the old release's directory: the URL simply leads somewhere else. So, at most twice a
+//! second per entry, the entry's URL is resolved again exactly as serving it would be
+//! ([`crate::static_files::StaticFiles::current`]: the same `openat2` from the root, the
+//! same sidecar lookups) and the file it leads to must be the same version (device, inode,
+//! size and modification time to the nanosecond). A re-pointed symlink, a root that now
+//! leads elsewhere, a file that is gone, a watch that could not be added: all are caught by
+//! this one check, because it asks the question serving asks. In between, a hit costs no
+//! syscall at all. (Half a second, not one: with the root's own re-check, see
+//! [`crate::static_files`], a re-pointed root is then served within a second too.)
 
-use std::collections::{HashMap, VecDeque};
-use std::ffi::OsStr;
-use std::fs::Metadata;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::ffi::OsString;
+use std::fs::{File, Metadata};
+use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use rustix::fs::inotify;
 
 use crate::conditional::Validators;
+use crate::listing::Listing;
+use crate::static_files::StaticFiles;
 
 /// Files larger than this are never cached (they are streamed from disk).
 pub const MAX_CACHED_FILE: u64 = 1024 * 1024;
 
-/// How often an entry is checked against the filesystem.
-const REVALIDATE_EVERY: Duration = Duration::from_secs(1);
+/// How often an entry's URL is resolved again.
+const REVALIDATE_EVERY: Duration = Duration::from_millis(500);
 
-/// What identifies one version of a file: any write changes at least one of these.
+/// What identifies one version of a file: any write changes at least one of these, and a
+/// different file (another release) has another device or inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Identity {
+    dev: u64,
     ino: u64,
     size: u64,
     mtime: i64,
@@ -53,6 +73,7 @@ struct Identity {
 impl Identity {
     fn of(meta: &Metadata) -> Self {
         Identity {
+            dev: meta.dev(),
             ino: meta.ino(),
             size: meta.size(),
             mtime: meta.mtime(),
@@ -64,58 +85,91 @@ impl Identity {
 /// One cached file.
 #[derive(Debug)]
 pub struct CachedFile {
-    /// The whole file, shared: a response refers to it rather than copying it.
-    pub body: std::rc::Rc<[u8]>,
+    /// The whole file, shared with the responses that are sending it.
+    pub body: Rc<[u8]>,
     /// Its `Content-Type`.
     pub content_type: String,
     /// Its ETag and modification time.
     pub validators: Validators,
-    /// Its `Last-Modified` value, formatted once.
-    pub last_modified: String,
-    /// Its canonical path, for revalidation.
-    real_path: PathBuf,
+    /// Its `Last-Modified` value, formatted once; `None` if its time has no HTTP date.
+    pub last_modified: Option<String>,
     identity: Identity,
     checked_at: Instant,
 }
 
 impl CachedFile {
-    /// A cache entry for a file whose canonical path, metadata and content are given.
-    pub fn new(
-        real_path: PathBuf,
-        meta: &Metadata,
-        body: impl Into<std::rc::Rc<[u8]>>,
-        content_type: String,
-        now: Instant,
-    ) -> Self {
+    /// A cache entry for a file whose metadata (from `fstat` on the open file) and content
+    /// are given.
+    pub fn new(meta: &Metadata, body: Vec<u8>, content_type: String, now: Instant) -> Self {
         let validators = Validators::of(meta);
         CachedFile {
             body: body.into(),
             content_type,
             last_modified: validators.last_modified(),
             validators,
-            real_path,
             identity: Identity::of(meta),
             checked_at: now,
         }
     }
+}
 
+/// What the cache holds for one key.
+#[derive(Debug)]
+enum Entry {
+    File(CachedFile),
+    /// A rendered listing of the directory in this version (see [`Listing::version`]).
+    Listing {
+        html: Rc<[u8]>,
+        version: (u64, u64, i64, i64),
+    },
+}
+
+/// An entry and the watch that keeps it fresh.
+#[derive(Debug)]
+struct Slot {
+    entry: Entry,
+    watch: Option<Watched>,
+}
+
+impl Slot {
     fn cost(&self, key: &str) -> usize {
-        self.body.len() + key.len() + self.content_type.len() + 256
+        let body = match &self.entry {
+            Entry::File(f) => f.body.len() + f.content_type.len(),
+            Entry::Listing { html, .. } => html.len(),
+        };
+        body + key.len() + 256
     }
 }
 
-/// The inotify instance and the directories it watches.
+/// Which watch an entry hangs on, and what in that directory concerns it.
+#[derive(Debug)]
+struct Watched {
+    wd: i32,
+    /// The file's name in the watched directory; `None` for a listing, which any event in
+    /// its directory makes stale.
+    name: Option<OsString>,
+}
+
+/// One inotify watch: a directory and the keys of the entries that depend on it. The watch
+/// lives exactly as long as `keys` is not empty.
+#[derive(Debug)]
+struct Watch {
+    dir: PathBuf,
+    keys: HashSet<String>,
+}
+
+/// The inotify instance and its watches, indexed both ways.
 #[derive(Debug)]
 struct Watcher {
     fd: OwnedFd,
-    /// Watch descriptor to directory.
-    dirs: HashMap<i32, PathBuf>,
+    by_dir: HashMap<PathBuf, i32>,
+    by_wd: HashMap<i32, Watch>,
 }
 
 /// The cache: a map bounded in bytes, evicting the oldest entries first.
 #[derive(Debug)]
 pub struct FileCache {
-    map: HashMap<String, CachedFile>,
+    map: HashMap<String, Slot>,
     /// Keys in insertion order, for eviction. May hold keys already removed.
     order: VecDeque<String>,
     bytes: usize,
@@ -131,10 +185,13 @@ impl FileCache {
         let watcher = match (budget > 0).then(|| inotify::init(flags)) {
             Some(Ok(fd)) => Some(Watcher {
                 fd,
-                dirs: HashMap::new(),
+                by_dir: HashMap::new(),
+                by_wd: HashMap::new(),
             }),
             Some(Err(e)) => {
-                log::warn!("inotify unavailable ({e}): cached files are revalidated each second");
+                log::warn!(
+                    "inotify unavailable ({e}): cached files are revalidated twice a second"
+                );
                 None
             }
             None => None,
@@ -153,6 +210,11 @@ impl FileCache {
         self.watcher.as_ref().map(|w| w.fd.as_raw_fd())
     }
 
+    /// How many directories are watched now.
+    pub fn watch_count(&self) -> usize {
+        self.watcher.as_ref().map_or(0, |w| w.by_wd.len())
+    }
+
     /// Reads the pending inotify events and drops every entry they concern. Called when the
     /// descriptor is readable; reads until WouldBlock, like any edge-triggered source.
     pub fn on_watch_event(&mut self) {
@@ -161,8 +223,10 @@ impl FileCache {
         };
         let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
         let mut reader = inotify::Reader::new(&watcher.fd, &mut buf);
-        let mut stale: Vec<PathBuf> = Vec::new();
-        let mut stale_dirs: Vec<PathBuf> = Vec::new();
+        // What the events concern: (watch, name in it), or the whole directory (`None`).
+        let mut changed: Vec<(i32, Option<Vec<u8>>)> = Vec::new();
+        // Keys whose watch the kernel removed (their directory is gone).
+        let mut stale: Vec<String> = Vec::new();
         let mut everything = false;
         loop {
             let event = match reader.next() {
@@ -180,86 +244,146 @@ impl FileCache {
                 everything = true;
                 continue;
             }
-            let Some(dir) = watcher.dirs.get(&event.wd()) else {
-                continue;
-            };
-            if flags.intersects(
-                inotify::ReadFlags::IGNORED
-                    | inotify::ReadFlags::DELETE_SELF
-                    | inotify::ReadFlags::MOVE_SELF,
-            ) {
-                stale_dirs.push(dir.clone());
-                continue;
-            }
-            if let Some(name) = event.file_name() {
-                let name = name.to_bytes();
-                stale.push(dir.join(OsStr::from_bytes(name)));
-                // A new or changed sidecar changes what its file's requests get.
-                for suffix in [&b".br"[..], b".gz"] {
-                    if let Some(stem) = name.strip_suffix(suffix) {
-                        stale.push(dir.join(OsStr::from_bytes(stem)));
+            if flags.contains(inotify::ReadFlags::IGNORED) {
+                // The kernel removed the watch (the directory is gone, or we removed it):
+                // forget it first, so that dropping its entries does not remove it again.
+                if let Some(watch) = watcher.by_wd.remove(&event.wd()) {
+                    watcher.by_dir.remove(&watch.dir);
+                    for key in &watch.keys {
+                        if let Some(slot) = self.map.get_mut(key) {
+                            slot.watch = None;
+                        }
                     }
+                    stale.extend(watch.keys);
                 }
+                continue;
             }
-        }
-        for dir in &stale_dirs {
-            watcher.dirs.retain(|_, d| d != dir);
+            if flags.intersects(inotify::ReadFlags::DELETE_SELF | inotify::ReadFlags::MOVE_SELF) {
+                changed.push((event.wd(), None));
+            } else if let Some(name) = event.file_name() {
+                changed.push((event.wd(), Some(name.to_bytes().to_vec())));
+            }
         }
         if everything {
-            self.map.clear();
-            self.order.clear();
-            self.bytes = 0;
-            return;
+            stale = self.map.keys().cloned().collect();
         }
-        if stale.is_empty() && stale_dirs.is_empty() {
-            return;
+        for (wd, name) in changed {
+            self.stale_keys(wd, name.as_deref(), &mut stale);
         }
         let before = self.map.len();
-        self.remove_where(|e| {
-            stale.contains(&e.real_path) || stale_dirs.iter().any(|d| e.real_path.starts_with(d))
-        });
+        for key in &stale {
+            self.remove(key);
+        }
         let dropped = before - self.map.len();
         if dropped > 0 {
             log::debug!("cache: dropped {dropped} entries changed on disk");
         }
     }
 
-    /// Watches the directory holding `path`, if it is not watched yet.
-    fn watch_dir_of(&mut self, path: &Path) {
-        let (Some(watcher), Some(dir)) = (self.watcher.as_mut(), path.parent()) else {
+    /// Adds to `stale` the keys that an event on `name` in watch `wd` (on the directory
+    /// itself, if `None`) makes stale.
+    fn stale_keys(&self, wd: i32, name: Option<&[u8]>, stale: &mut Vec<String>) {
+        let Some(watch) = self.watcher.as_ref().and_then(|w| w.by_wd.get(&wd)) else {
             return;
         };
-        if watcher.dirs.values().any(|d| d == dir) {
-            return;
-        }
-        let mask = inotify::WatchFlags::MODIFY
-            | inotify::WatchFlags::ATTRIB
-            | inotify::WatchFlags::CLOSE_WRITE
-            | inotify::WatchFlags::CREATE
-            | inotify::WatchFlags::DELETE
-            | inotify::WatchFlags::MOVED_FROM
-            | inotify::WatchFlags::MOVED_TO
-            | inotify::WatchFlags::DELETE_SELF
-            | inotify::WatchFlags::MOVE_SELF
-            | inotify::WatchFlags::ONLYDIR;
-        match inotify::add_watch(&watcher.fd, dir, mask) {
-            Ok(wd) => {
-                watcher.dirs.insert(wd, dir.to_path_buf());
+        for key in &watch.keys {
+            let Some(Slot {
+                watch: Some(watched),
+                ..
+            }) = self.map.get(key)
+            else {
+                continue;
+            };
+            let hit = match (name, &watched.name) {
+                // The directory itself changed, or a listing's directory changed at all.
+                (None, _) | (_, None) => true,
+                (Some(name), Some(file)) => {
+                    let file = file.as_bytes();
+                    // A new or changed sidecar changes what its file's requests get.
+                    name == file
+                        || [&b".br"[..], b".gz"]
+                            .iter()
+                            .any(|suffix| name.strip_suffix(*suffix) == Some(file))
+                }
+            };
+            if hit {
+                stale.push(key.clone());
             }
-            Err(e) => log::debug!("cannot watch {}: {e}; revalidating instead", dir.display()),
         }
     }
 
-    fn remove_where(&mut self, mut pred: impl FnMut(&CachedFile) -> bool) {
-        let mut freed = 0;
-        self.map.retain(|key, entry| {
-            let drop = pred(entry);
-            if drop {
-                freed += entry.cost(key);
+    /// Starts (or joins) the watch for `key`, whose entry comes from the open `fd`: the
+    /// directory that holds it, or the directory itself (`whole_dir`, for a listing).
+    /// `None` if it cannot be watched; the revalidation still keeps it correct.
+    fn acquire(&mut self, key: &str, fd: BorrowedFd<'_>, whole_dir: bool) -> Option<Watched> {
+        let watcher = self.watcher.as_mut()?;
+        // Where the descriptor really is, every symlink resolved, as the kernel sees it.
+        let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        let real = rustix::fs::readlink(proc_path.as_str(), Vec::new()).ok()?;
+        let real = PathBuf::from(OsString::from_vec(real.into_bytes()));
+        let (dir, name) = if whole_dir {
+            (real.as_path(), None)
+        } else {
+            (real.parent()?, Some(real.file_name()?.to_owned()))
+        };
+        let wd = match watcher.by_dir.get(dir) {
+            Some(&wd) => wd,
+            None => {
+                let mask = inotify::WatchFlags::MODIFY
+                    | inotify::WatchFlags::ATTRIB
+                    | inotify::WatchFlags::CLOSE_WRITE
+                    | inotify::WatchFlags::CREATE
+                    | inotify::WatchFlags::DELETE
+                    | inotify::WatchFlags::MOVED_FROM
+                    | inotify::WatchFlags::MOVED_TO
+                    | inotify::WatchFlags::DELETE_SELF
+                    | inotify::WatchFlags::MOVE_SELF
+                    | inotify::WatchFlags::ONLYDIR;
+                match inotify::add_watch(&watcher.fd, dir, mask) {
+                    Ok(wd) => {
+                        // The same directory under another path (a bind mount) gets the same
+                        // descriptor back: then it joins that watch.
+                        if !watcher.by_wd.contains_key(&wd) {
+                            watcher.by_dir.insert(dir.to_path_buf(), wd);
+                            watcher.by_wd.insert(
+                                wd,
+                                Watch {
+                                    dir: dir.to_path_buf(),
+                                    keys: HashSet::new(),
+                                },
+                            );
+                        }
+                        wd
+                    }
+                    Err(e) => {
+                        log::debug!("cannot watch {}: {e}; revalidating instead", dir.display());
+                        return None;
+                    }
+                }
             }
-            !drop
-        });
-        self.bytes -= freed;
+        };
+        watcher.by_wd.get_mut(&wd)?.keys.insert(key.to_string());
+        Some(Watched { wd, name })
+    }
+
+    /// `key` no longer depends on watch `wd`; the last key to go removes the watch.
+    fn release(&mut self, key: &str, wd: i32) {
+        let Some(watcher) = self.watcher.as_mut() else {
+            return;
+        };
+        let Some(watch) = watcher.by_wd.get_mut(&wd) else {
+            return;
+        };
+        watch.keys.remove(key);
+        if watch.keys.is_empty() {
+            if let Some(watch) = watcher.by_wd.remove(&wd) {
+                watcher.by_dir.remove(&watch.dir);
+            }
+            // Fails only if the kernel removed it already (its IGNORED event is on the way).
+            if let Err(e) = inotify::remove_watch(&watcher.fd, wd) {
+                log::debug!("inotify_rm_watch: {e}");
+            }
+        }
     }
 
     /// Whether a file of `len` bytes may be cached.
@@ -267,43 +391,128 @@ impl FileCache {
         len <= MAX_CACHED_FILE && (len as usize) < self.budget
     }
 
-    /// The entry for `key`, revalidated if it was last checked over a second ago.
-    pub fn get(&mut self, key: &str, now: Instant) -> Option<&CachedFile> {
-        let entry = self.map.get_mut(key)?;
+    /// The file entry for `key`. If it was last checked over half a second ago, `key` is
+    /// resolved again through `files`, and the entry is dropped unless it still leads to
+    /// the same version of the same file.
+    pub fn get(&mut self, key: &str, files: &StaticFiles, now: Instant) -> Option<&CachedFile> {
+        let Some(Slot {
+            entry: Entry::File(entry),
+            ..
+        }) = self.map.get_mut(key)
+        else {
+            return None;
+        };
         if now.saturating_duration_since(entry.checked_at) >= REVALIDATE_EVERY {
-            let current = std::fs::metadata(&entry.real_path).map(|m| Identity::of(&m));
-            if current.ok() != Some(entry.identity) {
-                log::debug!("cache: {key} changed on disk; dropped");
+            let current = files.current(key).map(|m| Identity::of(&m));
+            if current != Some(entry.identity) {
+                log::debug!("cache: {key} now leads to another file, or none; dropped");
                 self.remove(key);
                 return None;
             }
             entry.checked_at = now;
         }
-        self.map.get(key)
+        match self.map.get(key) {
+            Some(Slot {
+                entry: Entry::File(entry),
+                ..
+            }) => Some(entry),
+            _ => None,
+        }
     }
 
-    /// Adds an entry, evicting the oldest ones until it fits.
-    pub fn insert(&mut self, key: String, file: CachedFile) {
-        let cost = file.cost(&key);
-        if cost > self.budget {
+    /// Adds a file entry, evicting the oldest ones until it fits; `opened` is the file it
+    /// was read from, to find the directory to watch.
+    pub fn insert(&mut self, key: String, file: CachedFile, opened: &File) {
+        self.remove(&key);
+        let slot = Slot {
+            entry: Entry::File(file),
+            watch: None,
+        };
+        if slot.cost(&key) > self.budget {
             return;
         }
-        self.remove(&key);
+        let cost = slot.cost(&key);
+        self.make_room(cost);
+        let watch = self.acquire(&key, opened.as_fd(), false);
+        self.put(key, Slot { watch, ..slot }, cost);
+    }
+
+    /// The page for `listing`, requested as `key`: from memory if it was rendered from this
+    /// version of this directory and nothing in the directory changed since, else rendered
+    /// now and kept. A listing is kept only while its directory is watched: without
+    /// inotify, a file's new size or time would not show.
+    pub fn listing(&mut self, key: &str, listing: &Listing) -> io::Result<Rc<[u8]>> {
+        let version = listing.version()?;
+        if let Some(Slot {
+            entry: Entry::Listing { html, version: v },
+            ..
+        }) = self.map.get(key)
+            && *v == version
+        {
+            return Ok(Rc::clone(html));
+        }
+        self.remove(key);
+        // Watch first, render second: a change during the render then shows as an event.
+        let watch = self.acquire(key, listing.dir(), true);
+        let html: Rc<[u8]> = match listing.render() {
+            Ok(page) => page.into(),
+            Err(e) => {
+                if let Some(w) = watch {
+                    self.release(key, w.wd);
+                }
+                return Err(e);
+            }
+        };
+        let Some(watch) = watch else {
+            return Ok(html);
+        };
+        let slot = Slot {
+            entry: Entry::Listing {
+                html: Rc::clone(&html),
+                version,
+            },
+            watch: None,
+        };
+        let cost = slot.cost(key);
+        if cost > self.budget {
+            self.release(key, watch.wd);
+            return Ok(html);
+        }
+        // Evicting cannot remove this watch: `key` holds it already.
+        self.make_room(cost);
+        self.put(
+            key.to_string(),
+            Slot {
+                watch: Some(watch),
+                ..slot
+            },
+            cost,
+        );
+        Ok(html)
+    }
+
+    /// Evicts the oldest entries until `cost` more bytes fit.
+    fn make_room(&mut self, cost: usize) {
         while self.bytes + cost > self.budget {
             let Some(oldest) = self.order.pop_front() else {
                 break;
             };
             self.remove(&oldest);
         }
-        self.watch_dir_of(&file.real_path.clone());
+    }
+
+    fn put(&mut self, key: String, slot: Slot, cost: usize) {
         self.bytes += cost;
         self.order.push_back(key.clone());
-        self.map.insert(key, file);
+        self.map.insert(key, slot);
     }
 
     fn remove(&mut self, key: &str) {
         if let Some(old) = self.map.remove(key) {
             self.bytes -= old.cost(key);
+            if let Some(watched) = old.watch {
+                self.release(key, watched.wd);
+            }
         }
         // `order` keeps the key; popping a key that is gone is harmless. Keep it from
         // growing without bound when the same keys are replaced over and over.
@@ -333,70 +542,171 @@ impl FileCache {
 mod tests {
     use super::*;
 
-    fn entry(dir: &std::path::Path, name: &str, content: &[u8], now: Instant) -> CachedFile {
+    /// Writes `dir/name`, opens it, and makes the entry `/name` the server would.
+    fn entry(
+        dir: &std::path::Path,
+        name: &str,
+        content: &[u8],
+        now: Instant,
+    ) -> (CachedFile, File) {
         let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
         std::fs::write(&path, content).expect("write");
-        let meta = std::fs::metadata(&path).expect("meta");
-        CachedFile::new(path, &meta, content.to_vec(), "text/plain".into(), now)
+        let file = File::open(&path).expect("open");
+        let meta = file.metadata().expect("meta");
+        (
+            CachedFile::new(&meta, content.to_vec(), "text/plain".into(), now),
+            file,
+        )
+    }
+
+    fn put(cache: &mut FileCache, dir: &std::path::Path, name: &str, content: &[u8], now: Instant) {
+        let (e, f) = entry(dir, name, content, now);
+        cache.insert(format!("/{name}"), e, &f);
+    }
+
+    /// The watches the kernel holds on the cache's inotify descriptor.
+    fn kernel_watches(cache: &FileCache) -> usize {
+        let fd = cache.watch_fd().expect("inotify");
+        std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+            .expect("fdinfo")
+            .lines()
+            .filter(|l| l.starts_with("inotify wd:"))
+            .count()
     }
 
     #[test]
     fn bounded_and_evicts_oldest() {
         let dir = tempfile::tempdir().expect("tempdir");
+        let files = StaticFiles::new(dir.path()).expect("root");
         let now = Instant::now();
         let mut cache = FileCache::new(3 * (1000 + 2 + 10 + 256));
-        for name in ["/a", "/b", "/c", "/d"] {
-            cache.insert(
-                name.to_string(),
-                entry(dir.path(), &name[1..], &[b'x'; 1000], now),
-            );
+        for name in ["a", "b", "c", "d"] {
+            put(&mut cache, dir.path(), name, &[b'x'; 1000], now);
         }
         assert_eq!(cache.len(), 3);
-        assert!(cache.get("/a", now).is_none(), "the oldest was not evicted");
-        assert!(cache.get("/d", now).is_some());
+        assert!(
+            cache.get("/a", &files, now).is_none(),
+            "the oldest was not evicted"
+        );
+        assert!(cache.get("/d", &files, now).is_some());
         assert!(cache.bytes() <= 3 * (1000 + 2 + 10 + 256));
     }
 
     #[test]
     fn inotify_drops_a_changed_file_at_once() {
         let dir = tempfile::tempdir().expect("tempdir");
+        let files = StaticFiles::new(dir.path()).expect("root");
         let now = Instant::now();
         let mut cache = FileCache::new(1 << 20);
         assert!(cache.watch_fd().is_some(), "inotify is available on Linux");
         // Both files exist before the directory is watched.
-        let (f, g) = (
-            entry(dir.path(), "f", b"one", now),
-            entry(dir.path(), "g", b"other", now),
-        );
-        cache.insert("/f".into(), f);
-        cache.insert("/g".into(), g);
+        let (f, f_file) = entry(dir.path(), "f", b"one", now);
+        let (g, g_file) = entry(dir.path(), "g", b"other", now);
+        cache.insert("/f".into(), f, &f_file);
+        cache.insert("/g".into(), g, &g_file);
+        assert_eq!(cache.watch_count(), 1, "one directory, one watch");
         std::fs::write(dir.path().join("f"), b"two!").expect("rewrite");
         cache.on_watch_event();
         assert!(
-            cache.get("/f", now).is_none(),
+            cache.get("/f", &files, now).is_none(),
             "stale entry survived the event"
         );
         assert!(
-            cache.get("/g", now).is_some(),
+            cache.get("/g", &files, now).is_some(),
             "an unchanged file was dropped"
         );
         // A new sidecar drops its file too.
         std::fs::write(dir.path().join("g.gz"), b"zz").expect("sidecar");
         cache.on_watch_event();
-        assert!(cache.get("/g", now).is_none());
+        assert!(cache.get("/g", &files, now).is_none());
+        assert_eq!(
+            cache.watch_count(),
+            0,
+            "the last entry took its watch along"
+        );
     }
 
     #[test]
     fn change_on_disk_is_seen_after_a_second() {
         let dir = tempfile::tempdir().expect("tempdir");
+        let files = StaticFiles::new(dir.path()).expect("root");
         let now = Instant::now();
         let mut cache = FileCache::new(1 << 20);
-        cache.insert("/f".into(), entry(dir.path(), "f", b"one", now));
+        put(&mut cache, dir.path(), "f", b"one", now);
         std::fs::write(dir.path().join("f"), b"two!").expect("rewrite");
         // Within the second: still served from memory.
-        assert!(cache.get("/f", now).is_some());
-        // After it: revalidated, found changed, dropped.
-        assert!(cache.get("/f", now + Duration::from_secs(1)).is_none());
+        assert!(cache.get("/f", &files, now).is_some());
+        // After it: resolved again, found changed, dropped.
+        assert!(
+            cache
+                .get("/f", &files, now + Duration::from_secs(1))
+                .is_none()
+        );
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn a_repointed_symlink_is_seen_after_a_second() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let files = StaticFiles::new(root).expect("root");
+        let now = Instant::now();
+        let mut cache = FileCache::new(1 << 20);
+        put(&mut cache, root, "v1/page.txt", b"one", now);
+        std::fs::create_dir(root.join("v2")).expect("mkdir");
+        std::fs::write(root.join("v2/page.txt"), b"two").expect("write");
+        std::os::unix::fs::symlink("v1", root.join("current")).expect("link");
+        let f = File::open(root.join("current/page.txt")).expect("open");
+        let e = CachedFile::new(
+            &f.metadata().expect("meta"),
+            b"one".to_vec(),
+            "t".into(),
+            now,
+        );
+        cache.insert("/current/page.txt".into(), e, &f);
+        // Re-pointed the way deploy tools do it: a new link renamed over the old one.
+        std::os::unix::fs::symlink("v2", root.join("next")).expect("link");
+        std::fs::rename(root.join("next"), root.join("current")).expect("rename");
+        // Nothing changed inside v1, so inotify says nothing; resolving the URL again does.
+        cache.on_watch_event();
+        let later = now + Duration::from_secs(1);
+        assert!(cache.get("/current/page.txt", &files, later).is_none());
+        assert!(cache.get("/v1/page.txt", &files, later).is_some());
+    }
+
+    #[test]
+    fn watches_are_counted_and_released_on_eviction() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = Instant::now();
+        // Room for about ten entries of 100 bytes.
+        let mut cache = FileCache::new(10 * (100 + 300));
+        for i in 0..200 {
+            put(
+                &mut cache,
+                dir.path(),
+                &format!("d{i}/f"),
+                &[b'x'; 100],
+                now,
+            );
+        }
+        assert!(cache.len() <= 10, "{} entries", cache.len());
+        assert_eq!(
+            cache.watch_count(),
+            cache.len(),
+            "one watch per live directory"
+        );
+        assert_eq!(kernel_watches(&cache), cache.watch_count());
+        // Two entries in one directory share one watch, released with the second.
+        put(&mut cache, dir.path(), "shared/a", b"a", now);
+        put(&mut cache, dir.path(), "shared/b", b"b", now);
+        let before = cache.watch_count();
+        cache.remove("/shared/a");
+        assert_eq!(cache.watch_count(), before);
+        cache.remove("/shared/b");
+        assert_eq!(cache.watch_count(), before - 1);
+        assert_eq!(kernel_watches(&cache), cache.watch_count());
     }
 }

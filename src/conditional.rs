@@ -5,35 +5,65 @@
 //! client sends the tag back in `If-None-Match` (and we answer 304 if nothing changed), or
 //! the `Last-Modified` date in `If-Modified-Since`, or either one in `If-Range` to make a
 //! Range request conditional.
+//!
+//! A file's modification time comes from the disk, and the disk may say anything: tmpfs and
+//! btrfs keep times before 1970 and after the year 9999, which an HTTP date cannot express
+//! (RFC 9110 section 5.6.7 has four-digit years). [`http_date`] is the only way a file time
+//! becomes text here, and it returns `None` for such times instead of panicking; a file
+//! with one is served without `Last-Modified`, and dates never validate it.
 
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The last second an HTTP date can name: 9999-12-31 23:59:59 UTC.
+const LAST_HTTP_DATE: i64 = 253_402_300_799;
+
+/// The time `secs` seconds after the epoch, if an HTTP date can express it (1970 to 9999).
+pub fn representable(secs: i64) -> Option<SystemTime> {
+    let secs = u64::try_from(secs)
+        .ok()
+        .filter(|&s| s <= LAST_HTTP_DATE as u64)?;
+    UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+}
+
+/// Formats a file time (whole seconds since the epoch, negative before 1970) as an HTTP
+/// date, or `None` if it is outside 1970 to 9999. Never panics, whatever the disk says.
+pub fn http_date(secs: i64) -> Option<String> {
+    representable(secs).map(httpdate::fmt_http_date)
+}
 
 /// The validators of one version of a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Validators {
     /// The strong entity tag, quotes included: `"1a2b-400-17f3c2d1e0a"`.
     pub etag: String,
-    /// The modification time, truncated to whole seconds as HTTP dates are.
-    pub modified: SystemTime,
+    /// The modification time, truncated to whole seconds as HTTP dates are; `None` when an
+    /// HTTP date cannot express it (before 1970 or after 9999): then no date validates.
+    pub modified: Option<SystemTime>,
 }
 
 impl Validators {
     /// The validators of a file, from its metadata.
     pub fn of(meta: &Metadata) -> Self {
-        let nanos = (meta.mtime() as i128) * 1_000_000_000 + i128::from(meta.mtime_nsec());
-        let etag = format!("\"{:x}-{:x}-{:x}\"", meta.ino(), meta.size(), nanos.max(0));
-        let secs = u64::try_from(meta.mtime()).unwrap_or(0);
+        let nanos = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+        // A time before 1970 keeps its sign, so that two such versions get different tags.
+        let sign = if nanos < 0 { "-" } else { "" };
+        let etag = format!(
+            "\"{:x}-{:x}-{sign}{:x}\"",
+            meta.ino(),
+            meta.size(),
+            nanos.unsigned_abs()
+        );
         Validators {
             etag,
-            modified: UNIX_EPOCH + Duration::from_secs(secs),
+            modified: representable(meta.mtime()),
         }
     }
 
-    /// The `Last-Modified` value.
-    pub fn last_modified(&self) -> String {
-        httpdate::fmt_http_date(self.modified)
+    /// The `Last-Modified` value, if the modification time has one.
+    pub fn last_modified(&self) -> Option<String> {
+        self.modified.map(httpdate::fmt_http_date)
     }
 }
 
@@ -61,10 +91,11 @@ pub fn evaluate(
             Condition::Send
         };
     }
-    if let Some(since) = if_modified_since.and_then(parse_date) {
-        if v.modified <= since {
-            return Condition::NotModified;
-        }
+    // Without a date of our own there is nothing to compare with: send.
+    if let (Some(modified), Some(since)) = (v.modified, if_modified_since.and_then(parse_date))
+        && modified <= since
+    {
+        return Condition::NotModified;
     }
     Condition::Send
 }
@@ -78,7 +109,7 @@ pub fn if_range_allows(v: &Validators, if_range: Option<&[u8]>) -> bool {
     if value.starts_with(b"\"") || value.starts_with(b"W/") {
         return list_matches(value, &v.etag, true) && !value.starts_with(b"W/");
     }
-    parse_date(value) == Some(v.modified)
+    v.modified.is_some() && parse_date(value) == v.modified
 }
 
 /// Whether `etag` is in the comma-separated list (or the list is `*`).
@@ -109,7 +140,7 @@ mod tests {
     fn v() -> Validators {
         Validators {
             etag: "\"abc-10-5\"".to_string(),
-            modified: UNIX_EPOCH + Duration::from_secs(784_111_777),
+            modified: Some(UNIX_EPOCH + Duration::from_secs(784_111_777)),
         }
     }
 
@@ -165,5 +196,31 @@ mod tests {
                 "{if_range:?}"
             );
         }
+    }
+
+    #[test]
+    fn file_times_outside_http_dates_never_panic() {
+        assert_eq!(
+            http_date(0).as_deref(),
+            Some("Thu, 01 Jan 1970 00:00:00 GMT")
+        );
+        assert_eq!(
+            http_date(LAST_HTTP_DATE).as_deref(),
+            Some("Fri, 31 Dec 9999 23:59:59 GMT")
+        );
+        for secs in [-1, i64::MIN, LAST_HTTP_DATE + 1, i64::MAX] {
+            assert_eq!(http_date(secs), None, "{secs}");
+        }
+        // No date of our own: If-Modified-Since cannot give 304, a dated If-Range fails.
+        let undated = Validators {
+            modified: None,
+            ..v()
+        };
+        assert_eq!(
+            evaluate(&undated, None, Some(DATE.as_bytes())),
+            Condition::Send
+        );
+        assert!(!if_range_allows(&undated, Some(DATE.as_bytes())));
+        assert!(if_range_allows(&undated, Some(b"\"abc-10-5\"")));
     }
 }

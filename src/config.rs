@@ -327,6 +327,15 @@ pub struct Config {
     #[arg(long, env = "READYSERVE_LIST_DIRECTORIES", value_parser = BoolishValueParser::new())]
     pub list_directories: bool,
 
+    /// A directory listing shows at most this many entries, and says so when it is cut.
+    #[arg(
+        long,
+        env = "READYSERVE_MAX_LISTING_ENTRIES",
+        default_value_t = crate::static_files::DEFAULT_MAX_LISTING_ENTRIES,
+        value_parser = parse_positive
+    )]
+    pub max_listing_entries: usize,
+
     /// Serve files and directories whose names start with '.' (otherwise they are 404).
     #[arg(long, env = "READYSERVE_SERVE_DOTFILES", value_parser = BoolishValueParser::new())]
     pub serve_dotfiles: bool,
@@ -367,6 +376,7 @@ impl Default for Config {
             log_level: log::LevelFilter::Info,
             cache_bytes: 64 * 1024 * 1024,
             list_directories: false,
+            max_listing_entries: crate::static_files::DEFAULT_MAX_LISTING_ENTRIES,
             serve_dotfiles: false,
             follow_symlinks: false,
             cache_control: None,
@@ -460,6 +470,14 @@ fn explain(e: clap::Error, command: &clap::Command, args: &[OsString]) -> Comman
         };
     }
     CommandLineError::Invalid(line)
+}
+
+/// A count of at least 1.
+fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{s:?} is not a whole number of at least 1")),
+    }
 }
 
 /// A header value must be visible ASCII and spaces: no CR or LF that would split a response.

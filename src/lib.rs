@@ -38,7 +38,7 @@
 //! - [`body`]: request bodies, skipped byte-exact (Content-Length and chunked).
 //! - [`response`]: response heads and the cached `Date`.
 //! - [`static_files`]: from a URL to an open file under the root, safely.
-//! - [`cache`]: small files in memory, revalidated once a second.
+//! - [`cache`]: small files and listings in memory, invalidated by inotify, revalidated twice a second.
 //! - [`conditional`]: ETag, Last-Modified, and 304 Not Modified.
 //! - [`range`]: the Range header: 206 Partial Content and 416.
 //! - [`encoding`]: choosing a precompressed `.br`/`.gz` sidecar from Accept-Encoding.

@@ -169,6 +169,7 @@ impl Server {
             serve_dotfiles: config.serve_dotfiles,
             follow_symlinks: config.follow_symlinks,
             list_directories: config.list_directories,
+            max_listing_entries: config.max_listing_entries,
             cache_control: config.cache_control.clone(),
         };
         let files = StaticFiles::with_options(&config.root, options)
@@ -239,7 +240,7 @@ impl Server {
         self.metrics_listener.as_ref().and_then(Listener::tcp_addr)
     }
 
-    /// The canonical document root.
+    /// The document root, as configured (made absolute).
     pub fn root(&self) -> &std::path::Path {
         self.files.root()
     }

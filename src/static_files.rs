@@ -1,29 +1,54 @@
 //! From a request target to an open file under the document root, safely.
 //!
-//! Two steps, and both must agree before a byte is served:
+//! Two steps, and the second is the kernel's, not ours:
 //!
 //! 1. [`map_target`] works on the text of the target alone. It drops the query, splits the
 //!    path into segments, percent-decodes each one, refuses NUL, backslash and encoded `/`
 //!    inside a segment, resolves `.` and `..` without ever going above the root, and hides
 //!    dotfiles. Its output is a relative path made only of plain names.
-//! 2. [`StaticFiles::open`] joins that path onto the canonical root, asks the filesystem where
-//!    it really leads (`canonicalize` follows every symlink), and refuses anything outside the
-//!    root. Then it opens the file and checks that it is a regular file.
+//! 2. [`StaticFiles::open`] hands that relative path to `openat2(2)` together with a
+//!    descriptor of the root and `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS`. The kernel
+//!    follows the path, symlinks included, and fails with `EXDEV` the moment it would step
+//!    outside the root: an absolute symlink, or a `..` (in a link's target) that climbs
+//!    above it. A symlink that stays inside the root works. Then `fstat` on the open file
+//!    says what it is; only regular files are served.
 //!
-//! Joining the raw URL onto the root, as many small servers do, lets `/../../etc/passwd`
-//! walk out. Here the only way from a URL to a path is through these two checks.
+//! Why not "canonicalize the path, check that it starts with the root, then open it"? That
+//! is three system calls, and a symlink swapped in between the check and the open leads the
+//! open wherever the attacker likes: a race that anyone who can write inside the root wins
+//! about one request in twenty. With `openat2` the check *is* the open, so there is no
+//! window. Every open goes this way: the file, its `.br`/`.gz` sidecars, `index.html`, the
+//! directory of a listing and the symlinks listed in it.
+//!
+//! `--follow-symlinks` is the documented opt-in to links that leave the root: then the
+//! kernel follows them (still without magic links such as `/proc/self/fd/N`).
+//!
+//! Kernels older than 5.6 lack `openat2` (`ENOSYS`). There the path is walked one name at
+//! a time with `openat(O_NOFOLLOW)` from the root, which refuses *every* symlink (404),
+//! inside the root or not: safe, and stricter than with `openat2`.
+//!
+//! The root itself is opened by the path it was given, and that path is opened again at
+//! most four times a second: a root that is a symlink re-pointed by a deploy (`--root
+//! /srv/site/current`) is followed within a second (with the cache's own re-check), like
+//! nginx resolving its root per request but without paying for it on every request.
 
 use std::ffi::OsStr;
-use std::fs::{File, Metadata, OpenOptions};
+use std::fs::{File, Metadata};
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str};
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
 
 use crate::encoding::Coding;
 use crate::error::HttpError;
+use crate::listing::Listing;
 
 /// Characters percent-encoded when a path is written back into a `Location` header.
 const PATH_SEGMENT: &AsciiSet = &CONTROLS
@@ -124,8 +149,8 @@ pub enum Resolved {
     File(Box<FoundFile>),
     /// A directory named without its trailing slash: redirect to this URL path.
     Redirect(String),
-    /// A directory listing (only with `--list-directories`), as HTML.
-    Listing(String),
+    /// A directory to list (only with `--list-directories`), open and ready to render.
+    Listing(Box<Listing>),
 }
 
 /// A regular file found for a request, possibly a precompressed sidecar of it.
@@ -139,14 +164,15 @@ pub struct FoundFile {
     pub content_type: String,
     /// The sidecar's coding, if the bytes are a `.br` or `.gz` sidecar.
     pub coding: Option<Coding>,
-    /// The canonical path of what was opened.
-    pub real_path: PathBuf,
     /// A sidecar exists, so the response depends on `Accept-Encoding` (`Vary`).
     pub vary: bool,
 }
 
+/// Directory listings show at most this many entries unless configured otherwise.
+pub const DEFAULT_MAX_LISTING_ENTRIES: usize = 10_000;
+
 /// How files are served: the rules from the command line.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// `--serve-dotfiles`: serve names that start with `.`.
     pub serve_dotfiles: bool,
@@ -154,14 +180,48 @@ pub struct Options {
     pub follow_symlinks: bool,
     /// `--list-directories`: list directories that have no index.html.
     pub list_directories: bool,
+    /// `--max-listing-entries`: a listing shows at most this many entries.
+    pub max_listing_entries: usize,
     /// `--cache-control`: the value added to 200, 206 and 304 responses.
     pub cache_control: Option<String>,
 }
 
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            serve_dotfiles: false,
+            follow_symlinks: false,
+            list_directories: false,
+            max_listing_entries: DEFAULT_MAX_LISTING_ENTRIES,
+            cache_control: None,
+        }
+    }
+}
+
+/// How often the root's path is opened again, to follow a re-pointed root symlink.
+const ROOT_RECHECK: Duration = Duration::from_millis(250);
+
+/// The open document root.
+#[derive(Debug)]
+struct Root {
+    /// An `O_PATH` descriptor of the root directory: every open starts from it. Shared
+    /// (`Arc`) with the listings rendered from it, which may outlive a root change.
+    fd: Arc<OwnedFd>,
+    /// Device and inode of that directory, to tell whether the path now leads elsewhere.
+    id: (u64, u64),
+    /// When the path was last opened.
+    checked_at: Instant,
+}
+
 /// The document root and the rules for serving from it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct StaticFiles {
-    root: PathBuf,
+    /// The root as configured, made absolute.
+    root_path: PathBuf,
+    /// The open root. Re-opening it is a detail of `&self` lookups, hence the interior
+    /// mutability; a `Mutex` rather than a `RefCell` only so that `StaticFiles` stays `Sync`
+    /// for library users. The loop is single-threaded: it never waits for this lock.
+    root: Mutex<Root>,
     options: Options,
 }
 
@@ -174,19 +234,22 @@ impl StaticFiles {
 
     /// Opens the document root with the given options.
     pub fn with_options(root: &Path, options: Options) -> io::Result<Self> {
-        let root = root.canonicalize()?;
-        if !root.is_dir() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotADirectory,
-                format!("{} is not a directory", root.display()),
-            ));
-        }
-        Ok(StaticFiles { root, options })
+        let root_path = std::path::absolute(root)?;
+        let (fd, id) = open_root(&root_path)?;
+        Ok(StaticFiles {
+            root_path,
+            root: Mutex::new(Root {
+                fd: Arc::new(fd),
+                id,
+                checked_at: Instant::now(),
+            }),
+            options,
+        })
     }
 
-    /// The canonical document root.
+    /// The document root's path, as configured (made absolute).
     pub fn root(&self) -> &Path {
-        &self.root
+        &self.root_path
     }
 
     /// The serving options.
@@ -194,28 +257,66 @@ impl StaticFiles {
         &self.options
     }
 
+    /// The root's descriptor, after opening its path again if that was over 250 ms ago
+    /// and the path now leads to another directory.
+    fn root_fd(&self) -> Arc<OwnedFd> {
+        // No panic can leave `Root` half-updated, so a poisoned lock is still good.
+        let mut root = self.root.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if now.saturating_duration_since(root.checked_at) >= ROOT_RECHECK {
+            root.checked_at = now;
+            match open_root(&self.root_path) {
+                Ok((fd, id)) if id != root.id => {
+                    log::info!(
+                        "{} now leads to another directory",
+                        self.root_path.display()
+                    );
+                    root.fd = Arc::new(fd);
+                    root.id = id;
+                }
+                Ok(_) => {}
+                Err(e) => log::warn!(
+                    "cannot open the root {} again ({e}); serving from the one open",
+                    self.root_path.display()
+                ),
+            }
+        }
+        Arc::clone(&root.fd)
+    }
+
     /// Resolves a request target to an open file, a redirect or a listing (step 2 above).
     /// `codings` are the sidecar codings the client accepts, best first.
     pub fn open(&self, target: &str, codings: &[Coding]) -> Result<Resolved, HttpError> {
         let mapped = map_target(target, self.options.serve_dotfiles)?;
-        let mut path = self.root.join(mapped.to_path());
-        let (file, meta, real) = self.open_inside(&path)?;
+        let root = self.root_fd();
+        let rel = mapped.to_path();
+        let (file, meta) = self.open_inside(&root, &rel)?;
         if meta.is_dir() {
             if !mapped.trailing_slash {
                 return Ok(Resolved::Redirect(mapped.url_path(true)));
             }
-            let dir = path.clone();
-            path.push("index.html");
-            return match self.open_inside(&path) {
-                Ok((file, meta, real)) => self.found(file, meta, &path, real, codings),
+            // From the root again, not from `file`: the kernel's "beneath" is the root's.
+            // An index.html that is not a regular file (a directory, a FIFO) counts as none.
+            let index = rel.join("index.html");
+            let index_file = self.open_inside(&root, &index).and_then(|(f, m)| {
+                if m.is_file() {
+                    Ok((f, m))
+                } else {
+                    Err(HttpError::NotFound)
+                }
+            });
+            return match index_file {
+                Ok((file, meta)) => self.found(&root, file, meta, &index, codings),
                 Err(HttpError::NotFound) if self.options.list_directories => {
-                    crate::listing::render(
-                        &dir,
-                        &mapped.url_path(true),
-                        self.options.serve_dotfiles,
-                    )
-                    .map(Resolved::Listing)
-                    .map_err(io_to_http)
+                    Ok(Resolved::Listing(Box::new(Listing {
+                        dir: file.into(),
+                        root,
+                        rel,
+                        url_path: mapped.url_path(true),
+                        show_dotfiles: self.options.serve_dotfiles,
+                        follow_symlinks: self.options.follow_symlinks,
+                        max_entries: self.options.max_listing_entries,
+                    })))
                 }
                 Err(e) => Err(e),
             };
@@ -224,45 +325,54 @@ impl StaticFiles {
             // `/file.txt/` names a directory that is not there.
             return Err(HttpError::NotFound);
         }
-        self.found(file, meta, &path, real, codings)
+        self.found(&root, file, meta, &rel, codings)
     }
 
-    /// A regular file was found at `path`: look for a sidecar the client accepts.
+    /// The metadata of the plain file a request for `target` would get now (no sidecar
+    /// exists), or `None` if it would get anything else. The cache revalidates with this,
+    /// so that what it checks is exactly what serving would do.
+    pub fn current(&self, target: &str) -> Option<Metadata> {
+        match self.open(target, &[]) {
+            Ok(Resolved::File(found)) if !found.vary => Some(found.meta),
+            _ => None,
+        }
+    }
+
+    /// A regular file was found at `rel`: look for a sidecar the client accepts.
     fn found(
         &self,
+        root: &OwnedFd,
         file: File,
         meta: Metadata,
-        path: &Path,
-        real_path: PathBuf,
+        rel: &Path,
         codings: &[Coding],
     ) -> Result<Resolved, HttpError> {
         if !meta.is_file() {
             return Err(HttpError::NotFound); // no FIFOs, devices or sockets
         }
-        let content_type = content_type(path);
+        let content_type = content_type(rel);
         // Which sidecars exist? Even a client that accepts none of them must be told that
         // the response depends on Accept-Encoding (Vary), so look for both.
         let mut sidecars = [Coding::Brotli, Coding::Gzip].map(|coding| {
-            let mut name = path.as_os_str().to_owned();
+            let mut name = rel.as_os_str().to_owned();
             name.push(coding.suffix());
-            self.open_inside(Path::new(&name))
+            self.open_inside(root, Path::new(&name))
                 .ok()
-                .filter(|(_, meta, _)| meta.is_file())
-                .map(|(file, meta, real)| (coding, file, meta, real))
+                .filter(|(_, meta)| meta.is_file())
+                .map(|(file, meta)| (coding, file, meta))
         });
         let vary = sidecars.iter().any(Option::is_some);
         // The client's most preferred coding that has a sidecar.
         for wanted in codings {
             let slot = sidecars
                 .iter_mut()
-                .find(|s| s.as_ref().is_some_and(|(c, _, _, _)| c == wanted));
-            if let Some((coding, file, meta, real_path)) = slot.and_then(Option::take) {
+                .find(|s| s.as_ref().is_some_and(|(c, _, _)| c == wanted));
+            if let Some((coding, file, meta)) = slot.and_then(Option::take) {
                 return Ok(Resolved::File(Box::new(FoundFile {
                     file,
                     meta,
                     content_type,
                     coding: Some(coding),
-                    real_path,
                     vary,
                 })));
             }
@@ -272,34 +382,123 @@ impl StaticFiles {
             meta,
             content_type,
             coding: None,
-            real_path,
             vary,
         })))
     }
 
-    /// Opens `path` if, with every symlink followed, it is still inside the root.
-    fn open_inside(&self, path: &Path) -> Result<(File, Metadata, PathBuf), HttpError> {
-        let real = path.canonicalize().map_err(io_to_http)?;
-        if !real.starts_with(&self.root) && !self.options.follow_symlinks {
-            log::debug!("refused {}: it leads outside the root", path.display());
-            return Err(HttpError::NotFound);
-        }
+    /// Opens `rel` below the root for reading (see [`open_beneath`]) and `fstat`s it.
+    fn open_inside(&self, root: &OwnedFd, rel: &Path) -> Result<(File, Metadata), HttpError> {
         // O_NONBLOCK: opening a FIFO would otherwise block the whole loop until a writer
         // appears. On regular files the flag does nothing.
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&real)
-            .map_err(io_to_http)?;
+        let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY;
+        let fd = open_beneath(root.as_fd(), rel, flags, self.options.follow_symlinks)
+            .map_err(|e| refused(rel, e))?;
+        let file = File::from(fd);
         // fstat on the open file: what we check is what we serve, even if the path changes.
-        let meta = file.metadata().map_err(io_to_http)?;
-        Ok((file, meta, real))
+        let meta = file.metadata().map_err(|e| refused(rel, e))?;
+        Ok((file, meta))
     }
 }
 
-fn io_to_http(e: io::Error) -> HttpError {
-    match e.kind() {
-        io::ErrorKind::PermissionDenied => HttpError::Forbidden,
+/// Opens the root directory by its path, as an `O_PATH` descriptor, with its identity.
+fn open_root(path: &Path) -> io::Result<(OwnedFd, (u64, u64))> {
+    let fd = rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let st = rustix::fs::fstat(&fd)?;
+    Ok((fd, (st.st_dev, st.st_ino)))
+}
+
+/// Set once `openat2` has answered `ENOSYS`, so that later opens go straight to the walk.
+static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
+
+/// Opens `rel` (plain names only, as [`map_target`] makes them; empty for the root itself)
+/// relative to the directory `root`, with `flags` (`O_CLOEXEC` is added).
+///
+/// Unless `follow_symlinks`, the kernel keeps the whole resolution beneath `root`
+/// (`RESOLVE_BENEATH`); a path that would leave it fails with `EXDEV`. Magic links
+/// (`/proc/self/fd/N`) are never followed. Where `openat2` is missing, the names are walked
+/// one by one with `O_NOFOLLOW`, refusing every symlink (`ELOOP` or `ENOTDIR`).
+pub fn open_beneath(
+    root: BorrowedFd<'_>,
+    rel: &Path,
+    flags: OFlags,
+    follow_symlinks: bool,
+) -> io::Result<OwnedFd> {
+    let flags = flags | OFlags::CLOEXEC;
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    if !NO_OPENAT2.load(Ordering::Relaxed) {
+        let mut resolve = ResolveFlags::NO_MAGICLINKS;
+        if !follow_symlinks {
+            resolve |= ResolveFlags::BENEATH;
+        }
+        match rustix::fs::openat2(root, rel, flags, Mode::empty(), resolve) {
+            Err(Errno::NOSYS) => {
+                log::warn!(
+                    "openat2 is not available: symlinks are refused unless --follow-symlinks"
+                );
+                NO_OPENAT2.store(true, Ordering::Relaxed);
+            }
+            Err(Errno::AGAIN | Errno::INTR) => {
+                // openat2 may ask for a retry when a rename raced the lookup.
+                return rustix::fs::openat2(root, rel, flags, Mode::empty(), resolve)
+                    .map_err(io::Error::from);
+            }
+            other => return other.map_err(io::Error::from),
+        }
+    }
+    if follow_symlinks {
+        // The opt-in: the kernel follows every link, wherever it leads.
+        return rustix::fs::openat(root, rel, flags, Mode::empty()).map_err(io::Error::from);
+    }
+    open_walking(root, rel, flags)
+}
+
+/// The fallback without `openat2`: one `openat(O_NOFOLLOW)` per name, each from the
+/// directory the previous one opened. No name is `..` (see [`map_target`]), and no symlink
+/// is followed, so the walk cannot leave `root`.
+fn open_walking(root: BorrowedFd<'_>, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
+    let names: Vec<&OsStr> = rel
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(name) => Some(Ok(name)),
+            Component::CurDir => None,
+            _ => Some(Err(io::Error::from(io::ErrorKind::InvalidInput))),
+        })
+        .collect::<io::Result<_>>()?;
+    let Some((last, dirs)) = names.split_last() else {
+        return rustix::fs::openat(root, ".", flags, Mode::empty()).map_err(io::Error::from);
+    };
+    let mut here: Option<OwnedFd> = None;
+    for name in dirs {
+        let from = here.as_ref().map_or(root, AsFd::as_fd);
+        let step_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        here = Some(rustix::fs::openat(from, *name, step_flags, Mode::empty())?);
+    }
+    let from = here.as_ref().map_or(root, AsFd::as_fd);
+    Ok(rustix::fs::openat(
+        from,
+        *last,
+        flags | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )?)
+}
+
+/// The HTTP error for a failed open of `rel`: 403 when permission is denied, else 404.
+/// (A path that leaves the root is simply not there, as far as a client can tell.)
+fn refused(rel: &Path, e: io::Error) -> HttpError {
+    match e.raw_os_error().map(Errno::from_raw_os_error) {
+        Some(Errno::XDEV) => {
+            log::debug!("refused /{}: it leads outside the root", rel.display());
+            HttpError::NotFound
+        }
+        Some(Errno::ACCESS | Errno::PERM) => HttpError::Forbidden,
         _ => HttpError::NotFound,
     }
 }
@@ -325,11 +524,6 @@ pub fn content_type(path: &Path) -> String {
     } else {
         essence.to_string()
     }
-}
-
-/// Encodes a name for use in a URL path segment.
-pub fn encode_segment(name: &str) -> String {
-    utf8_percent_encode(name, PATH_SEGMENT).to_string()
 }
 
 #[cfg(test)]
@@ -419,5 +613,89 @@ mod tests {
         ] {
             assert_eq!(content_type(Path::new(name)), want, "{name}");
         }
+    }
+
+    /// A root with a file, a subdirectory, and links that stay inside or leave it.
+    fn tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
+        std::fs::create_dir_all(root.join("sub")).expect("mkdir");
+        std::fs::create_dir_all(&outside).expect("mkdir");
+        std::fs::write(root.join("sub/in.txt"), "in").expect("write");
+        std::fs::write(outside.join("secret"), "out").expect("write");
+        let link = |to: &str, name: &str| std::os::unix::fs::symlink(to, root.join(name));
+        link("sub/in.txt", "up-in").expect("link");
+        link("../sub/in.txt", "sub/sibling").expect("link");
+        link("../outside/secret", "out").expect("link");
+        link("../../outside/secret", "sub/out").expect("link");
+        link(&outside.join("secret").to_string_lossy(), "absolute").expect("link");
+        link("/proc/self/root/etc/hostname", "magic").expect("link");
+        dir
+    }
+
+    fn read(root: &OwnedFd, rel: &str, follow: bool, walk: bool) -> io::Result<String> {
+        let rel = Path::new(rel);
+        let fd = if walk {
+            open_walking(root.as_fd(), rel, OFlags::RDONLY | OFlags::CLOEXEC)?
+        } else {
+            open_beneath(root.as_fd(), rel, OFlags::RDONLY, follow)?
+        };
+        io::read_to_string(File::from(fd))
+    }
+
+    /// The kernel keeps every open inside the root; links that stay inside work.
+    #[test]
+    fn openat2_confines_opens_to_the_root() {
+        let dir = tree();
+        let (root, _) = open_root(&dir.path().join("root")).expect("root");
+        for inside in ["sub/in.txt", "up-in", "sub/sibling"] {
+            assert_eq!(
+                read(&root, inside, false, false).ok().as_deref(),
+                Some("in"),
+                "{inside}"
+            );
+        }
+        for outside in ["out", "sub/out", "absolute", "magic"] {
+            let e = read(&root, outside, false, false).expect_err(outside);
+            assert!(
+                matches!(
+                    e.raw_os_error().map(Errno::from_raw_os_error),
+                    Some(Errno::XDEV | Errno::LOOP)
+                ),
+                "{outside}: {e}"
+            );
+        }
+        // The opt-in follows links out, but never magic links.
+        assert_eq!(read(&root, "out", true, false).ok().as_deref(), Some("out"));
+        assert_eq!(
+            read(&root, "absolute", true, false).ok().as_deref(),
+            Some("out")
+        );
+        assert!(read(&root, "magic", true, false).is_err());
+    }
+
+    /// The walk used without openat2 opens plain paths and refuses every symlink.
+    #[test]
+    fn the_fallback_walk_refuses_every_symlink() {
+        let dir = tree();
+        let (root, _) = open_root(&dir.path().join("root")).expect("root");
+        assert_eq!(
+            read(&root, "sub/in.txt", false, true).ok().as_deref(),
+            Some("in")
+        );
+        for link in [
+            "up-in",
+            "sub/sibling",
+            "out",
+            "sub/out",
+            "absolute",
+            "magic",
+        ] {
+            assert!(read(&root, link, false, true).is_err(), "{link}");
+        }
+        // A symlinked directory in the middle of the path is refused too.
+        std::os::unix::fs::symlink("sub", dir.path().join("root/alias")).expect("link");
+        assert!(read(&root, "alias/in.txt", false, true).is_err());
+        assert!(read(&root, "alias/in.txt", false, false).is_ok());
     }
 }

@@ -308,15 +308,16 @@ fn listing_escapes_names_hides_dotfiles_and_sorts() {
     assert!(html.contains("<a href=\"../\">../</a>"), "{html}");
     assert!(!html.contains("<b>&"), "unescaped name in {html}");
     assert!(html.contains("&lt;b&gt;&amp;&quot;x y.txt"), "{html}");
-    assert!(html.contains("href=\"%3Cb%3E&amp;%22x%20y.txt\""), "{html}");
-    assert!(html.contains("href=\"sub%20dir/\""), "{html}");
+    // Links: `./`, then every byte outside RFC 3986's unreserved set percent-encoded.
+    assert!(html.contains("href=\"./%3Cb%3E%26%22x%20y.txt\""), "{html}");
+    assert!(html.contains("href=\"./sub%20dir/\""), "{html}");
     assert!(!html.contains("secret"), "dotfile listed: {html}");
     let a = html.find(">a.txt<").expect("a.txt");
     let b = html.find(">b.txt<").expect("b.txt");
     assert!(a < b, "not sorted");
     assert!(html.contains("<td>2</td>"), "size of b.txt: {html}");
     // The link works.
-    let r = server.get("/files/%3Cb%3E&%22x%20y.txt");
+    let r = server.get("/files/./%3Cb%3E%26%22x%20y.txt");
     assert_eq!(r.body_text(), "tricky");
     // A directory with an index is not listed.
     assert_eq!(server.get("/sub/").body_text(), "sub index\n");
