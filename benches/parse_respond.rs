@@ -9,12 +9,12 @@ use std::hint::black_box;
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant, SystemTime};
 
-use readyserve::access_log::AccessLog;
 use readyserve::buffers::BufferPool;
-use readyserve::cache::FileCache;
 use readyserve::connection::{Connection, Context, Limits, Readiness, Transport};
-use readyserve::response::DateCache;
-use readyserve::static_files::StaticFiles;
+use readyserve::files::cache::FileCache;
+use readyserve::files::static_files::StaticFiles;
+use readyserve::http::response::DateCache;
+use readyserve::ops::access_log::AccessLog;
 
 /// An in-memory socket.
 struct Mem {

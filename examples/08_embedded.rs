@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use readyserve::config::AccessLogTarget;
 use readyserve::handler::Reply;
-use readyserve::request::Request;
+use readyserve::http::request::Request;
 use readyserve::{Config, Server};
 
 fn main() -> ExitCode {

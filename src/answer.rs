@@ -16,18 +16,18 @@ use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::Instant;
 
-use crate::access_log::Entry;
 use crate::buffers::OutBuf;
-use crate::cache::CachedFile;
-use crate::conditional::{self, Condition, Validators};
 use crate::connection::Context;
-use crate::encoding::{self, Coding};
-use crate::error::HttpError;
+use crate::files::cache::CachedFile;
+use crate::files::static_files::{FoundFile, Resolved};
 use crate::handler::{Handler, Reply};
-use crate::range::{self, RangeRequest};
-use crate::request::{Method, Request, Version};
-use crate::response::{self, DateCache};
-use crate::static_files::{FoundFile, Resolved};
+use crate::http::conditional::{self, Condition, Validators};
+use crate::http::encoding::{self, Coding};
+use crate::http::error::HttpError;
+use crate::http::range::{self, RangeRequest};
+use crate::http::request::{Method, Request, Version};
+use crate::http::response::{self, DateCache};
+use crate::ops::access_log::Entry;
 
 /// Files (or ranges) up to this size go into the output buffer with their head; larger
 /// ones are streamed.
@@ -567,7 +567,7 @@ pub fn log_request(
         .as_micros();
     let header = ctx.real_ip_header;
     let client =
-        crate::proxy::client_addr(peer, header, req.headers_named(header.name()), ctx.trusted);
+        crate::ops::proxy::client_addr(peer, header, req.headers_named(header.name()), ctx.trusted);
     let entry = Entry {
         peer: client,
         peer_is_unix: peer.is_none() && client.is_none(),

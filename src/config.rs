@@ -331,7 +331,7 @@ pub struct Config {
     #[arg(
         long,
         env = "READYSERVE_MAX_LISTING_ENTRIES",
-        default_value_t = crate::static_files::DEFAULT_MAX_LISTING_ENTRIES,
+        default_value_t = crate::files::static_files::DEFAULT_MAX_LISTING_ENTRIES,
         value_parser = parse_positive
     )]
     pub max_listing_entries: usize,
@@ -376,7 +376,7 @@ impl Default for Config {
             log_level: log::LevelFilter::Info,
             cache_bytes: 64 * 1024 * 1024,
             list_directories: false,
-            max_listing_entries: crate::static_files::DEFAULT_MAX_LISTING_ENTRIES,
+            max_listing_entries: crate::files::static_files::DEFAULT_MAX_LISTING_ENTRIES,
             serve_dotfiles: false,
             follow_symlinks: false,
             cache_control: None,

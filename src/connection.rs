@@ -41,18 +41,18 @@ use std::time::{Duration, Instant, SystemTime};
 
 use mio::{Interest, Token};
 
-use crate::access_log::{AccessLog, Entry};
 use crate::answer::{self, FileBody};
-use crate::body::Discard;
 use crate::buffers::{BufferPool, MAX_SLICES, OutBuf, READ_BUFFER};
-use crate::cache::FileCache;
 use crate::config::{RealIpHeader, TrustedProxy};
-use crate::error::HttpError;
+use crate::files::cache::FileCache;
+use crate::files::static_files::StaticFiles;
 use crate::handler::Handler;
-use crate::metrics::{Metrics, TimeoutKind};
-use crate::request::{self, BodyLength, Parsed, Version};
-use crate::response::DateCache;
-use crate::static_files::StaticFiles;
+use crate::http::body::Discard;
+use crate::http::error::HttpError;
+use crate::http::request::{self, BodyLength, Parsed, Version};
+use crate::http::response::DateCache;
+use crate::ops::access_log::{AccessLog, Entry};
+use crate::ops::metrics::{Metrics, TimeoutKind};
 
 /// The read buffer's first size. Most request heads are a few hundred bytes.
 const READ_CHUNK: usize = READ_BUFFER;
@@ -1069,7 +1069,7 @@ mod tests {
     use std::collections::VecDeque;
 
     use crate::answer::INLINE_FILE_MAX;
-    use crate::static_files::Options;
+    use crate::files::static_files::Options;
 
     /// An in-memory socket. `room` is how many more bytes its peer will take: 0 for a
     /// client that never reads.

@@ -24,7 +24,7 @@
 //!
 //! ```
 //! use readyserve::handler::Reply;
-//! use readyserve::request::Request;
+//! use readyserve::http::request::Request;
 //!
 //! let mut hits = 0u64;
 //! let handler = move |req: &Request<'_>| {
@@ -34,7 +34,7 @@
 //! # let _ = handler;
 //! ```
 
-use crate::request::Request;
+use crate::http::request::Request;
 
 /// Answers some requests in code. See the module docs: it must never block.
 pub trait Handler {

@@ -33,21 +33,21 @@
 //! - [`listener`]: TCP and Unix-socket listeners, and the stream type for both.
 //! - [`connection`]: the per-connection state machine.
 //! - [`answer`]: from a parsed request to a queued response (handler, file, error).
-//! - [`request`]: request heads, parsed with `httparse`, and the framing rules.
+//! - [`http::request`]: request heads, parsed with `httparse`, and the framing rules.
 //! - [`buffers`]: the buffer pool: idle connections hold no buffer.
-//! - [`body`]: request bodies, skipped byte-exact (Content-Length and chunked).
-//! - [`response`]: response heads and the cached `Date`.
-//! - [`static_files`]: from a URL to an open file under the root, safely.
-//! - [`cache`]: small files and listings in memory, invalidated by inotify, revalidated twice a second.
-//! - [`conditional`]: ETag, Last-Modified, and 304 Not Modified.
-//! - [`range`]: the Range header: 206 Partial Content and 416.
-//! - [`encoding`]: choosing a precompressed `.br`/`.gz` sidecar from Accept-Encoding.
-//! - [`listing`]: directory listings (`--list-directories`), safely escaped.
+//! - [`http::body`]: request bodies, skipped byte-exact (Content-Length and chunked).
+//! - [`http::response`]: response heads and the cached `Date`.
+//! - [`files::static_files`]: from a URL to an open file under the root, safely.
+//! - [`files::cache`]: small files and listings in memory, invalidated by inotify, revalidated twice a second.
+//! - [`http::conditional`]: ETag, Last-Modified, and 304 Not Modified.
+//! - [`http::range`]: the Range header: 206 Partial Content and 416.
+//! - [`http::encoding`]: choosing a precompressed `.br`/`.gz` sidecar from Accept-Encoding.
+//! - [`files::listing`]: directory listings (`--list-directories`), safely escaped.
 //! - [`timers`]: deadlines in an ordered set; the nearest one is `poll`'s timeout.
-//! - [`access_log`]: one Combined Log Format (or JSON) line per request, buffered per turn.
-//! - [`proxy`]: the real client address behind a trusted proxy (X-Forwarded-For).
-//! - [`metrics`]: Prometheus counters, served by a second listener in the same loop.
-//! - [`error`]: [`HttpError`] and the one `match` that maps it to a status code.
+//! - [`ops::access_log`]: one Combined Log Format (or JSON) line per request, buffered per turn.
+//! - [`ops::proxy`]: the real client address behind a trusted proxy (X-Forwarded-For).
+//! - [`ops::metrics`]: Prometheus counters, served by a second listener in the same loop.
+//! - [`http::error`]: [`HttpError`] and the one `match` that maps it to a status code.
 //! - [`handler`]: the library API: answer some requests in code, on the loop thread.
 //! - [`config`]: flags and `READYSERVE_*` environment variables.
 //!
@@ -64,15 +64,15 @@
 //!    the loop calls [`connection::Connection::ready`]. In the Reading state the connection
 //!    reads into its buffer. A short read means the kernel's queue is empty, so it does not
 //!    read again to hear WouldBlock.
-//! 3. **Parsing.** [`request::parse`] hands the buffer to `httparse`. `Partial` sends the
-//!    connection back to Reading; `Complete(n)` gives a [`request::Request`] and leaves the
+//! 3. **Parsing.** [`http::request::parse`] hands the buffer to `httparse`. `Partial` sends the
+//!    connection back to Reading; `Complete(n)` gives a [`http::request::Request`] and leaves the
 //!    bytes after `n` for the next pipelined request. Any [`HttpError`] becomes an error
 //!    response and a close.
 //! 4. **Answering.** A [`handler::Handler`], if the library user installed one, may answer.
-//!    Otherwise [`static_files::StaticFiles::open`] maps the target to an open file inside
-//!    the root, [`response::begin`], [`response::header`] and [`response::end`] write the
+//!    Otherwise [`files::static_files::StaticFiles::open`] maps the target to an open file inside
+//!    the root, [`http::response::begin`], [`http::response::header`] and [`http::response::end`] write the
 //!    head into the output buffer, and a small file's bytes follow it (a large one is
-//!    streamed later, chunk by chunk). [`access_log::AccessLog::log`] records the request.
+//!    streamed later, chunk by chunk). [`ops::access_log::AccessLog::log`] records the request.
 //! 5. **Writing.** The connection writes its output until it is all sent. If the socket's
 //!    buffer fills up, it stays in Writing, its [`connection::Connection::interest`] becomes
 //!    WRITABLE, and the loop reregisters it; the next writable edge resumes it.
@@ -81,28 +81,18 @@
 //!    its side and drains what the client still sends. When it is done, the loop frees its
 //!    slot at the end of the turn.
 
-pub mod access_log;
 pub mod answer;
-pub mod body;
 pub mod buffers;
-pub mod cache;
-pub mod conditional;
 pub mod config;
 pub mod connection;
-pub mod encoding;
-pub mod error;
+pub mod files;
 pub mod handler;
+pub mod http;
 pub mod listener;
-pub mod listing;
-pub mod metrics;
-pub mod proxy;
-pub mod range;
-pub mod request;
-pub mod response;
+pub mod ops;
 pub mod server;
-pub mod static_files;
 pub mod timers;
 
 pub use config::Config;
-pub use error::HttpError;
+pub use http::error::HttpError;
 pub use server::{Server, ServerHandle, StartError};

@@ -32,16 +32,16 @@ use mio::event::Event;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use slab::Slab;
 
-use crate::access_log::AccessLog;
 use crate::buffers::BufferPool;
-use crate::cache::FileCache;
 use crate::config::{AccessLogTarget, Config, ListenAddr};
 use crate::connection::{Connection, Context, Limits, Readiness};
+use crate::files::cache::FileCache;
+use crate::files::static_files::{Options, StaticFiles};
 use crate::handler::Handler;
+use crate::http::response::DateCache;
 use crate::listener::{BindOptions, Listener, Stream};
-use crate::metrics::Metrics;
-use crate::response::DateCache;
-use crate::static_files::{Options, StaticFiles};
+use crate::ops::access_log::AccessLog;
+use crate::ops::metrics::Metrics;
 use crate::timers::Timers;
 
 /// The listening socket's token. Connection tokens are slab keys, which stay far below these.

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use readyserve::handler::Reply;
-use readyserve::request::Request;
+use readyserve::http::request::Request;
 
 fn start() -> TestServer {
     TestServer::start_full(

@@ -12,12 +12,12 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use libfuzzer_sys::fuzz_target;
-use readyserve::access_log::AccessLog;
+use readyserve::ops::access_log::AccessLog;
 use readyserve::buffers::BufferPool;
-use readyserve::cache::FileCache;
+use readyserve::files::cache::FileCache;
 use readyserve::connection::{Connection, Context, Limits, Readiness, Transport};
-use readyserve::response::DateCache;
-use readyserve::static_files::{Options, StaticFiles};
+use readyserve::http::response::DateCache;
+use readyserve::files::static_files::{Options, StaticFiles};
 
 /// An in-memory socket: input queued by the script, output collected.
 struct Mem {

@@ -20,10 +20,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use libfuzzer_sys::fuzz_target;
-use readyserve::cache::{CachedFile, FileCache};
-use readyserve::conditional::Validators;
-use readyserve::encoding::Coding;
-use readyserve::static_files::{Options, Resolved, StaticFiles};
+use readyserve::files::cache::{CachedFile, FileCache};
+use readyserve::http::conditional::Validators;
+use readyserve::http::encoding::Coding;
+use readyserve::files::static_files::{Options, Resolved, StaticFiles};
 
 /// The outside file's content: never to be served without `--follow-symlinks`.
 const SECRET: &[u8] = b"OUTSIDE-THE-ROOT";

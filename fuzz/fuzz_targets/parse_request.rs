@@ -3,12 +3,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use readyserve::body::Discard;
-use readyserve::conditional::{self, Validators};
-use readyserve::encoding;
-use readyserve::range::{self, RangeRequest};
-use readyserve::request::{self, Parsed};
-use readyserve::static_files::map_target;
+use readyserve::http::body::Discard;
+use readyserve::http::conditional::{self, Validators};
+use readyserve::http::encoding;
+use readyserve::http::range::{self, RangeRequest};
+use readyserve::http::request::{self, Parsed};
+use readyserve::files::static_files::map_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(Parsed::Complete(req, n)) = request::parse(data, 16 * 1024, 1024 * 1024) else {

@@ -9,7 +9,7 @@
 //! A [`Request`] borrows from the connection's read buffer: parsing copies nothing and
 //! allocates nothing.
 
-use crate::error::HttpError;
+use crate::http::error::HttpError;
 
 /// Most header lines in one request; more is answered with 431.
 pub const MAX_HEADERS: usize = 100;

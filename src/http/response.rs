@@ -14,7 +14,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::request::Version;
+use crate::http::request::Version;
 
 /// The value of the `Server` header.
 pub const SERVER: &str = concat!("readyserve/", env!("CARGO_PKG_VERSION"));

@@ -46,9 +46,9 @@ use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
-use crate::encoding::Coding;
-use crate::error::HttpError;
-use crate::listing::Listing;
+use crate::files::listing::Listing;
+use crate::http::encoding::Coding;
+use crate::http::error::HttpError;
 
 /// Characters percent-encoded when a path is written back into a `Location` header.
 const PATH_SEGMENT: &AsciiSet = &CONTROLS

@@ -8,8 +8,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::error::HttpError;
-use crate::request::Method;
+use crate::http::error::HttpError;
+use crate::http::request::Method;
 
 /// Upper bounds of the request-duration histogram, in seconds.
 const BUCKETS: [f64; 10] = [

@@ -20,11 +20,11 @@
 //! Rendering stats every entry, on the one thread that serves everyone: 30,000 entries took
 //! tens of milliseconds in which no other client was answered. Two things bound that:
 //!
-//! - The rendered page is cached ([`crate::cache::FileCache::listing`]) and dropped when
+//! - The rendered page is cached ([`crate::files::cache::FileCache::listing`]) and dropped when
 //!   inotify reports a change in the directory, so a listing fetched in a loop is rendered
 //!   once, not once per request.
 //! - At most `--max-listing-entries` entries are read (default
-//!   [`crate::static_files::DEFAULT_MAX_LISTING_ENTRIES`]); a longer directory gets a page
+//!   [`crate::files::static_files::DEFAULT_MAX_LISTING_ENTRIES`]); a longer directory gets a page
 //!   that says it was cut short. That bounds the cost of the render the cache cannot avoid
 //!   (the first one, and one after each change).
 //!
@@ -42,10 +42,10 @@ use std::sync::Arc;
 
 use rustix::fs::{AtFlags, FileType, OFlags};
 
-use crate::conditional::http_date;
-use crate::static_files::open_beneath;
+use crate::files::static_files::open_beneath;
+use crate::http::conditional::http_date;
 
-/// A directory to list, opened by [`crate::static_files::StaticFiles::open`] inside the
+/// A directory to list, opened by [`crate::files::static_files::StaticFiles::open`] inside the
 /// root; rendering reads it through its descriptor, never by path.
 #[derive(Debug)]
 pub struct Listing {

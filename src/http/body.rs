@@ -16,8 +16,8 @@
 //! two of us disagree on where the next request starts. nginx, for example, ends a size line
 //! at a bare LF; a parser that reads on past it sees different bytes than nginx did.
 
-use crate::error::HttpError;
-use crate::request::{BodyLength, MAX_HEADERS};
+use crate::http::error::HttpError;
+use crate::http::request::{BodyLength, MAX_HEADERS};
 
 /// Longest chunk-size line (size and extensions, without CRLF) we wait for.
 const MAX_CHUNK_SIZE_LINE: usize = 1024;

@@ -8,7 +8,7 @@
 //! first. Directory listings are kept too (see [`FileCache::listing`]).
 //!
 //! Entries are keyed by the request target's path exactly as sent, and created only from
-//! what [`crate::static_files::StaticFiles::open`] opened for that path.
+//! what [`crate::files::static_files::StaticFiles::open`] opened for that path.
 //!
 //! # Never stale: inotify, another readiness source
 //!
@@ -27,13 +27,13 @@
 //! deploy by re-pointing a symlink (`current -> releases/v2`), and then nothing changed in
 //! the old release's directory: the URL simply leads somewhere else. So, at most twice a
 //! second per entry, the entry's URL is resolved again exactly as serving it would be
-//! ([`crate::static_files::StaticFiles::current`]: the same `openat2` from the root, the
+//! ([`crate::files::static_files::StaticFiles::current`]: the same `openat2` from the root, the
 //! same sidecar lookups) and the file it leads to must be the same version (device, inode,
 //! size and modification time to the nanosecond). A re-pointed symlink, a root that now
 //! leads elsewhere, a file that is gone, a watch that could not be added: all are caught by
 //! this one check, because it asks the question serving asks. In between, a hit costs no
 //! syscall at all. (Half a second, not one: with the root's own re-check, see
-//! [`crate::static_files`], a re-pointed root is then served within a second too.)
+//! [`crate::files::static_files`], a re-pointed root is then served within a second too.)
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
@@ -49,9 +49,9 @@ use std::time::{Duration, Instant};
 
 use rustix::fs::inotify;
 
-use crate::conditional::Validators;
-use crate::listing::Listing;
-use crate::static_files::StaticFiles;
+use crate::files::listing::Listing;
+use crate::files::static_files::StaticFiles;
+use crate::http::conditional::Validators;
 
 /// Files larger than this are never cached (they are streamed from disk).
 pub const MAX_CACHED_FILE: u64 = 1024 * 1024;
