@@ -10,10 +10,12 @@ use std::io::{self, Read, Write};
 use std::time::{Duration, Instant, SystemTime};
 
 use readyserve::buffers::BufferPool;
-use readyserve::connection::{Connection, Context, Limits, Readiness, Transport};
+use readyserve::connection::{Connection, Readiness};
+use readyserve::context::{Clock, Context, Limits};
 use readyserve::files::cache::FileCache;
 use readyserve::files::static_files::StaticFiles;
 use readyserve::http::response::DateCache;
+use readyserve::listener::Transport;
 use readyserve::ops::access_log::AccessLog;
 
 /// An in-memory socket.
@@ -89,22 +91,13 @@ fn main() -> io::Result<()> {
         let mut run = |rounds: usize| {
             for _ in 0..rounds {
                 conn.socket_mut().input.extend(&batch);
-                let mut ctx = Context {
-                    limits: &limits,
-                    files: &files,
-                    date: &date,
-                    access_log: &mut log,
+                let clock = Clock {
                     now,
                     wall: SystemTime::now(),
-                    shutting_down: false,
-                    handler: None,
-                    cache: &mut cache,
-                    pool: &mut pool,
-                    metrics: None,
-                    open_connections: 1,
-                    trusted: &[],
-                    real_ip_header: readyserve::config::RealIpHeader::XForwardedFor,
                 };
+                let mut ctx = Context::new(
+                    &limits, &files, &date, &mut log, &mut cache, &mut pool, clock,
+                );
                 conn.ready(
                     Readiness {
                         readable: true,

@@ -17,8 +17,9 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use crate::buffers::OutBuf;
-use crate::connection::Context;
+use crate::context::Context;
 use crate::files::cache::CachedFile;
+use crate::files::listing;
 use crate::files::static_files::{FoundFile, Resolved};
 use crate::handler::{Handler, Reply};
 use crate::http::conditional::{self, Condition, Validators};
@@ -109,12 +110,15 @@ pub fn answer(
             response::end(head, Some(body.len() as u64), req.version, keep_alive);
             send_body(out, body.as_bytes(), head_only, 301, keep_alive)
         }
-        Ok(Resolved::Listing(listing)) => {
+        Ok(Resolved::Directory(listing)) => {
             // Rendered once, then kept until inotify reports a change (see listing.rs). A
             // listing can be large (a directory of thousands of files): it is queued as a
             // shared body, counted against the connection's high-water mark like a cached
             // file, rather than copied in beside the heads.
-            let html = match ctx.cache.listing(cache_key(req.target), &listing) {
+            let html = match ctx
+                .cache
+                .listing(cache_key(req.target), &listing, listing::render)
+            {
                 Ok(html) => html,
                 Err(e) => {
                     log::warn!("{}: cannot list the directory: {e}", req.target);

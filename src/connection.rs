@@ -33,26 +33,21 @@
 //! real `mio::net::TcpStream` and on an in-memory stream in tests and fuzzing.
 
 use std::fmt;
-use std::fs::File;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Read};
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use mio::{Interest, Token};
 
 use crate::answer::{self, FileBody};
 use crate::buffers::{BufferPool, MAX_SLICES, OutBuf, READ_BUFFER};
-use crate::config::{RealIpHeader, TrustedProxy};
-use crate::files::cache::FileCache;
-use crate::files::static_files::StaticFiles;
-use crate::handler::Handler;
+use crate::context::{Context, Limits};
 use crate::http::body::Discard;
 use crate::http::error::HttpError;
 use crate::http::request::{self, BodyLength, Parsed, Version};
-use crate::http::response::DateCache;
-use crate::ops::access_log::{AccessLog, Entry};
-use crate::ops::metrics::{Metrics, TimeoutKind};
+use crate::listener::Transport;
+use crate::ops::access_log::Entry;
+use crate::ops::metrics::TimeoutKind;
 
 /// The read buffer's first size. Most request heads are a few hundred bytes.
 const READ_CHUNK: usize = READ_BUFFER;
@@ -70,81 +65,6 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 64 * 1024;
 /// Most bytes handed to one sendfile(2) call.
 const SENDFILE_CHUNK: usize = 1024 * 1024;
-
-/// A byte stream a [`Connection`] can run on.
-pub trait Transport: Read + Write {
-    /// Shuts down the sending half (TCP FIN), keeping the receiving half open.
-    fn shutdown_write(&mut self) -> io::Result<()>;
-
-    /// Writes `buf`, telling the kernel more data follows at once (MSG_MORE), so that a
-    /// response head and the file after it fill whole packets. Plain `write` by default.
-    fn write_more(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.write(buf)
-    }
-
-    /// Writes the slices in order, as much as fits, in one call (writev(2)); with `more`,
-    /// also says that more data follows at once, as [`Transport::write_more`] does.
-    ///
-    /// The default writes the first non-empty slice only, with `write` or `write_more`:
-    /// correct for any transport, just more calls.
-    fn send_vectored(&mut self, bufs: &[IoSlice<'_>], more: bool) -> io::Result<usize> {
-        let Some(first) = bufs.iter().find(|b| !b.is_empty()) else {
-            return Ok(0);
-        };
-        if more {
-            self.write_more(first)
-        } else {
-            self.write(first)
-        }
-    }
-
-    /// Sends up to `count` bytes of `file` from its current offset, in the kernel, without
-    /// copying them through user space (sendfile(2)). `Unsupported` where that is not
-    /// possible; the caller then reads and writes instead.
-    fn send_file(&mut self, file: &mut File, count: usize) -> io::Result<usize> {
-        let _ = (file, count);
-        Err(io::ErrorKind::Unsupported.into())
-    }
-}
-
-impl Transport for mio::net::TcpStream {
-    fn shutdown_write(&mut self) -> io::Result<()> {
-        self.shutdown(std::net::Shutdown::Write)
-    }
-
-    fn write_more(&mut self, buf: &[u8]) -> io::Result<usize> {
-        use rustix::net::SendFlags;
-        Ok(rustix::net::send(
-            &*self,
-            buf,
-            SendFlags::MORE | SendFlags::NOSIGNAL,
-        )?)
-    }
-
-    fn send_vectored(&mut self, bufs: &[IoSlice<'_>], more: bool) -> io::Result<usize> {
-        send_vectored(&*self, bufs, more)
-    }
-
-    fn send_file(&mut self, file: &mut File, count: usize) -> io::Result<usize> {
-        // `None`: use and advance the file's own offset, as read(2) would.
-        Ok(rustix::fs::sendfile(&*self, &*file, None, count)?)
-    }
-}
-
-/// [`Transport::send_vectored`] for a socket: one sendmsg(2) of all the slices, with
-/// MSG_NOSIGNAL (a client that went away is an error to handle, not a SIGPIPE) and, when a
-/// file follows, MSG_MORE.
-pub fn send_vectored(socket: impl AsFd, bufs: &[IoSlice<'_>], more: bool) -> io::Result<usize> {
-    use rustix::net::{SendAncillaryBuffer, SendFlags};
-    let flags = if more {
-        SendFlags::MORE | SendFlags::NOSIGNAL
-    } else {
-        SendFlags::NOSIGNAL
-    };
-    // No control messages: the empty ancillary buffer allocates nothing.
-    let mut control = SendAncillaryBuffer::default();
-    Ok(rustix::net::sendmsg(socket, bufs, &mut control, flags)?)
-}
 
 /// Whether an I/O error on the socket only says that the client went away (closed, reset,
 /// unreachable). That is normal, not a server problem: it is logged at debug.
@@ -185,66 +105,6 @@ impl fmt::Display for State {
             State::Closing => "Closing",
         })
     }
-}
-
-/// The limits a connection enforces, taken from the configuration.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// `--max-header-bytes`.
-    pub max_head: usize,
-    /// `--max-body-bytes`.
-    pub max_body: u64,
-    /// `--header-timeout`.
-    pub header_timeout: Duration,
-    /// `--keep-alive-timeout`.
-    pub keep_alive_timeout: Duration,
-    /// `--write-timeout`.
-    pub write_timeout: Duration,
-}
-
-impl From<&crate::config::Config> for Limits {
-    fn from(config: &crate::config::Config) -> Self {
-        Limits {
-            max_head: config.max_header_bytes as usize,
-            max_body: config.max_body_bytes,
-            header_timeout: config.header_timeout(),
-            keep_alive_timeout: config.keep_alive_timeout(),
-            write_timeout: config.write_timeout(),
-        }
-    }
-}
-
-/// What a connection needs from the server while it runs: shared, read-only settings and
-/// the few things that are shared and written (the access log).
-pub struct Context<'a> {
-    /// Limits and timeouts.
-    pub limits: &'a Limits,
-    /// The document root.
-    pub files: &'a StaticFiles,
-    /// The current `Date` header value.
-    pub date: &'a DateCache,
-    /// The access log.
-    pub access_log: &'a mut AccessLog,
-    /// The loop's clock for this turn (one `Instant::now()` per turn, not per call).
-    pub now: Instant,
-    /// Wall-clock time for this turn, for the access log.
-    pub wall: SystemTime,
-    /// The server is shutting down: finish what is in flight, start nothing new.
-    pub shutting_down: bool,
-    /// The library user's handler, asked before the static files.
-    pub handler: Option<&'a mut dyn Handler>,
-    /// Small files in memory.
-    pub cache: &'a mut FileCache,
-    /// Buffers that idle connections gave back.
-    pub pool: &'a mut BufferPool,
-    /// The counters, when `--metrics-listen` is set.
-    pub metrics: Option<&'a mut Metrics>,
-    /// Client connections open now (for the metrics page).
-    pub open_connections: usize,
-    /// `--trust-proxy`.
-    pub trusted: &'a [TrustedProxy],
-    /// `--real-ip-header`: the one header that names the client behind a trusted proxy.
-    pub real_ip_header: RealIpHeader,
 }
 
 /// What the event said about the socket.
@@ -1067,9 +927,16 @@ impl fmt::Display for Peer {
 mod tests {
     use super::*;
     use std::collections::VecDeque;
+    use std::io::Write;
 
     use crate::answer::INLINE_FILE_MAX;
+    use crate::context::Clock;
+    use crate::files::cache::FileCache;
     use crate::files::static_files::Options;
+    use crate::files::static_files::StaticFiles;
+    use crate::http::response::DateCache;
+    use crate::ops::access_log::AccessLog;
+    use std::time::SystemTime;
 
     /// An in-memory socket. `room` is how many more bytes its peer will take: 0 for a
     /// client that never reads.
@@ -1142,22 +1009,13 @@ mod tests {
         let mut cache = FileCache::new(cache_budget);
         let mut pool = BufferPool::new();
         let now = Instant::now();
-        let mut ctx = Context {
-            limits: &limits,
-            files: &files,
-            date: &date,
-            access_log: &mut log,
+        let clock = Clock {
             now,
             wall: SystemTime::now(),
-            shutting_down: false,
-            handler: None,
-            cache: &mut cache,
-            pool: &mut pool,
-            metrics: None,
-            open_connections: 1,
-            trusted: &[],
-            real_ip_header: RealIpHeader::XForwardedFor,
         };
+        let mut ctx = Context::new(
+            &limits, &files, &date, &mut log, &mut cache, &mut pool, clock,
+        );
         let request = format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n");
         let mem = Mem {
             input: request.repeat(8).into_bytes().into(),

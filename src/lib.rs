@@ -85,6 +85,7 @@ pub mod answer;
 pub mod buffers;
 pub mod config;
 pub mod connection;
+pub mod context;
 pub mod files;
 pub mod handler;
 pub mod http;

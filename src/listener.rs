@@ -6,8 +6,9 @@
 //! mio, so the loop does not care which one it has.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -16,7 +17,6 @@ use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
 use crate::config::ListenAddr;
-use crate::connection::Transport;
 
 /// The kernel's queue of connections not yet accepted.
 const BACKLOG: i32 = 1024;
@@ -214,6 +214,50 @@ impl Write for Stream {
     }
 }
 
+/// A byte stream a [`Connection`](crate::connection::Connection) can run on: a [`Stream`]
+/// from a listener, or an in-memory stand-in in tests, fuzzing and benchmarks.
+pub trait Transport: Read + Write {
+    /// Shuts down the sending half (TCP FIN), keeping the receiving half open.
+    fn shutdown_write(&mut self) -> io::Result<()>;
+
+    /// Writes the slices in order, as much as fits, in one call (writev(2)); with `more`,
+    /// also tells the kernel that more data follows at once (MSG_MORE), so that a response
+    /// head and the file after it fill whole packets.
+    ///
+    /// The default writes the first non-empty slice only, with `write`: correct for any
+    /// transport, just more calls.
+    fn send_vectored(&mut self, bufs: &[IoSlice<'_>], more: bool) -> io::Result<usize> {
+        let _ = more;
+        match bufs.iter().find(|b| !b.is_empty()) {
+            Some(first) => self.write(first),
+            None => Ok(0),
+        }
+    }
+
+    /// Sends up to `count` bytes of `file` from its current offset, in the kernel, without
+    /// copying them through user space (sendfile(2)). `Unsupported` where that is not
+    /// possible; the caller then reads and writes instead.
+    fn send_file(&mut self, file: &mut File, count: usize) -> io::Result<usize> {
+        let _ = (file, count);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// [`Transport::send_vectored`] for a socket: one sendmsg(2) of all the slices, with
+/// MSG_NOSIGNAL (a client that went away is an error to handle, not a SIGPIPE) and, when a
+/// file follows, MSG_MORE.
+fn send_vectored(socket: impl AsFd, bufs: &[IoSlice<'_>], more: bool) -> io::Result<usize> {
+    use rustix::net::{SendAncillaryBuffer, SendFlags};
+    let flags = if more {
+        SendFlags::MORE | SendFlags::NOSIGNAL
+    } else {
+        SendFlags::NOSIGNAL
+    };
+    // No control messages: the empty ancillary buffer allocates nothing.
+    let mut control = SendAncillaryBuffer::default();
+    Ok(rustix::net::sendmsg(socket, bufs, &mut control, flags)?)
+}
+
 impl Transport for Stream {
     fn shutdown_write(&mut self) -> io::Result<()> {
         match self {
@@ -222,23 +266,11 @@ impl Transport for Stream {
         }
     }
 
-    fn write_more(&mut self, buf: &[u8]) -> io::Result<usize> {
-        use rustix::net::SendFlags;
+    fn send_vectored(&mut self, bufs: &[IoSlice<'_>], more: bool) -> io::Result<usize> {
         match self {
-            Stream::Tcp(s) => Ok(rustix::net::send(
-                &*s,
-                buf,
-                SendFlags::MORE | SendFlags::NOSIGNAL,
-            )?),
-            Stream::Unix(s) => s.write(buf),
-        }
-    }
-
-    fn send_vectored(&mut self, bufs: &[std::io::IoSlice<'_>], more: bool) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => crate::connection::send_vectored(&*s, bufs, more),
+            Stream::Tcp(s) => send_vectored(&*s, bufs, more),
             // MSG_MORE means nothing to a Unix socket: there are no packets to fill.
-            Stream::Unix(s) => crate::connection::send_vectored(&*s, bufs, false),
+            Stream::Unix(s) => send_vectored(&*s, bufs, false),
         }
     }
 

@@ -26,7 +26,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use mio::event::Event;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
@@ -34,7 +34,8 @@ use slab::Slab;
 
 use crate::buffers::BufferPool;
 use crate::config::{AccessLogTarget, Config, ListenAddr};
-use crate::connection::{Connection, Context, Limits, Readiness};
+use crate::connection::{Connection, Readiness};
+use crate::context::{Clock, Context, Limits};
 use crate::files::cache::FileCache;
 use crate::files::static_files::{Options, StaticFiles};
 use crate::handler::Handler;
@@ -324,9 +325,9 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-            let now = Instant::now();
-            let wall = SystemTime::now();
-            date.update(wall);
+            let clock = Clock::read();
+            let now = clock.now;
+            date.update(clock.wall);
             if let Some(m) = metrics.as_mut() {
                 m.iteration(events.iter().count());
             }
@@ -336,25 +337,23 @@ impl Server {
                 cache.on_watch_event();
             }
             let registry = self.poll.registry();
-            let mut ctx = Context {
-                limits: &self.limits,
-                files: &self.files,
-                date: &date,
-                access_log: &mut self.access_log,
-                now,
-                wall,
-                shutting_down: shutdown_deadline.is_some(),
-                handler: match self.handler.as_mut() {
-                    Some(handler) => Some(handler.as_mut()),
-                    None => None,
-                },
-                cache: &mut cache,
-                pool: &mut pool,
-                metrics: metrics.as_mut(),
-                open_connections: slots.len() - metrics_open,
-                trusted: &self.config.trust_proxy,
-                real_ip_header: self.config.real_ip_header,
+            let handler: Option<&mut dyn Handler> = match self.handler.as_mut() {
+                Some(handler) => Some(handler.as_mut()),
+                None => None,
             };
+            let mut ctx = Context::new(
+                &self.limits,
+                &self.files,
+                &date,
+                &mut self.access_log,
+                &mut cache,
+                &mut pool,
+                clock,
+            )
+            .with_handler(handler)
+            .with_metrics(metrics.as_mut(), slots.len() - metrics_open)
+            .with_proxies(&self.config.trust_proxy, self.config.real_ip_header)
+            .shutting_down(shutdown_deadline.is_some());
 
             // ---- 2. connections that yielded last turn
             for key in std::mem::take(&mut schedule.resume) {

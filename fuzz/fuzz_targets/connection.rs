@@ -15,7 +15,9 @@ use libfuzzer_sys::fuzz_target;
 use readyserve::ops::access_log::AccessLog;
 use readyserve::buffers::BufferPool;
 use readyserve::files::cache::FileCache;
-use readyserve::connection::{Connection, Context, Limits, Readiness, Transport};
+use readyserve::connection::{Connection, Readiness};
+use readyserve::context::{Clock, Context, Limits};
+use readyserve::listener::Transport;
 use readyserve::http::response::DateCache;
 use readyserve::files::static_files::{Options, StaticFiles};
 
@@ -142,22 +144,8 @@ fn context<'a>(
     pool: &'a mut BufferPool,
     now: Instant,
 ) -> Context<'a> {
-    Context {
-        limits,
-        files: files(),
-        date,
-        access_log: log,
-        now,
-        wall: SystemTime::now(),
-        shutting_down: false,
-        handler: None,
-        cache,
-        pool,
-        metrics: None,
-        open_connections: 1,
-        trusted: &[],
-        real_ip_header: readyserve::config::RealIpHeader::XForwardedFor,
-    }
+    let clock = Clock { now, wall: SystemTime::now() };
+    Context::new(limits, files(), date, log, cache, pool, clock)
 }
 
 /// The output must be whole responses, back to back. HEAD responses have no body, so after

@@ -271,8 +271,8 @@ fn serve(
             }
             Vec::new()
         }
-        Ok(Resolved::Listing(listing)) => {
-            let Ok(html) = cache.listing(target, &listing) else {
+        Ok(Resolved::Directory(listing)) => {
+            let Ok(html) = cache.listing(target, &listing, readyserve::files::listing::render) else {
                 return Vec::new();
             };
             let html = String::from_utf8_lossy(&html).into_owned();
@@ -335,7 +335,7 @@ fuzz_target!(|data: &[u8]| {
             // A listed entry can be served: a file, or a directory (index or listing).
             let ok = matches!(
                 files.open(&followed, &[]),
-                Ok(Resolved::File(_) | Resolved::Listing(_))
+                Ok(Resolved::File(_) | Resolved::Directory(_))
             );
             assert!(ok, "{followed}: listed but not served");
             serve(&files, &mut cache, &followed, follow, now);

@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 
 use rustix::fs::inotify;
 
-use crate::files::listing::Listing;
+use crate::files::static_files::Directory;
 use crate::files::static_files::StaticFiles;
 use crate::http::conditional::Validators;
 
@@ -117,7 +117,7 @@ impl CachedFile {
 #[derive(Debug)]
 enum Entry {
     File(CachedFile),
-    /// A rendered listing of the directory in this version (see [`Listing::version`]).
+    /// A rendered listing of the directory in this version (see [`Directory::version`]).
     Listing {
         html: Rc<[u8]>,
         version: (u64, u64, i64, i64),
@@ -441,7 +441,12 @@ impl FileCache {
     /// version of this directory and nothing in the directory changed since, else rendered
     /// now and kept. A listing is kept only while its directory is watched: without
     /// inotify, a file's new size or time would not show.
-    pub fn listing(&mut self, key: &str, listing: &Listing) -> io::Result<Rc<[u8]>> {
+    pub fn listing(
+        &mut self,
+        key: &str,
+        listing: &Directory,
+        render: impl FnOnce(&Directory) -> io::Result<Vec<u8>>,
+    ) -> io::Result<Rc<[u8]>> {
         let version = listing.version()?;
         if let Some(Slot {
             entry: Entry::Listing { html, version: v },
@@ -454,7 +459,7 @@ impl FileCache {
         self.remove(key);
         // Watch first, render second: a change during the render then shows as an event.
         let watch = self.acquire(key, listing.dir(), true);
-        let html: Rc<[u8]> = match listing.render() {
+        let html: Rc<[u8]> = match render(listing) {
             Ok(page) => page.into(),
             Err(e) => {
                 if let Some(w) = watch {

@@ -35,36 +35,13 @@ use std::ffi::CStr;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
-use std::sync::Arc;
 
 use rustix::fs::{AtFlags, FileType, OFlags};
 
-use crate::files::static_files::open_beneath;
+use crate::files::static_files::{Directory, open_beneath};
 use crate::http::conditional::http_date;
-
-/// A directory to list, opened by [`crate::files::static_files::StaticFiles::open`] inside the
-/// root; rendering reads it through its descriptor, never by path.
-#[derive(Debug)]
-pub struct Listing {
-    /// The open directory.
-    pub(crate) dir: OwnedFd,
-    /// The root it was opened from: symlinks in the listing resolve from here, confined as
-    /// when they are served.
-    pub(crate) root: Arc<OwnedFd>,
-    /// The directory's path relative to the root.
-    pub(crate) rel: PathBuf,
-    /// Its URL path, percent-encoded, ending in `/`.
-    pub(crate) url_path: String,
-    /// `--serve-dotfiles`.
-    pub(crate) show_dotfiles: bool,
-    /// `--follow-symlinks`.
-    pub(crate) follow_symlinks: bool,
-    /// `--max-listing-entries`.
-    pub(crate) max_entries: usize,
-}
 
 /// One row of the listing.
 struct Row {
@@ -74,24 +51,22 @@ struct Row {
     mtime: i64,
 }
 
-impl Listing {
-    /// The open directory, for watching it.
-    pub fn dir(&self) -> BorrowedFd<'_> {
-        self.dir.as_fd()
-    }
+/// Renders the page for `dir`: one row per entry that could be served, sorted by name.
+pub fn render(dir: &Directory) -> io::Result<Vec<u8>> {
+    Lister(dir).render()
+}
 
-    /// What identifies this version of the directory: device, inode and modification time
-    /// (which changes whenever an entry is added, removed or renamed).
-    pub fn version(&self) -> io::Result<(u64, u64, i64, i64)> {
-        let st = rustix::fs::fstat(&self.dir)?;
-        Ok((
-            st.st_dev,
-            st.st_ino,
-            st.st_mtime as i64,
-            st.st_mtime_nsec as i64,
-        ))
-    }
+/// A directory being rendered; it reads the directory's fields through `Deref`.
+struct Lister<'a>(&'a Directory);
 
+impl std::ops::Deref for Lister<'_> {
+    type Target = Directory;
+    fn deref(&self) -> &Directory {
+        self.0
+    }
+}
+
+impl Lister<'_> {
     /// Renders the page.
     pub fn render(&self) -> io::Result<Vec<u8>> {
         // A second descriptor with its own position, so that this one stays untouched.

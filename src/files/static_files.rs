@@ -46,7 +46,6 @@ use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
-use crate::files::listing::Listing;
 use crate::http::encoding::Coding;
 use crate::http::error::HttpError;
 
@@ -150,7 +149,47 @@ pub enum Resolved {
     /// A directory named without its trailing slash: redirect to this URL path.
     Redirect(String),
     /// A directory to list (only with `--list-directories`), open and ready to render.
-    Listing(Box<Listing>),
+    Directory(Box<Directory>),
+}
+
+/// A directory to list, opened by [`StaticFiles::open`] inside the root; the listing
+/// ([`crate::files::listing::render`]) reads it through its descriptor, never by path.
+#[derive(Debug)]
+pub struct Directory {
+    /// The open directory.
+    pub(crate) dir: OwnedFd,
+    /// The root it was opened from: symlinks in the listing resolve from here, confined as
+    /// when they are served.
+    pub(crate) root: Arc<OwnedFd>,
+    /// The directory's path relative to the root.
+    pub(crate) rel: PathBuf,
+    /// Its URL path, percent-encoded, ending in `/`.
+    pub(crate) url_path: String,
+    /// `--serve-dotfiles`.
+    pub(crate) show_dotfiles: bool,
+    /// `--follow-symlinks`.
+    pub(crate) follow_symlinks: bool,
+    /// `--max-listing-entries`.
+    pub(crate) max_entries: usize,
+}
+
+impl Directory {
+    /// The open directory, for watching it.
+    pub fn dir(&self) -> BorrowedFd<'_> {
+        self.dir.as_fd()
+    }
+
+    /// What identifies this version of the directory: device, inode and modification time
+    /// (which changes whenever an entry is added, removed or renamed).
+    pub fn version(&self) -> io::Result<(u64, u64, i64, i64)> {
+        let st = rustix::fs::fstat(&self.dir)?;
+        Ok((
+            st.st_dev,
+            st.st_ino,
+            st.st_mtime as i64,
+            st.st_mtime_nsec as i64,
+        ))
+    }
 }
 
 /// A regular file found for a request, possibly a precompressed sidecar of it.
@@ -308,7 +347,7 @@ impl StaticFiles {
             return match index_file {
                 Ok((file, meta)) => self.found(&root, file, meta, &index, codings),
                 Err(HttpError::NotFound) if self.options.list_directories => {
-                    Ok(Resolved::Listing(Box::new(Listing {
+                    Ok(Resolved::Directory(Box::new(Directory {
                         dir: file.into(),
                         root,
                         rel,

@@ -3,11 +3,11 @@
 //! A response is built in three calls: [`begin`] writes the status line and the headers every
 //! response carries (`Server`, `Date`), [`header`] adds one more, and [`end`] writes
 //! `Content-Length`, `Connection` when it is needed, and the empty line. They write into the
-//! owned bytes of the connection's output queue ([`crate::buffers::OutBuf`]); bodies are
+//! owned bytes of the connection's output queue (`OutBuf`); bodies are
 //! queued by the caller, copied or shared. Pipelined responses go one after another into
 //! the same queue, so they leave in as few writev(2) calls as possible.
 //!
-//! These headers are the server's alone: a handler cannot set them (see [`crate::handler`]).
+//! These headers are the server's alone: a handler cannot set them.
 //!
 //! The `Date` header (RFC 9110 section 6.6.1) changes once a second, so [`DateCache`] formats
 //! it once a second rather than once per response.
