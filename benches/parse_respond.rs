@@ -101,7 +101,6 @@ fn main() -> io::Result<()> {
                 conn.ready(
                     Readiness {
                         readable: true,
-                        writable: true,
                         read_closed: false,
                     },
                     &mut ctx,

@@ -141,7 +141,7 @@ pub fn answer(
         }
         Err(e) => {
             let keep_alive = keep_alive && !e.closes_connection();
-            let body_bytes = write_error(out, e, req.version, head_only, keep_alive, ctx.date);
+            let body_bytes = error_response(out, e, req.version, head_only, keep_alive, ctx.date);
             Outcome {
                 status: e.status().0,
                 body_bytes,
@@ -305,7 +305,7 @@ fn write_error_outcome(
 ) -> Outcome {
     let keep_alive = keep_alive && !e.closes_connection();
     let head_only = req.method == Method::Head;
-    let body_bytes = write_error(out, e, req.version, head_only, keep_alive, ctx.date);
+    let body_bytes = error_response(out, e, req.version, head_only, keep_alive, ctx.date);
     Outcome {
         status: e.status().0,
         body_bytes,
@@ -533,8 +533,14 @@ fn write_reply(
     send_body(out, &reply.body, head_only || bodiless, status, keep_alive)
 }
 
+/// Queues the error response to a request whose head could not be used: HTTP/1.1, with its
+/// page, and `Connection: close`, since nothing after it can be framed.
+pub fn write_error(out: &mut OutBuf, e: HttpError, date: &DateCache) {
+    error_response(out, e, Version::Http11, false, false, date);
+}
+
 /// Writes a complete error response; returns the body length sent.
-pub fn write_error(
+fn error_response(
     out: &mut OutBuf,
     e: HttpError,
     version: Version,
@@ -558,17 +564,39 @@ pub fn write_error(
     body.len() as u64
 }
 
-/// Writes the access-log line for one answered request.
-pub fn log_request(
+/// Records one answered request: in the counters (unless `count` is false: scrapes of the
+/// metrics are not traffic) and in the access log. The clock is read once, for both.
+pub fn record(
     ctx: &mut Context<'_>,
     peer: Option<std::net::SocketAddr>,
     req: &Request<'_>,
     outcome: &Outcome,
     started: Instant,
+    count: bool,
 ) {
-    let micros = Instant::now()
-        .saturating_duration_since(started)
-        .as_micros();
+    let logging = ctx.access_log.enabled();
+    let counting = count && ctx.metrics.is_some();
+    if !logging && !counting {
+        return;
+    }
+    let took = Instant::now().saturating_duration_since(started);
+    if let Some(metrics) = ctx.metrics.as_deref_mut().filter(|_| counting) {
+        metrics.request(req.method, outcome.status, outcome.body_bytes, took);
+    }
+    if logging {
+        log_request(ctx, peer, req, outcome, took);
+    }
+}
+
+/// Writes the access-log line for one answered request.
+fn log_request(
+    ctx: &mut Context<'_>,
+    peer: Option<std::net::SocketAddr>,
+    req: &Request<'_>,
+    outcome: &Outcome,
+    took: std::time::Duration,
+) {
+    let micros = took.as_micros();
     let header = ctx.real_ip_header;
     let client =
         crate::ops::proxy::client_addr(peer, header, req.headers_named(header.name()), ctx.trusted);

@@ -7,6 +7,7 @@
 //! takes them again when bytes arrive. Because the pool hands out buffers that were used
 //! before, the steady state makes no allocation at all: a request borrows, a request returns.
 //!
+//! Input is an [`InBuf`]: the bytes received and not consumed yet, in one buffer.
 //! Output is an [`OutBuf`]: response heads (and small bodies) are copied into it, but a
 //! body that is already in memory and shared (a cached file, a listing page) is only
 //! referred to, and goes to the socket straight from where it lives, in the same writev(2)
@@ -83,6 +84,110 @@ impl BufferPool {
         {
             out.clear();
             self.outs.push(out);
+        }
+    }
+}
+
+/// One connection's received bytes: `buf[start..end]` is not consumed yet, the rest is free
+/// space for the next read.
+///
+/// ```text
+///   buf:  [ consumed | pending: the next request(s) | free ]
+///                    ▲ start                        ▲ end
+/// ```
+///
+/// An idle connection holds no buffer at all: it borrows one from the [`BufferPool`] when
+/// bytes arrive ([`InBuf::make_room`]) and gives it back when everything is consumed
+/// ([`InBuf::recycle`]).
+#[derive(Debug, Default)]
+pub struct InBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl InBuf {
+    /// An empty buffer that holds no memory.
+    pub fn new() -> Self {
+        InBuf::default()
+    }
+
+    /// The bytes received and not consumed yet.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Whether every received byte has been consumed.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Consumes the first `n` pending bytes (a request head that was answered).
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+    }
+
+    /// Drops every pending byte: nothing after them can be trusted (or answered).
+    pub fn clear(&mut self) {
+        self.start = self.end;
+    }
+
+    /// Removes `n` pending bytes that start `skip` bytes in: from the front when `skip` is
+    /// 0, else from behind a request head that stays at the front (see the connection's
+    /// held head).
+    pub fn remove(&mut self, skip: usize, n: usize) {
+        if skip == 0 {
+            self.consume(n);
+        } else {
+            let at = self.start + skip;
+            self.buf.copy_within(at + n..self.end, at);
+            self.end -= n;
+        }
+    }
+
+    /// Makes free space at the end for the next read: borrows a buffer if there is none,
+    /// moves pending bytes to the front when the end is reached, and grows the buffer
+    /// (doubling, up to `cap`) when it is full. `false` when it is full at `cap` already.
+    pub fn make_room(&mut self, cap: usize, pool: &mut BufferPool) -> bool {
+        if self.buf.is_empty() {
+            // Idle connections hold no buffer; borrow one for as long as a request lasts.
+            self.buf = pool.take_read();
+        }
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.start > 0 && self.end == self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end < self.buf.len() {
+            return true;
+        }
+        if self.buf.len() >= cap {
+            return false;
+        }
+        let size = (self.buf.len() * 2).max(READ_BUFFER).min(cap);
+        self.buf.resize(size, 0);
+        true
+    }
+
+    /// The free space at the end, to read into.
+    pub fn spare(&mut self) -> &mut [u8] {
+        &mut self.buf[self.end..]
+    }
+
+    /// Records that `n` bytes were read into [`InBuf::spare`].
+    pub fn filled(&mut self, n: usize) {
+        self.end += n;
+    }
+
+    /// Gives the buffer back to the pool if nothing in it is still needed.
+    pub fn recycle(&mut self, pool: &mut BufferPool) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            pool.give_read(std::mem::take(&mut self.buf));
         }
     }
 }

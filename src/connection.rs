@@ -4,7 +4,8 @@
 //!  accept ─▶ Reading ──bytes in──▶ Parsing ──response queued──▶ Writing ──all sent──▶ Reading
 //!               ▲  Partial: read more ─┘  │ (pipelined leftovers: Parsing again)    │
 //!               └─────────────── keep-alive ◀─────────────────────────────────────┘
-//!  any state ── EOF / error / limit / timeout / Connection: close ──▶ Closing ──▶ slot freed
+//!  Writing ── Connection: close / error response sent ──▶ Closing ── EOF / linger over ──▶ Closed
+//!  any state ── EOF / I/O error / timeout ──▶ Closed ──▶ slot freed at the end of the turn
 //! ```
 //!
 //! The connection never blocks and never waits by itself. The event loop
@@ -14,8 +15,11 @@
 //! reads three things off it: [`Connection::interest`] (what to wait for, derived from the
 //! state), [`Connection::deadline`] (when to give up waiting), and [`Connection::is_done`].
 //!
-//! The state changes in one place, `Connection::set_state`, which traces each transition
-//! (`--trace` shows them).
+//! The state changes in one place, `Connection::set_state`, which only changes it and
+//! traces `A=>B (why)` (`--trace` shows them). Everything else is read off the state: the
+//! interest, and, through one `waiting_for()`, both the deadline and what a timeout means.
+//! One `after_output()` decides what follows a response that has gone out. Each state's
+//! handler returns a `Step`: go on, wait for the socket, or yield to the other connections.
 //!
 //! Output waits in an [`OutBuf`]: heads are copied in, bodies already in memory (cached
 //! files, listings) are referred to rather than copied (unless they are tiny), and each
@@ -40,17 +44,15 @@ use std::time::{Duration, Instant};
 use mio::{Interest, Token};
 
 use crate::answer::{self, FileBody};
-use crate::buffers::{BufferPool, MAX_SLICES, OutBuf, READ_BUFFER};
+use crate::buffers::{BufferPool, InBuf, MAX_SLICES, OutBuf};
 use crate::context::{Context, Limits};
 use crate::http::body::Discard;
 use crate::http::error::HttpError;
-use crate::http::request::{self, BodyLength, Parsed, Version};
+use crate::http::request::{self, BodyLength, Parsed};
 use crate::listener::Transport;
 use crate::ops::access_log::Entry;
 use crate::ops::metrics::TimeoutKind;
 
-/// The read buffer's first size. Most request heads are a few hundred bytes.
-const READ_CHUNK: usize = READ_BUFFER;
 /// Stop parsing pipelined requests while this much output is waiting (backpressure): a
 /// client that sends requests but does not read answers must not make us buffer without end.
 const HIGH_WATER: usize = 64 * 1024;
@@ -82,7 +84,7 @@ fn peer_gone(e: &io::Error) -> bool {
     )
 }
 
-/// The four states of a connection (see the diagram in the module docs).
+/// Where a connection is (see the diagram in the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// Waiting for bytes from the client: the start of a request, more of one, or a body.
@@ -91,9 +93,11 @@ pub enum State {
     Parsing,
     /// Sending queued output.
     Writing,
-    /// On the way out: after an error response, lingering to read what the client still
-    /// sends so that the close does not turn into a reset; or already finished.
+    /// On the way out after a closing response: our side is shut down, and we read what
+    /// the client still sends for a moment, so that the close does not turn into a reset.
     Closing,
+    /// Finished: the loop deregisters the socket and frees the slot at the end of the turn.
+    Closed,
 }
 
 impl fmt::Display for State {
@@ -103,8 +107,41 @@ impl fmt::Display for State {
             State::Parsing => "Parsing",
             State::Writing => "Writing",
             State::Closing => "Closing",
+            State::Closed => "Closed",
         })
     }
+}
+
+/// What one step of the state machine says about the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Go on: run the (possibly new) state's handler again.
+    Continue,
+    /// Nothing more to do until the socket (or a deadline) says so.
+    Wait,
+    /// This turn's fair share is used up while work remains: run again after the others.
+    Yield,
+}
+
+/// What a connection is waiting for, and since when: the one source of both its deadline
+/// ([`Connection::deadline`]) and what happens when that passes ([`Connection::timed_out`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    /// The rest of a request head that started arriving then. Not reset by later bytes: a
+    /// client trickling one byte a second is still cut off (slowloris).
+    Head(Instant),
+    /// The rest of a request body, with no progress since then.
+    Body(Instant),
+    /// The next request on a kept-alive connection, idle since then.
+    NextRequest(Instant),
+    /// The first request on a new connection, open since then.
+    FirstRequest(Instant),
+    /// Room in the socket for our output, with no progress since then.
+    Room(Instant),
+    /// The client's EOF while lingering, since then.
+    Linger(Instant),
+    /// Nothing: the connection is closed.
+    Nothing,
 }
 
 /// What the event said about the socket.
@@ -112,8 +149,6 @@ impl fmt::Display for State {
 pub struct Readiness {
     /// Bytes (or EOF, or an error) can be read.
     pub readable: bool,
-    /// Output can be written.
-    pub writable: bool,
     /// The peer has shut down its sending half (or the connection hung up): after the
     /// bytes already received, a read returns EOF.
     pub read_closed: bool,
@@ -125,16 +160,14 @@ pub struct Connection<S> {
     socket: S,
     /// This connection's slab key and mio token, for log lines.
     token: Token,
-    /// The client's address, when it has one.
+    /// The client's address; `None` on a Unix socket.
     peer: Option<SocketAddr>,
     /// Where the connection is in the protocol. Changed only by [`Connection::set_state`].
     state: State,
-    /// Received bytes. `inbuf[in_start..in_end]` is not consumed yet; the rest is free space.
-    inbuf: Vec<u8>,
-    in_start: usize,
-    in_end: usize,
-    /// The unconsumed bytes are an incomplete head: no use parsing them again before more
-    /// bytes arrive.
+    /// Received bytes not consumed yet.
+    input: InBuf,
+    /// The pending input is an incomplete head: no use parsing it again before more bytes
+    /// arrive.
     head_incomplete: bool,
     /// The body of the current request, still being skipped.
     discard: Discard,
@@ -166,12 +199,10 @@ pub struct Connection<S> {
     /// This turn's work, for fairness.
     turn_requests: u32,
     turn_bytes: usize,
-    /// The turn ended because of the fairness budget, not because the socket would block.
-    yielded: bool,
+    /// How the last run ended: `Yield` asks the loop to run it again this turn.
+    stopped: Step,
     /// Bytes read while lingering.
     linger_read: usize,
-    /// Finished: the loop deregisters and frees this connection at the end of the turn.
-    done: bool,
     /// The loop's clock for the current turn.
     now: Instant,
     /// This connection came in on the metrics listener: it is answered from the counters.
@@ -186,9 +217,7 @@ impl<S: Transport> Connection<S> {
             token,
             peer,
             state: State::Reading,
-            inbuf: Vec::new(),
-            in_start: 0,
-            in_end: 0,
+            input: InBuf::new(),
             head_incomplete: false,
             discard: Discard::Done,
             held: None,
@@ -205,9 +234,8 @@ impl<S: Transport> Connection<S> {
             served_any: false,
             turn_requests: 0,
             turn_bytes: 0,
-            yielded: false,
+            stopped: Step::Wait,
             linger_read: 0,
-            done: false,
             now,
             metrics_only: false,
         }
@@ -228,28 +256,20 @@ impl<S: Transport> Connection<S> {
         &mut self.socket
     }
 
-    /// The current state.
-    pub fn state(&self) -> State {
-        self.state
-    }
-
     /// Whether the connection is finished and its slot can be freed.
     pub fn is_done(&self) -> bool {
-        self.done
+        self.state == State::Closed
     }
 
     /// Whether the connection stopped because its fair share ran out while it still had
     /// work. The loop runs it again, after the others, before it next sleeps in `poll`.
     pub fn wants_resume(&self) -> bool {
-        self.yielded && !self.done
+        self.stopped == Step::Yield && self.state != State::Closed
     }
 
     /// Whether the connection is between requests with nothing in flight.
     pub fn is_idle(&self) -> bool {
-        self.state == State::Reading
-            && self.in_start == self.in_end
-            && self.discard.is_done()
-            && !self.done
+        self.state == State::Reading && self.input.is_empty() && self.discard.is_done()
     }
 
     /// What to ask mio to watch, derived from the state alone. Waiting for output room only
@@ -258,35 +278,92 @@ impl<S: Transport> Connection<S> {
     pub fn interest(&self) -> Interest {
         match self.state {
             State::Writing => Interest::WRITABLE,
-            State::Reading | State::Parsing | State::Closing => Interest::READABLE,
+            State::Reading | State::Parsing | State::Closing | State::Closed => Interest::READABLE,
+        }
+    }
+
+    /// What the connection waits for now, and since when (see [`Waiting`]).
+    fn waiting_for(&self) -> Waiting {
+        match self.state {
+            State::Writing => Waiting::Room(self.progress_at),
+            State::Closing => Waiting::Linger(self.progress_at),
+            State::Closed => Waiting::Nothing,
+            State::Reading | State::Parsing => {
+                if let Some(started) = self.head_started {
+                    Waiting::Head(started)
+                } else if !self.discard.is_done() {
+                    // From the start of the body (see `on_parsing`).
+                    Waiting::Body(self.progress_at)
+                } else if self.served_any {
+                    Waiting::NextRequest(self.idle_since)
+                } else {
+                    Waiting::FirstRequest(self.idle_since)
+                }
+            }
         }
     }
 
     /// When this connection must next be looked at if nothing happens: the deadline of
     /// whatever it is waiting for.
     pub fn deadline(&self, limits: &Limits) -> Option<Instant> {
-        if self.done {
-            return None;
-        }
-        Some(match self.state {
-            State::Writing => self.progress_at + limits.write_timeout,
-            State::Closing => self.progress_at + LINGER_TIME,
-            State::Reading | State::Parsing => {
-                if let Some(started) = self.head_started {
-                    // From the first byte of the head, not reset by later bytes: a client
-                    // trickling one byte a second is still cut off (slowloris).
-                    started + limits.header_timeout
-                } else if !self.discard.is_done() {
-                    // From the start of the body (see `on_parsing`).
-                    self.progress_at + limits.header_timeout
-                } else if self.served_any {
-                    self.idle_since + limits.keep_alive_timeout
+        Some(match self.waiting_for() {
+            Waiting::Head(since) | Waiting::Body(since) => since + limits.header_timeout,
+            Waiting::NextRequest(since) => since + limits.keep_alive_timeout,
+            // A connection that never sends a byte gets the header timeout.
+            Waiting::FirstRequest(since) => since + limits.header_timeout,
+            Waiting::Room(since) => since + limits.write_timeout,
+            Waiting::Linger(since) => since + LINGER_TIME,
+            Waiting::Nothing => return None,
+        })
+    }
+
+    /// Called when [`Connection::deadline`] has passed: gives up on what it waited for.
+    pub fn timed_out(&mut self, ctx: &mut Context<'_>) {
+        self.now = ctx.now;
+        match self.waiting_for() {
+            Waiting::Head(_) => {
+                log::debug!("token={} header timeout", self.token.0);
+                count_timeout(ctx, TimeoutKind::Header);
+                self.queue_error(HttpError::Timeout, ctx);
+                self.start_writing("header timeout");
+                self.run(ctx);
+            }
+            Waiting::Body(_) => {
+                count_timeout(ctx, TimeoutKind::Body);
+                if self.held.take().is_some() {
+                    // Its request is still unanswered: say why it never will be.
+                    log::debug!("token={} body timeout", self.token.0);
+                    self.discard = Discard::Done;
+                    self.queue_error(HttpError::Timeout, ctx);
+                    self.input.clear();
+                    self.start_writing("body timeout");
+                    self.run(ctx);
                 } else {
-                    // A connection that never sends a byte gets the header timeout.
-                    self.idle_since + limits.header_timeout
+                    self.close("body timeout");
                 }
             }
-        })
+            Waiting::NextRequest(_) => {
+                count_timeout(ctx, TimeoutKind::KeepAlive);
+                self.close("idle timeout");
+            }
+            Waiting::FirstRequest(_) => {
+                // Before its first request, a silent connection is under the header timeout.
+                count_timeout(ctx, TimeoutKind::Header);
+                self.close("idle timeout");
+            }
+            Waiting::Room(_) => {
+                count_timeout(ctx, TimeoutKind::Write);
+                log::debug!(
+                    "token={} write timeout: the client stopped reading",
+                    self.token.0
+                );
+                self.close("write timeout");
+            }
+            Waiting::Linger(_) => {
+                self.close("linger done");
+            }
+            Waiting::Nothing => {}
+        }
     }
 
     /// Handles a readiness event, then runs as far as possible without blocking.
@@ -297,75 +374,12 @@ impl<S: Transport> Connection<S> {
         if readiness.read_closed {
             self.peer_closed = true;
         }
-        if self.done {
-            return;
-        }
         self.run(ctx);
     }
 
     /// Continues after yielding (see [`Connection::wants_resume`]).
     pub fn resume(&mut self, ctx: &mut Context<'_>) {
-        if !self.done {
-            self.run(ctx);
-        }
-    }
-
-    /// Removes `n` body bytes that start at `at` from the input: from the front, or from
-    /// behind a held head.
-    fn consume_body(&mut self, at: usize, n: usize) {
-        if at == self.in_start {
-            self.in_start += n;
-        } else {
-            self.inbuf.copy_within(at + n..self.in_end, at);
-            self.in_end -= n;
-        }
-    }
-
-    /// Called when [`Connection::deadline`] has passed.
-    pub fn timed_out(&mut self, ctx: &mut Context<'_>) {
-        self.now = ctx.now;
-        match self.state {
-            State::Reading | State::Parsing if self.head_started.is_some() => {
-                log::debug!("token={} header timeout", self.token.0);
-                count_timeout(ctx, TimeoutKind::Header);
-                self.queue_error(HttpError::Timeout, Version::Http11, false, ctx);
-                self.set_state(State::Writing, "header timeout");
-                self.run(ctx);
-            }
-            State::Reading | State::Parsing if !self.discard.is_done() => {
-                count_timeout(ctx, TimeoutKind::Body);
-                if self.held.take().is_some() {
-                    // Its request is still unanswered: say why it never will be.
-                    log::debug!("token={} body timeout", self.token.0);
-                    self.discard = Discard::Done;
-                    self.queue_error(HttpError::Timeout, Version::Http11, false, ctx);
-                    self.in_start = self.in_end;
-                    self.set_state(State::Writing, "body timeout");
-                    self.run(ctx);
-                } else {
-                    self.close("body timeout");
-                }
-            }
-            State::Reading | State::Parsing => {
-                // Before its first request, a silent connection is under the header timeout.
-                let kind = if self.served_any {
-                    TimeoutKind::KeepAlive
-                } else {
-                    TimeoutKind::Header
-                };
-                count_timeout(ctx, kind);
-                self.close("idle timeout");
-            }
-            State::Writing => {
-                count_timeout(ctx, TimeoutKind::Write);
-                log::debug!(
-                    "token={} write timeout: the client stopped reading",
-                    self.token.0
-                );
-                self.close("write timeout");
-            }
-            State::Closing => self.close("linger done"),
-        }
+        self.run(ctx);
     }
 
     /// Closes an idle connection during shutdown. Returns whether it did.
@@ -379,26 +393,26 @@ impl<S: Transport> Connection<S> {
     }
 
     /// Runs the state machine until it has to wait for the socket, its turn is used up,
-    /// or the connection is done.
+    /// or the connection is closed.
     fn run(&mut self, ctx: &mut Context<'_>) {
         self.now = ctx.now;
         self.turn_requests = 0;
         self.turn_bytes = 0;
-        self.yielded = false;
-        while !self.done {
-            let go_on = match self.state {
+        self.stopped = loop {
+            let step = match self.state {
                 State::Reading => self.on_reading(ctx),
                 State::Parsing => self.on_parsing(ctx),
                 State::Writing => self.on_writing(ctx),
                 State::Closing => self.on_closing(),
+                State::Closed => Step::Wait,
             };
-            if !go_on {
-                break;
+            if step != Step::Continue {
+                break step;
             }
-        }
+        };
     }
 
-    /// The one place the state changes.
+    /// The one place the state changes. It only changes it, and traces `A=>B (why)`.
     fn set_state(&mut self, next: State, why: &'static str) {
         log::trace!(
             "token={} {} {}=>{} ({why})",
@@ -407,49 +421,61 @@ impl<S: Transport> Connection<S> {
             self.state,
             next
         );
-        if next == State::Writing && self.state != State::Writing {
-            self.progress_at = self.now;
-        }
         self.state = next;
     }
 
-    /// Ends the connection now. The loop frees the slot at the end of this turn.
-    fn close(&mut self, why: &'static str) {
-        if self.state != State::Closing {
-            self.set_state(State::Closing, why);
-        } else {
-            log::trace!("token={} closed ({why})", self.token.0);
+    /// Goes to Writing. The write timeout counts from here: time with no progress on output.
+    fn start_writing(&mut self, why: &'static str) {
+        if self.state != State::Writing {
+            self.progress_at = self.now;
         }
-        self.done = true;
+        self.set_state(State::Writing, why);
+    }
+
+    /// Goes to Reading; with nothing pending, that is idle between requests.
+    fn start_reading(&mut self, why: &'static str, pool: &mut BufferPool) {
+        if self.input.is_empty() && self.discard.is_done() {
+            self.become_idle(pool);
+        }
+        self.set_state(State::Reading, why);
+    }
+
+    /// Ends the connection now. The loop frees the slot at the end of this turn.
+    fn close(&mut self, why: &'static str) -> Step {
+        if self.state != State::Closed {
+            self.set_state(State::Closed, why);
+        }
+        Step::Wait
     }
 
     // ----- Reading -----------------------------------------------------------------------
 
     /// Reading: pull bytes from the socket into the read buffer.
-    fn on_reading(&mut self, ctx: &mut Context<'_>) -> bool {
+    fn on_reading(&mut self, ctx: &mut Context<'_>) -> Step {
         if !self.read_more {
-            return false; // wait for the next readable edge
+            return Step::Wait; // until the next readable edge
         }
         if self.turn_bytes >= MAX_BYTES_PER_TURN {
-            self.yielded = true;
-            return false;
+            return Step::Yield;
         }
-        if !self.make_room(ctx.limits.max_head, ctx.pool) {
+        // One byte over the head limit must fit, or the parser could never see that a head
+        // is too large.
+        if !self.input.make_room(ctx.limits.max_head + 1, ctx.pool) {
             // Cannot happen for a well-formed state: the parser rejects a head over the
             // limit before the buffer is full. Treat it as the limit it protects.
             self.fail(HttpError::HeadersTooLarge, ctx);
-            return true;
+            return Step::Continue;
         }
-        let spare = self.inbuf.len() - self.in_end;
-        match retrying(|| self.socket.read(&mut self.inbuf[self.in_end..])) {
+        let spare = self.input.spare();
+        let room = spare.len();
+        match retrying(|| self.socket.read(spare)) {
             Ok(0) => {
                 // EOF. Nothing complete is left unanswered (we parse before reading again),
                 // so there is nothing more to do for this client.
-                if self.in_start != self.in_end || !self.discard.is_done() {
+                if !self.input.is_empty() || !self.discard.is_done() {
                     log::debug!("token={} client closed mid-request", self.token.0);
                 }
-                self.close("client closed");
-                false
+                self.close("client closed")
             }
             Ok(n) => {
                 // A short read means the kernel's queue is now empty, and the next byte to
@@ -457,120 +483,92 @@ impl<S: Transport> Connection<S> {
                 // Unless the client has sent its FIN: then that read says EOF, and no edge
                 // is coming to tell us, so it must be made (or the socket would sit in
                 // CLOSE-WAIT until the keep-alive timeout).
-                if n < spare && !self.peer_closed {
+                if n < room && !self.peer_closed {
                     self.read_more = false;
                 }
                 log::trace!("token={} read {n} bytes", self.token.0);
-                self.in_end += n;
+                self.input.filled(n);
                 self.turn_bytes += n;
                 self.head_incomplete = false;
                 self.set_state(State::Parsing, "bytes in");
-                true
+                Step::Continue
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.read_more = false;
-                false
+                Step::Wait
             }
             Err(e) => {
                 log::debug!("token={} {} read error: {e}", self.token.0, Peer(self.peer));
-                self.close("read error");
-                false
+                self.close("read error")
             }
         }
-    }
-
-    /// Makes free space at the end of the read buffer: moves unconsumed bytes to the front,
-    /// and grows the buffer (doubling, up to just over the head limit) when it is full.
-    fn make_room(&mut self, max_head: usize, pool: &mut BufferPool) -> bool {
-        if self.inbuf.is_empty() {
-            // Idle connections hold no buffer; borrow one for as long as a request lasts.
-            self.inbuf = pool.take_read();
-        }
-        if self.in_start == self.in_end {
-            self.in_start = 0;
-            self.in_end = 0;
-        } else if self.in_start > 0 && self.in_end == self.inbuf.len() {
-            self.inbuf.copy_within(self.in_start..self.in_end, 0);
-            self.in_end -= self.in_start;
-            self.in_start = 0;
-        }
-        if self.in_end < self.inbuf.len() {
-            return true;
-        }
-        // One byte over the limit must fit, or the parser could never see that a head is
-        // too large.
-        let cap = max_head + 1;
-        if self.inbuf.len() >= cap {
-            return false;
-        }
-        let size = (self.inbuf.len() * 2).max(READ_CHUNK).min(cap);
-        self.inbuf.resize(size, 0);
-        true
     }
 
     // ----- Parsing -----------------------------------------------------------------------
 
     /// Parsing: turn buffered bytes into requests and queue their responses.
-    fn on_parsing(&mut self, ctx: &mut Context<'_>) -> bool {
+    fn on_parsing(&mut self, ctx: &mut Context<'_>) -> Step {
         // A request's body comes before anything after it: skip it, byte-exact. It starts
         // behind the held head, if there is one.
         if !self.discard.is_done() {
-            let at = self.in_start + self.held.map_or(0, |h| h.len);
-            let pending = &self.inbuf[at..self.in_end];
+            let skip = self.held.map_or(0, |h| h.len);
+            let body = &self.input.pending()[skip..];
             match self
                 .discard
-                .advance(pending, ctx.limits.max_body, ctx.limits.max_head)
+                .advance(body, ctx.limits.max_body, ctx.limits.max_head)
             {
-                Ok(n) => self.consume_body(at, n),
+                Ok(n) => self.input.remove(skip, n),
                 Err(e) if self.held.take().is_some() => {
                     // Not answered yet: the answer is the error (400, 413, 431).
                     self.discard = Discard::Done;
                     self.fail(e, ctx);
-                    return true;
+                    return Step::Continue;
                 }
                 Err(e) => {
                     // Answered already (`Expect: 100-continue` is answered before its body),
                     // so only the close can tell; what follows cannot be trusted either.
                     log::debug!("token={} bad request body: {e}", self.token.0);
                     self.discard = Discard::Done;
-                    self.in_start = self.in_end;
+                    self.input.clear();
                     self.close_after_write = true;
                 }
             }
             if !self.discard.is_done() {
                 self.wait_for_input("body needs more bytes", ctx.pool);
-                return true;
+                return Step::Continue;
             }
         }
         let has_output = !self.out.is_empty() || self.file.is_some();
         if self.close_after_write {
             // Nothing after a closing response is answered.
-            self.in_start = self.in_end;
-            self.set_state(State::Writing, "closing response queued");
-            return true;
+            self.input.clear();
+            self.start_writing("closing response queued");
+            return Step::Continue;
         }
-        if self.in_start == self.in_end || self.head_incomplete {
+        if self.input.is_empty() || self.head_incomplete {
             self.wait_for_input("need more bytes", ctx.pool);
-            return true;
+            return Step::Continue;
         }
         if self.out.len() >= HIGH_WATER || self.file.is_some() {
             // Backpressure: send what is queued before answering more. Shared bodies count
             // in full: each one keeps its cache entry alive for as long as it is queued.
-            self.set_state(State::Writing, "output over high-water mark");
-            return true;
+            self.start_writing("output over high-water mark");
+            return Step::Continue;
         }
         if self.turn_requests >= MAX_REQUESTS_PER_TURN {
-            self.yielded = true;
-            return false;
+            return Step::Yield;
         }
 
-        let pending = &self.inbuf[self.in_start..self.in_end];
-        match request::parse(pending, ctx.limits.max_head, ctx.limits.max_body) {
+        match request::parse(
+            self.input.pending(),
+            ctx.limits.max_head,
+            ctx.limits.max_body,
+        ) {
             Ok(Parsed::Partial) => {
                 self.head_incomplete = true;
                 self.head_started.get_or_insert(self.now);
                 if has_output {
-                    self.set_state(State::Writing, "partial head; sending queued output");
+                    self.start_writing("partial head; sending queued output");
                 } else {
                     self.wait_for_input("partial head", ctx.pool);
                 }
@@ -586,19 +584,17 @@ impl<S: Transport> Connection<S> {
                             String::from_utf8_lossy(req.request_line())
                         );
                         let started = self.head_started.take().unwrap_or(self.now);
+                        self.discard = Discard::new(req.body);
+                        self.progress_at = self.now;
                         if req.body != BodyLength::None && !req.expects_continue {
                             // Hold the head and read the body first. The body has as long
                             // as a head to arrive, counted from its start: a body trickled
                             // a byte at a time must not hold the connection forever either.
                             self.held = Some(HeldHead { len: n, started });
-                            self.discard = Discard::new(req.body);
-                            self.progress_at = self.now;
-                            return true;
+                            return Step::Continue;
                         }
                         // `Expect: 100-continue` is answered now; its body, if the client
                         // sends it anyway, is skipped after the answer.
-                        self.discard = Discard::new(req.body);
-                        self.progress_at = self.now;
                         started
                     }
                 };
@@ -610,22 +606,15 @@ impl<S: Transport> Connection<S> {
                 } else {
                     answer::answer(&req, &mut self.out, &mut self.file, ctx)
                 };
-                // Scrapes are not traffic: they are left out of the counters.
-                if let Some(metrics) = ctx.metrics.as_deref_mut().filter(|_| !self.metrics_only) {
-                    let took = Instant::now().saturating_duration_since(started);
-                    metrics.request(req.method, outcome.status, outcome.body_bytes, took);
-                }
-                if ctx.access_log.enabled() {
-                    answer::log_request(ctx, self.peer, &req, &outcome, started);
-                }
-                self.in_start += n;
+                answer::record(ctx, self.peer, &req, &outcome, started, !self.metrics_only);
+                self.input.consume(n);
                 self.close_after_write |= outcome.close;
                 self.turn_requests += 1;
                 self.served_any = true;
             }
             Err(e) => self.fail(e, ctx),
         }
-        true
+        Step::Continue
     }
 
     /// Queues an error response for a request that could not be parsed, and closes after it.
@@ -636,7 +625,7 @@ impl<S: Transport> Connection<S> {
             Peer(self.peer)
         );
         if ctx.access_log.enabled() {
-            let pending = &self.inbuf[self.in_start..self.in_end];
+            let pending = self.input.pending();
             let line_end = pending
                 .iter()
                 .take(1024)
@@ -656,16 +645,18 @@ impl<S: Transport> Connection<S> {
             ctx.access_log.log(&entry, ctx.wall);
         }
         let sent_before = self.out.len();
-        self.queue_error(e, Version::Http11, false, ctx);
+        self.queue_error(e, ctx);
         if let Some(metrics) = ctx.metrics.as_deref_mut() {
             metrics.rejected(e, (self.out.len() - sent_before) as u64);
         }
-        self.in_start = self.in_end;
-        self.set_state(State::Writing, "error response queued");
+        self.input.clear();
+        self.start_writing("error response queued");
     }
 
-    fn queue_error(&mut self, e: HttpError, version: Version, head_only: bool, ctx: &Context<'_>) {
-        answer::write_error(&mut self.out, e, version, head_only, false, ctx.date);
+    /// Queues the error response to a request that has no usable head (so HTTP/1.1, with a
+    /// body, and closing: nothing after it can be framed).
+    fn queue_error(&mut self, e: HttpError, ctx: &Context<'_>) {
+        answer::write_error(&mut self.out, e, ctx.date);
         self.close_after_write = true;
         self.head_started = None;
     }
@@ -673,13 +664,10 @@ impl<S: Transport> Connection<S> {
     /// Goes to wait for more input, or sends queued output first if there is some.
     fn wait_for_input(&mut self, why: &'static str, pool: &mut BufferPool) {
         if !self.out.is_empty() || self.file.is_some() {
-            self.set_state(State::Writing, "responses queued");
-            return;
+            self.start_writing("responses queued");
+        } else {
+            self.start_reading(why, pool);
         }
-        if self.in_start == self.in_end && self.discard.is_done() {
-            self.become_idle(pool);
-        }
-        self.set_state(State::Reading, why);
     }
 
     /// Between requests: restart the idle clock and give the buffers back to the pool, so
@@ -692,11 +680,7 @@ impl<S: Transport> Connection<S> {
 
     /// Gives both buffers back to the pool, if they hold nothing still needed.
     pub fn recycle(&mut self, pool: &mut BufferPool) {
-        if self.in_start == self.in_end {
-            self.in_start = 0;
-            self.in_end = 0;
-            pool.give_read(std::mem::take(&mut self.inbuf));
-        }
+        self.input.recycle(pool);
         if self.out.is_empty() && self.file.is_none() {
             pool.give_out(std::mem::take(&mut self.out));
         }
@@ -705,13 +689,12 @@ impl<S: Transport> Connection<S> {
     // ----- Writing -----------------------------------------------------------------------
 
     /// Writing: send queued output until it is all sent or the socket would block.
-    fn on_writing(&mut self, ctx: &mut Context<'_>) -> bool {
+    fn on_writing(&mut self, ctx: &mut Context<'_>) -> Step {
         let mut wrote = 0;
         loop {
             if !self.out.is_empty() {
                 if self.turn_bytes >= MAX_BYTES_PER_TURN {
-                    self.yielded = true;
-                    return false;
+                    return Step::Yield;
                 }
                 // Heads and bodies, owned and shared, in one writev(2). On the stack: the
                 // steady state allocates nothing.
@@ -721,10 +704,7 @@ impl<S: Transport> Connection<S> {
                 let more = self.file.is_some();
                 let result = retrying(|| self.socket.send_vectored(&slices[..count], more));
                 match result {
-                    Ok(0) => {
-                        self.close("write returned 0");
-                        return false;
-                    }
+                    Ok(0) => return self.close("write returned 0"),
                     Ok(n) => {
                         self.out.advance(n);
                         self.turn_bytes += n;
@@ -737,7 +717,7 @@ impl<S: Transport> Connection<S> {
                         // input, so look for it again afterwards.
                         log::trace!("token={} wrote {wrote} bytes (WouldBlock)", self.token.0);
                         self.read_more = true;
-                        return false;
+                        return Step::Wait;
                     }
                     Err(e) => {
                         log::debug!(
@@ -745,15 +725,13 @@ impl<S: Transport> Connection<S> {
                             self.token.0,
                             Peer(self.peer)
                         );
-                        self.close("write error");
-                        return false;
+                        return self.close("write error");
                     }
                 }
                 continue;
             }
             if self.turn_bytes >= MAX_BYTES_PER_TURN && self.file.is_some() {
-                self.yielded = true;
-                return false;
+                return Step::Yield;
             }
             match self.send_file_body() {
                 Ok(true) => continue,
@@ -761,7 +739,7 @@ impl<S: Transport> Connection<S> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     log::trace!("token={} wrote {wrote} bytes (WouldBlock)", self.token.0);
                     self.read_more = true;
-                    return false;
+                    return Step::Wait;
                 }
                 Err(e) if peer_gone(&e) => {
                     // The client closed mid-download: normal, and nothing to fix here.
@@ -770,19 +748,22 @@ impl<S: Transport> Connection<S> {
                         self.token.0,
                         Peer(self.peer)
                     );
-                    self.close("client went away");
-                    return false;
+                    return self.close("client went away");
                 }
                 Err(e) => {
                     // The file itself failed (it shrank, or the disk did): a server problem.
                     log::warn!("token={} file body failed: {e}; closing", self.token.0);
-                    self.close("file body failed");
-                    return false;
+                    return self.close("file body failed");
                 }
             }
         }
         log::trace!("token={} wrote {wrote} bytes (all sent)", self.token.0);
+        self.after_output(ctx)
+    }
 
+    /// Everything queued has gone out: what next? The one place that decides between
+    /// lingering before the close, closing now, answering pipelined bytes, and reading.
+    fn after_output(&mut self, ctx: &mut Context<'_>) -> Step {
         if self.close_after_write {
             // Graceful close: send FIN but keep reading for a moment. Closing with unread
             // input would make the kernel send RST, and an RST can destroy the response we
@@ -791,21 +772,18 @@ impl<S: Transport> Connection<S> {
             self.progress_at = self.now;
             self.read_more = true;
             self.set_state(State::Closing, "response sent; closing gracefully");
-            return true;
+            return Step::Continue;
         }
-        if ctx.shutting_down && self.in_start == self.in_end && self.discard.is_done() {
-            self.close("server shutting down");
-            return false;
+        let nothing_pending = self.input.is_empty() && self.discard.is_done();
+        if ctx.shutting_down && nothing_pending {
+            return self.close("server shutting down");
         }
-        if self.in_start != self.in_end && !self.head_incomplete {
+        if !self.input.is_empty() && !self.head_incomplete {
             self.set_state(State::Parsing, "pipelined bytes waiting");
         } else {
-            if self.in_start == self.in_end && self.discard.is_done() {
-                self.become_idle(ctx.pool);
-            }
-            self.set_state(State::Reading, "keep-alive");
+            self.start_reading("keep-alive", ctx.pool);
         }
-        true
+        Step::Continue
     }
 
     /// Sends the next part of a streamed file body: with sendfile(2), the file's pages go
@@ -855,32 +833,25 @@ impl<S: Transport> Connection<S> {
     // ----- Closing -----------------------------------------------------------------------
 
     /// Closing (lingering): read and drop input until EOF, the byte limit, or the timeout.
-    fn on_closing(&mut self) -> bool {
+    fn on_closing(&mut self) -> Step {
         if !self.read_more {
-            return false;
+            return Step::Wait;
         }
         let mut scratch = [0u8; 4096];
         loop {
             match retrying(|| self.socket.read(&mut scratch)) {
-                Ok(0) => {
-                    self.close("client closed after response");
-                    return false;
-                }
+                Ok(0) => return self.close("client closed after response"),
                 Ok(n) => {
                     self.linger_read += n;
                     if self.linger_read >= LINGER_BYTES {
-                        self.close("linger limit reached");
-                        return false;
+                        return self.close("linger limit reached");
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.read_more = false;
-                    return false;
+                    return Step::Wait;
                 }
-                Err(_) => {
-                    self.close("read error while lingering");
-                    return false;
-                }
+                Err(_) => return self.close("read error while lingering"),
             }
         }
     }
@@ -911,7 +882,7 @@ fn count_timeout(ctx: &mut Context<'_>, kind: TimeoutKind) {
     }
 }
 
-/// A peer address for log lines: `127.0.0.1:5000`, or `-` when there is none.
+/// A peer address for log lines: `127.0.0.1:5000`, or `unix:` on a Unix socket.
 struct Peer(Option<SocketAddr>);
 
 impl fmt::Display for Peer {
@@ -1025,16 +996,12 @@ mod tests {
         let mut conn = Connection::new(mem, Token(0), None, now);
         let all = Readiness {
             readable: true,
-            writable: true,
             read_closed: false,
         };
         conn.ready(all, &mut ctx);
         let queued = conn.out.len();
-        assert!(
-            conn.in_start < conn.in_end,
-            "{target}: all eight were answered"
-        );
-        assert_eq!(conn.state(), State::Writing);
+        assert!(!conn.input.is_empty(), "{target}: all eight were answered");
+        assert_eq!(conn.state, State::Writing);
 
         conn.socket_mut().room = usize::MAX;
         for _ in 0..100 {

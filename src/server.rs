@@ -586,7 +586,6 @@ fn readiness(event: &Event) -> Readiness {
     Readiness {
         // Errors and hang-ups are reported as readable: the next read returns them.
         readable: event.is_readable() || event.is_read_closed() || event.is_error(),
-        writable: event.is_writable() || event.is_write_closed(),
         // The client's FIN: the connection reads on to the EOF rather than wait for an
         // edge that will not come.
         read_closed: event.is_read_closed(),

@@ -114,7 +114,7 @@ fn run(data: &[u8], cache: &mut FileCache) {
         socket.room += usize::from(op >> 6) * 4096 + 512;
         let at = now + Duration::from_millis(steps);
         let mut ctx = context(&limits, &date, &mut log, cache, &mut pool, at);
-        conn.ready(Readiness { readable: true, writable: true, read_closed: false }, &mut ctx);
+        conn.ready(Readiness { readable: true, read_closed: false }, &mut ctx);
         while conn.wants_resume() {
             conn.resume(&mut ctx);
         }
@@ -128,7 +128,7 @@ fn run(data: &[u8], cache: &mut FileCache) {
     // Let all output drain.
     conn.socket_mut().room = usize::MAX;
     let mut ctx = context(&limits, &date, &mut log, cache, &mut pool, now);
-    conn.ready(Readiness { readable: false, writable: true, read_closed: false }, &mut ctx);
+    conn.ready(Readiness { readable: false, read_closed: false }, &mut ctx);
     while conn.wants_resume() {
         conn.resume(&mut ctx);
     }
