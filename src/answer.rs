@@ -6,6 +6,9 @@
 //! page) is queued by reference, not copied; a large file body is handed back as a
 //! [`FileBody`] to be streamed.
 //!
+//! Every response is built the same way, by one `respond(status, headers, body)`, and
+//! whether the connection stays open after it is decided in one place, [`keep_alive`].
+//!
 //! For files it applies RFC 9110 in this order: conditional requests (section 13.2.2:
 //! If-None-Match, else If-Modified-Since → 304), then Range (section 14, made conditional
 //! by If-Range) → 206 or 416, else 200.
@@ -14,7 +17,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::buffers::OutBuf;
 use crate::context::Context;
@@ -56,6 +59,27 @@ pub struct Outcome {
     pub close: bool,
 }
 
+/// Whether the connection stays open after the response to `req`: the one place that
+/// decides it, for every kind of response. It closes when
+///
+/// 1. the client asked (`Connection: close`, or HTTP/1.0 without keep-alive: RFC 9112
+///    section 9.3), as the request's head says;
+/// 2. the server is shutting down;
+/// 3. the request said `Expect: 100-continue`: it is answered without its body (RFC 9110
+///    section 10.1.1), whose bytes may still be on their way, so the next request cannot be
+///    told apart from them;
+/// 4. the response is an error that leaves the framing in doubt
+///    ([`HttpError::closes_connection`]).
+///
+/// A request whose head could not be parsed has no framing at all, and always closes (see
+/// [`write_error`]).
+pub fn keep_alive(req: &Request<'_>, shutting_down: bool, error: Option<HttpError>) -> bool {
+    req.keep_alive
+        && !shutting_down
+        && !req.expects_continue
+        && !error.is_some_and(|e| e.closes_connection())
+}
+
 /// Queues the response to `req` into `out` (and `file_slot`, for a large body).
 pub fn answer(
     req: &Request<'_>,
@@ -63,110 +87,228 @@ pub fn answer(
     file_slot: &mut Option<FileBody>,
     ctx: &mut Context<'_>,
 ) -> Outcome {
-    // `Expect: 100-continue`: we answer without reading the body (RFC 9110 section 10.1.1),
-    // and then the body's bytes are still on the way, so the connection cannot be reused.
-    let keep_alive = req.keep_alive && !ctx.shutting_down && !req.expects_continue;
-    let head_only = req.method == Method::Head;
+    let frame = Frame::of(req, ctx, None);
     if let Some(handler) = ctx.handler.as_mut() {
         match call_handler(&mut **handler, req) {
-            Ok(Some(reply)) => {
-                return write_reply(out, &reply, req.version, head_only, keep_alive, ctx.date);
-            }
+            Ok(Some(reply)) => return write_reply(out, &reply, &frame),
             Ok(None) => {}
-            Err(()) => {
-                return write_error_outcome(out, HttpError::Internal, req, keep_alive, ctx);
-            }
+            Err(()) => return error(out, HttpError::Internal, req, ctx),
         }
     }
     if req.method == Method::Options {
         // RFC 9110 section 9.3.7. 204 carries no Content-Length (section 8.6).
-        let head = out.owned();
-        response::begin(head, 204, "No Content", ctx.date);
-        response::header(head, "Allow", "GET, HEAD, OPTIONS");
-        response::end(head, None, req.version, keep_alive);
-        return Outcome {
-            status: 204,
-            body_bytes: 0,
-            close: !keep_alive,
-        };
+        let allow = |head: &mut Vec<u8>| response::header(head, "Allow", "GET, HEAD, OPTIONS");
+        return respond(out, None, &frame, (204, "No Content"), allow, Body::None);
     }
     // The fast path: a small file already in memory costs no syscall at all.
-    let page = Page {
-        date: ctx.date,
-        cache_control: ctx.files.options().cache_control.as_deref(),
-    };
-    if let Some(entry) = ctx.cache.get(cache_key(req.target), ctx.files, ctx.now) {
-        return serve_cached(req, entry, out, &page, keep_alive);
+    let cache_control = ctx.files.options().cache_control.as_deref();
+    if let Some(entry) = ctx.cache.get(req.path(), ctx.files, ctx.now) {
+        return serve_cached(req, entry, out, &frame, cache_control);
     }
     let codings = encoding::preferred(req.accept_encoding);
     match ctx.files.open(req.target, &codings) {
-        Ok(Resolved::File(found)) => serve_file(req, *found, out, file_slot, ctx, keep_alive),
+        Ok(Resolved::File(found)) => serve_file(req, *found, out, file_slot, ctx),
         Ok(Resolved::Redirect(location)) => {
-            let body = response::error_page(301, "Moved Permanently");
-            let head = out.owned();
-            response::begin(head, 301, "Moved Permanently", ctx.date);
-            response::header(head, "Location", &location);
-            response::header(head, "Content-Type", "text/html; charset=utf-8");
-            response::end(head, Some(body.len() as u64), req.version, keep_alive);
-            send_body(out, body.as_bytes(), head_only, 301, keep_alive)
+            let page = response::error_page(301, "Moved Permanently");
+            let headers = |head: &mut Vec<u8>| {
+                response::header(head, "Location", &location);
+                response::header(head, "Content-Type", "text/html; charset=utf-8");
+            };
+            respond(
+                out,
+                None,
+                &frame,
+                (301, "Moved Permanently"),
+                headers,
+                Body::Copy(page.as_bytes()),
+            )
         }
-        Ok(Resolved::Directory(listing)) => {
+        Ok(Resolved::Directory(dir)) => {
             // Rendered once, then kept until inotify reports a change (see listing.rs). A
             // listing can be large (a directory of thousands of files): it is queued as a
             // shared body, counted against the connection's high-water mark like a cached
             // file, rather than copied in beside the heads.
-            let html = match ctx
-                .cache
-                .listing(cache_key(req.target), &listing, listing::render)
-            {
+            let html = match ctx.cache.listing(req.path(), &dir, listing::render) {
                 Ok(html) => html,
                 Err(e) => {
                     log::warn!("{}: cannot list the directory: {e}", req.target);
-                    return write_error_outcome(out, HttpError::Internal, req, keep_alive, ctx);
+                    return error(out, HttpError::Internal, req, ctx);
                 }
             };
-            let len = html.len();
-            let head = out.owned();
-            response::begin(head, 200, "OK", ctx.date);
-            response::header(head, "Content-Type", "text/html; charset=utf-8");
-            response::end(head, Some(len as u64), req.version, keep_alive);
-            if !head_only {
-                out.push_body(&html, 0, len);
-            }
-            Outcome {
-                status: 200,
-                body_bytes: if head_only { 0 } else { len as u64 },
-                close: !keep_alive,
+            let headers = |head: &mut Vec<u8>| {
+                response::header(head, "Content-Type", "text/html; charset=utf-8")
+            };
+            respond(
+                out,
+                None,
+                &frame,
+                (200, "OK"),
+                headers,
+                Body::Shared(&html, 0, html.len()),
+            )
+        }
+        Err(e) => error(out, e, req, ctx),
+    }
+}
+
+/// How every response to one request is framed.
+struct Frame<'a> {
+    version: Version,
+    /// HEAD: the head only, with the length the body would have.
+    head_only: bool,
+    /// See [`keep_alive`].
+    keep_alive: bool,
+    date: &'a DateCache,
+}
+
+impl<'a> Frame<'a> {
+    /// The framing of the response to `req`, an `error` response or not.
+    fn of(req: &Request<'_>, ctx: &Context<'a>, error: Option<HttpError>) -> Self {
+        Frame {
+            version: req.version,
+            head_only: req.method == Method::Head,
+            keep_alive: keep_alive(req, ctx.shutting_down, error),
+            date: ctx.date,
+        }
+    }
+}
+
+/// A response body, and so its `Content-Length`.
+enum Body<'a> {
+    /// No body and no `Content-Length` (204 and 304: RFC 9110 sections 8.6, 15.3.5).
+    None,
+    /// Bytes copied in after the head.
+    Copy(&'a [u8]),
+    /// `body[start..end]` of a shared body (a cached file, a listing), queued by reference.
+    Shared(&'a Rc<[u8]>, usize, usize),
+    /// `count` bytes of an open file from offset `start`: copied in if small, else streamed.
+    File(File, u64, u64),
+}
+
+/// Queues one response: the status line, the server's headers, `headers`, the framing, and
+/// the body (unless the request was HEAD). The one way every response is built.
+fn respond(
+    out: &mut OutBuf,
+    file_slot: Option<&mut Option<FileBody>>,
+    frame: &Frame<'_>,
+    (status, reason): (u16, &str),
+    headers: impl FnOnce(&mut Vec<u8>),
+    body: Body<'_>,
+) -> Outcome {
+    let len = match &body {
+        Body::None => None,
+        Body::Copy(bytes) => Some(bytes.len() as u64),
+        Body::Shared(_, start, end) => Some((end - start) as u64),
+        Body::File(_, _, count) => Some(*count),
+    };
+    let head = out.owned();
+    response::begin(head, status, reason, frame.date);
+    headers(head);
+    response::end(head, len, frame.version, frame.keep_alive);
+    let mut outcome = Outcome {
+        status,
+        body_bytes: if frame.head_only { 0 } else { len.unwrap_or(0) },
+        close: !frame.keep_alive,
+    };
+    if frame.head_only {
+        return outcome;
+    }
+    match body {
+        Body::None => {}
+        Body::Copy(bytes) => out.extend_from_slice(bytes),
+        // Referred to, not copied (unless it is tiny).
+        Body::Shared(bytes, start, end) if start < end => out.push_body(bytes, start, end),
+        Body::Shared(..) => {}
+        Body::File(file, start, count) => {
+            if !queue_file(out, file_slot, file, start, count) {
+                // The head promised `count` bytes; fewer follow, so the client can only
+                // learn of it when the connection closes.
+                outcome.close = true;
             }
         }
-        Err(e) => {
-            let keep_alive = keep_alive && !e.closes_connection();
-            let body_bytes = error_response(out, e, req.version, head_only, keep_alive, ctx.date);
-            Outcome {
-                status: e.status().0,
-                body_bytes,
-                close: !keep_alive,
+    }
+    outcome
+}
+
+/// Queues `count` bytes of `file` from `start`: read in beside the head when small, else
+/// handed to `file_slot` to be streamed. `false` when the file failed under us.
+fn queue_file(
+    out: &mut OutBuf,
+    file_slot: Option<&mut Option<FileBody>>,
+    mut file: File,
+    start: u64,
+    count: u64,
+) -> bool {
+    if count == 0 {
+        return true;
+    }
+    if start > 0
+        && let Err(e) = file.seek(SeekFrom::Start(start))
+    {
+        log::warn!("seek failed: {e}; closing");
+        return false;
+    }
+    match file_slot {
+        Some(slot) if count > INLINE_FILE_MAX => {
+            *slot = Some(FileBody {
+                file,
+                remaining: count,
+                sendfile: true,
+            });
+            true
+        }
+        _ => {
+            // Copied in, beside the head: it is small, and the connection stops answering
+            // while its queue is over the high-water mark, so at most one such body sits
+            // above it. Room for the whole body first, so that it arrives in one read(2).
+            let owned = out.owned();
+            owned.reserve(count as usize);
+            match (&mut file).take(count).read_to_end(owned) {
+                Ok(n) if n as u64 == count => true,
+                Ok(_) | Err(_) => {
+                    log::warn!("file changed while being read; closing");
+                    false
+                }
             }
         }
     }
 }
 
-/// Appends a small body (copied), unless the request was HEAD.
-fn send_body(
-    out: &mut OutBuf,
-    body: &[u8],
-    head_only: bool,
-    status: u16,
-    keep_alive: bool,
-) -> Outcome {
-    if !head_only {
-        out.extend_from_slice(body);
-    }
-    Outcome {
-        status,
-        body_bytes: if head_only { 0 } else { body.len() as u64 },
-        close: !keep_alive,
-    }
+/// The error response `e` to `req`.
+fn error(out: &mut OutBuf, e: HttpError, req: &Request<'_>, ctx: &Context<'_>) -> Outcome {
+    error_response(out, e, &Frame::of(req, ctx, Some(e)))
+}
+
+/// Writes a complete error response, with its small HTML page.
+fn error_response(out: &mut OutBuf, e: HttpError, frame: &Frame<'_>) -> Outcome {
+    let (code, reason) = e.status();
+    let page = response::error_page(code, reason);
+    let headers = |head: &mut Vec<u8>| {
+        if e == HttpError::MethodNotAllowed {
+            response::header(head, "Allow", "GET, HEAD, OPTIONS");
+        }
+        response::header(head, "Content-Type", "text/html; charset=utf-8");
+    };
+    respond(
+        out,
+        None,
+        frame,
+        (code, reason),
+        headers,
+        Body::Copy(page.as_bytes()),
+    )
+}
+
+/// Queues the error response to a request whose head could not be used: HTTP/1.1, with its
+/// page, and `Connection: close`, since nothing after it can be framed.
+pub fn write_error(out: &mut OutBuf, e: HttpError, date: &DateCache) {
+    let frame = Frame {
+        version: Version::Http11,
+        head_only: false,
+        keep_alive: false,
+        date,
+    };
+    error_response(out, e, &frame);
 }
 
 /// What the response head of a file needs to know, wherever the bytes come from.
@@ -178,11 +320,7 @@ struct FileView<'a> {
     last_modified: Option<&'a str>,
     coding: Option<Coding>,
     vary: bool,
-}
-
-/// What every file response takes from the server's settings.
-struct Page<'a> {
-    date: &'a DateCache,
+    /// `--cache-control`.
     cache_control: Option<&'a str>,
 }
 
@@ -201,7 +339,6 @@ fn serve_file(
     out: &mut OutBuf,
     file_slot: &mut Option<FileBody>,
     ctx: &mut Context<'_>,
-    keep_alive: bool,
 ) -> Outcome {
     let FoundFile {
         mut file,
@@ -210,31 +347,24 @@ fn serve_file(
         coding,
         vary,
     } = found;
+    let frame = Frame::of(req, ctx, None);
+    let cache_control = ctx.files.options().cache_control.as_deref();
     let len = meta.len();
     // Small plain files go into the cache, and are served from it from now on.
     if coding.is_none() && !vary && ctx.cache.accepts(len) {
         let mut body = Vec::with_capacity(len as usize);
         match (&mut file).take(len).read_to_end(&mut body) {
             Ok(n) if n as u64 == len => {
-                let key = cache_key(req.target).to_string();
-                let entry = CachedFile::new(&meta, body, content_type.clone(), ctx.now);
-                ctx.cache.insert(key, entry, &file);
-                let page = Page {
-                    date: ctx.date,
-                    cache_control: ctx.files.options().cache_control.as_deref(),
+                let entry = CachedFile::new(&meta, body, content_type, ctx.now);
+                return match ctx.cache.insert(req.path().to_string(), entry, &file) {
+                    Ok(entry) => serve_cached(req, entry, out, &frame, cache_control),
+                    // Larger than the whole cache: served from the bytes just read, once.
+                    Err(entry) => serve_cached(req, &entry, out, &frame, cache_control),
                 };
-                if let Some(entry) = ctx.cache.get(cache_key(req.target), ctx.files, ctx.now) {
-                    return serve_cached(req, entry, out, &page, keep_alive);
-                }
-                // The file does not fit the cache after all: read it again from disk.
-                if let Err(e) = file.seek(SeekFrom::Start(0)) {
-                    log::warn!("{}: seek failed: {e}", req.target);
-                    return write_error_outcome(out, HttpError::Internal, req, keep_alive, ctx);
-                }
             }
             _ => {
                 log::warn!("{}: file changed while being read", req.target);
-                return write_error_outcome(out, HttpError::Internal, req, keep_alive, ctx);
+                return error(out, HttpError::Internal, req, ctx);
             }
         }
     }
@@ -247,20 +377,9 @@ fn serve_file(
         last_modified: last_modified.as_deref(),
         coding,
         vary,
+        cache_control,
     };
-    let page = Page {
-        date: ctx.date,
-        cache_control: ctx.files.options().cache_control.as_deref(),
-    };
-    respond_with_file(
-        req,
-        &view,
-        Source::Disk(file),
-        out,
-        file_slot,
-        &page,
-        keep_alive,
-    )
+    respond_with_file(req, &view, Source::Disk(file), out, file_slot, &frame)
 }
 
 /// The response for a cached file.
@@ -268,8 +387,8 @@ fn serve_cached(
     req: &Request<'_>,
     entry: &CachedFile,
     out: &mut OutBuf,
-    page: &Page<'_>,
-    keep_alive: bool,
+    frame: &Frame<'_>,
+    cache_control: Option<&str>,
 ) -> Outcome {
     let view = FileView {
         len: entry.body.len() as u64,
@@ -278,39 +397,11 @@ fn serve_cached(
         last_modified: entry.last_modified.as_deref(),
         coding: None,
         vary: false,
+        cache_control,
     };
     let mut no_file = None;
-    respond_with_file(
-        req,
-        &view,
-        Source::Memory(&entry.body),
-        out,
-        &mut no_file,
-        page,
-        keep_alive,
-    )
-}
-
-/// The cache key for a target: its path, as sent, without query or fragment.
-fn cache_key(target: &str) -> &str {
-    target.split(['?', '#']).next().unwrap_or(target)
-}
-
-fn write_error_outcome(
-    out: &mut OutBuf,
-    e: HttpError,
-    req: &Request<'_>,
-    keep_alive: bool,
-    ctx: &Context<'_>,
-) -> Outcome {
-    let keep_alive = keep_alive && !e.closes_connection();
-    let head_only = req.method == Method::Head;
-    let body_bytes = error_response(out, e, req.version, head_only, keep_alive, ctx.date);
-    Outcome {
-        status: e.status().0,
-        body_bytes,
-        close: !keep_alive,
-    }
+    let source = Source::Memory(&entry.body);
+    respond_with_file(req, &view, source, out, &mut no_file, frame)
 }
 
 /// Conditionals, then Range, then the head and the body (RFC 9110 sections 13.2.2, 14).
@@ -320,39 +411,27 @@ fn respond_with_file(
     source: Source<'_>,
     out: &mut OutBuf,
     file_slot: &mut Option<FileBody>,
-    page: &Page<'_>,
-    keep_alive: bool,
+    frame: &Frame<'_>,
 ) -> Outcome {
-    let head_only = req.method == Method::Head;
     let len = view.len;
-    let cache_control = page.cache_control;
-    let date = page.date;
     // The headers every variant of this response shares.
-    let common = |out: &mut Vec<u8>| {
-        response::header(out, "ETag", &view.validators.etag);
+    let common = |head: &mut Vec<u8>| {
+        response::header(head, "ETag", &view.validators.etag);
         if let Some(date) = view.last_modified {
-            response::header(out, "Last-Modified", date);
+            response::header(head, "Last-Modified", date);
         }
         if view.vary {
-            response::header(out, "Vary", "Accept-Encoding");
+            response::header(head, "Vary", "Accept-Encoding");
         }
-        if let Some(value) = cache_control {
-            response::header(out, "Cache-Control", value);
+        if let Some(value) = view.cache_control {
+            response::header(head, "Cache-Control", value);
         }
     };
 
     if conditional::evaluate(view.validators, req.if_none_match, req.if_modified_since)
         == Condition::NotModified
     {
-        let head = out.owned();
-        response::begin(head, 304, "Not Modified", date);
-        common(head);
-        response::end(head, None, req.version, keep_alive);
-        return Outcome {
-            status: 304,
-            body_bytes: 0,
-            close: !keep_alive,
-        };
+        return respond(out, None, frame, (304, "Not Modified"), common, Body::None);
     }
 
     let wanted = match req.range {
@@ -362,100 +441,58 @@ fn respond_with_file(
         _ => RangeRequest::Full,
     };
     let (status, start, count) = match wanted {
-        RangeRequest::Full => (200, 0, len),
-        RangeRequest::Partial { start, end } => (206, start, end - start + 1),
+        RangeRequest::Full => ((200, "OK"), 0, len),
+        RangeRequest::Partial { start, end } => ((206, "Partial Content"), start, end - start + 1),
         RangeRequest::Unsatisfiable => {
-            let (code, reason) = (416, "Range Not Satisfiable");
-            let body = response::error_page(code, reason);
-            let head = out.owned();
-            response::begin(head, code, reason, date);
-            response::header(head, "Content-Range", &format!("bytes */{len}"));
-            response::header(head, "Content-Type", "text/html; charset=utf-8");
-            response::end(head, Some(body.len() as u64), req.version, keep_alive);
-            return send_body(out, body.as_bytes(), head_only, code, keep_alive);
+            let status = (416, "Range Not Satisfiable");
+            let page = response::error_page(status.0, status.1);
+            let headers = |head: &mut Vec<u8>| {
+                response::header(head, "Content-Range", &format!("bytes */{len}"));
+                response::header(head, "Content-Type", "text/html; charset=utf-8");
+            };
+            return respond(
+                out,
+                None,
+                frame,
+                status,
+                headers,
+                Body::Copy(page.as_bytes()),
+            );
         }
     };
-
-    let head = out.owned();
-    if status == 206 {
-        response::begin(head, 206, "Partial Content", date);
-        let end = start + count - 1;
-        response::header(head, "Content-Range", &format!("bytes {start}-{end}/{len}"));
-    } else {
-        response::begin(head, 200, "OK", date);
-        response::header(head, "Accept-Ranges", "bytes");
-    }
-    response::header(head, "Content-Type", view.content_type);
-    if let Some(coding) = view.coding {
-        response::header(head, "Content-Encoding", coding.token());
-    }
-    response::header(head, "X-Content-Type-Options", "nosniff");
-    common(head);
-    response::end(head, Some(count), req.version, keep_alive);
-
-    let mut outcome = Outcome {
-        status,
-        body_bytes: if head_only { 0 } else { count },
-        close: !keep_alive,
-    };
-    if head_only || count == 0 {
-        return outcome;
-    }
-    let mut file = match source {
-        Source::Memory(bytes) => {
-            // Referred to, not copied (unless it is tiny). `start..start + count` lies
-            // within the body: `range::evaluate` saw its length.
-            out.push_body(bytes, start as usize, (start + count) as usize);
-            return outcome;
+    let headers = |head: &mut Vec<u8>| {
+        if status.0 == 206 {
+            let end = start + count - 1;
+            response::header(head, "Content-Range", &format!("bytes {start}-{end}/{len}"));
+        } else {
+            response::header(head, "Accept-Ranges", "bytes");
         }
-        Source::Disk(file) => file,
-    };
-    if start > 0
-        && let Err(e) = file.seek(SeekFrom::Start(start))
-    {
-        log::warn!("{}: seek failed: {e}; closing", req.target);
-        outcome.close = true;
-        return outcome;
-    }
-    if count <= INLINE_FILE_MAX {
-        // Copied in, beside the head: it is small, and the connection stops answering while
-        // its queue is over the high-water mark, so at most one such body sits above it.
-        // Room for the whole body first, so that it arrives in one read(2).
-        let owned = out.owned();
-        owned.reserve(count as usize);
-        match (&mut file).take(count).read_to_end(owned) {
-            Ok(n) if n as u64 == count => {}
-            Ok(_) | Err(_) => {
-                // The head promised `count` bytes; fewer follow, so the client can only
-                // learn of it when the connection closes.
-                log::warn!("{}: file changed while being read; closing", req.target);
-                outcome.close = true;
-            }
+        response::header(head, "Content-Type", view.content_type);
+        if let Some(coding) = view.coding {
+            response::header(head, "Content-Encoding", coding.token());
         }
-    } else {
-        *file_slot = Some(FileBody {
-            file,
-            remaining: count,
-            sendfile: true,
-        });
-    }
-    outcome
+        response::header(head, "X-Content-Type-Options", "nosniff");
+        common(head);
+    };
+    let body = match source {
+        // `start..start + count` lies within the body: `range::evaluate` saw its length.
+        Source::Memory(bytes) => Body::Shared(bytes, start as usize, (start + count) as usize),
+        Source::Disk(file) => Body::File(file, start, count),
+    };
+    respond(out, Some(file_slot), frame, status, headers, body)
 }
 
 /// The answer on the metrics listener: the counters at `/metrics`, 404 elsewhere.
 pub fn answer_metrics(req: &Request<'_>, out: &mut OutBuf, ctx: &mut Context<'_>) -> Outcome {
-    let keep_alive = req.keep_alive && !ctx.shutting_down;
-    let path = cache_key(req.target);
     let Some(metrics) = ctx.metrics.as_deref() else {
-        return write_error_outcome(out, HttpError::NotFound, req, keep_alive, ctx);
+        return error(out, HttpError::NotFound, req, ctx);
     };
-    if path != "/metrics" || req.method == Method::Options {
-        return write_error_outcome(out, HttpError::NotFound, req, keep_alive, ctx);
+    if req.path() != "/metrics" || req.method == Method::Options {
+        return error(out, HttpError::NotFound, req, ctx);
     }
     let body = metrics.render(ctx.open_connections);
     let reply = Reply::new(200, "text/plain; version=0.0.4; charset=utf-8", body);
-    let head_only = req.method == Method::Head;
-    write_reply(out, &reply, req.version, head_only, keep_alive, ctx.date)
+    write_reply(out, &reply, &Frame::of(req, ctx, None))
 }
 
 /// Asks the handler, and turns a panic in it into `Err(())`: the server answers 500 and
@@ -494,74 +531,45 @@ const SERVER_OWNED: [&str; 5] = [
 ];
 
 /// Writes a handler's reply.
-fn write_reply(
-    out: &mut OutBuf,
-    reply: &Reply,
-    version: Version,
-    head_only: bool,
-    keep_alive: bool,
-    date: &DateCache,
-) -> Outcome {
+fn write_reply(out: &mut OutBuf, reply: &Reply, frame: &Frame<'_>) -> Outcome {
     let status = if (200..1000).contains(&reply.status) {
         reply.status
     } else {
         log::error!("handler returned status {}; sending 500", reply.status);
         500
     };
-    let head = out.owned();
-    response::begin(head, status, response::reason(status), date);
-    response::header(head, "Content-Type", &reply.content_type);
-    for (name, value) in &reply.headers {
-        let splits = |s: &str| s.bytes().any(|b| b == b'\r' || b == b'\n');
-        if splits(name) || splits(value) || name.is_empty() {
-            log::error!("handler header {name:?} dropped: CR or LF would split the response");
-            continue;
+    let headers = |head: &mut Vec<u8>| {
+        response::header(head, "Content-Type", &reply.content_type);
+        for (name, value) in &reply.headers {
+            let splits = |s: &str| s.bytes().any(|b| b == b'\r' || b == b'\n');
+            if splits(name) || splits(value) || name.is_empty() {
+                log::error!("handler header {name:?} dropped: CR or LF would split the response");
+                continue;
+            }
+            if SERVER_OWNED
+                .iter()
+                .any(|own| own.eq_ignore_ascii_case(name.trim()))
+            {
+                log::warn!("handler header {name:?} dropped: the server alone sets it");
+                continue;
+            }
+            response::header(head, name, value);
         }
-        if SERVER_OWNED
-            .iter()
-            .any(|own| own.eq_ignore_ascii_case(name.trim()))
-        {
-            log::warn!("handler header {name:?} dropped: the server alone sets it");
-            continue;
-        }
-        response::header(head, name, value);
-    }
+    };
     // 204 and 304 have no body and no Content-Length (RFC 9110 sections 8.6, 15.3.5).
-    let bodiless = status == 204 || status == 304;
-    let len = reply.body.len() as u64;
-    response::end(head, (!bodiless).then_some(len), version, keep_alive);
-    send_body(out, &reply.body, head_only || bodiless, status, keep_alive)
-}
-
-/// Queues the error response to a request whose head could not be used: HTTP/1.1, with its
-/// page, and `Connection: close`, since nothing after it can be framed.
-pub fn write_error(out: &mut OutBuf, e: HttpError, date: &DateCache) {
-    error_response(out, e, Version::Http11, false, false, date);
-}
-
-/// Writes a complete error response; returns the body length sent.
-fn error_response(
-    out: &mut OutBuf,
-    e: HttpError,
-    version: Version,
-    head_only: bool,
-    keep_alive: bool,
-    date: &DateCache,
-) -> u64 {
-    let (code, reason) = e.status();
-    let body = response::error_page(code, reason);
-    let head = out.owned();
-    response::begin(head, code, reason, date);
-    if e == HttpError::MethodNotAllowed {
-        response::header(head, "Allow", "GET, HEAD, OPTIONS");
-    }
-    response::header(head, "Content-Type", "text/html; charset=utf-8");
-    response::end(head, Some(body.len() as u64), version, keep_alive);
-    if head_only {
-        return 0;
-    }
-    head.extend_from_slice(body.as_bytes());
-    body.len() as u64
+    let body = if status == 204 || status == 304 {
+        Body::None
+    } else {
+        Body::Copy(&reply.body)
+    };
+    respond(
+        out,
+        None,
+        frame,
+        (status, response::reason(status)),
+        headers,
+        body,
+    )
 }
 
 /// Records one answered request: in the counters (unless `count` is false: scrapes of the
@@ -594,7 +602,7 @@ fn log_request(
     peer: Option<std::net::SocketAddr>,
     req: &Request<'_>,
     outcome: &Outcome,
-    took: std::time::Duration,
+    took: Duration,
 ) {
     let micros = took.as_micros();
     let header = ctx.real_ip_header;

@@ -261,7 +261,7 @@ fn serve(
             if found.coding.is_none() && !found.vary && cache.accepts(found.meta.len()) {
                 let key = target.to_string();
                 let entry = CachedFile::new(&found.meta, body, found.content_type.clone(), now);
-                cache.insert(key, entry, &found.file);
+                let _ = cache.insert(key, entry, &found.file);
                 // Nothing changed: the entry must survive its revalidation.
                 let later = now + Duration::from_secs(2);
                 assert!(

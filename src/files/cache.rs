@@ -35,6 +35,7 @@
 //! syscall at all. (Half a second, not one: with the root's own re-check, see
 //! [`crate::files::static_files`], a re-pointed root is then served within a second too.)
 
+use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
 use std::fs::{File, Metadata};
@@ -421,20 +422,33 @@ impl FileCache {
     }
 
     /// Adds a file entry, evicting the oldest ones until it fits; `opened` is the file it
-    /// was read from, to find the directory to watch.
-    pub fn insert(&mut self, key: String, file: CachedFile, opened: &File) {
+    /// was read from, to find the directory to watch. Hands the entry back, kept (`Ok`) or,
+    /// when it is larger than the whole budget, not kept (`Err`): either way, the response
+    /// is served from it, with no second read of the file.
+    pub fn insert(
+        &mut self,
+        key: String,
+        file: CachedFile,
+        opened: &File,
+    ) -> Result<&CachedFile, Box<CachedFile>> {
         self.remove(&key);
         let slot = Slot {
             entry: Entry::File(file),
             watch: None,
         };
-        if slot.cost(&key) > self.budget {
-            return;
-        }
         let cost = slot.cost(&key);
+        if cost > self.budget {
+            return match slot.entry {
+                Entry::File(file) => Err(Box::new(file)),
+                Entry::Listing { .. } => unreachable!("built as a file entry just above"),
+            };
+        }
         self.make_room(cost);
         let watch = self.acquire(&key, opened.as_fd(), false);
-        self.put(key, Slot { watch, ..slot }, cost);
+        match &self.put(key, Slot { watch, ..slot }, cost).entry {
+            Entry::File(file) => Ok(file),
+            Entry::Listing { .. } => unreachable!("put as a file entry just above"),
+        }
     }
 
     /// The page for `listing`, requested as `key`: from memory if it was rendered from this
@@ -506,10 +520,18 @@ impl FileCache {
         }
     }
 
-    fn put(&mut self, key: String, slot: Slot, cost: usize) {
+    fn put(&mut self, key: String, slot: Slot, cost: usize) -> &Slot {
         self.bytes += cost;
         self.order.push_back(key.clone());
-        self.map.insert(key, slot);
+        // The key was removed before: the slot goes in fresh, and comes back without a
+        // second lookup.
+        match self.map.entry(key) {
+            MapEntry::Occupied(mut old) => {
+                old.insert(slot);
+                old.into_mut()
+            }
+            MapEntry::Vacant(place) => place.insert(slot),
+        }
     }
 
     fn remove(&mut self, key: &str) {
@@ -569,7 +591,7 @@ mod tests {
 
     fn put(cache: &mut FileCache, dir: &std::path::Path, name: &str, content: &[u8], now: Instant) {
         let (e, f) = entry(dir, name, content, now);
-        cache.insert(format!("/{name}"), e, &f);
+        let _ = cache.insert(format!("/{name}"), e, &f);
     }
 
     /// The watches the kernel holds on the cache's inotify descriptor.
@@ -610,8 +632,8 @@ mod tests {
         // Both files exist before the directory is watched.
         let (f, f_file) = entry(dir.path(), "f", b"one", now);
         let (g, g_file) = entry(dir.path(), "g", b"other", now);
-        cache.insert("/f".into(), f, &f_file);
-        cache.insert("/g".into(), g, &g_file);
+        let _ = cache.insert("/f".into(), f, &f_file);
+        let _ = cache.insert("/g".into(), g, &g_file);
         assert_eq!(cache.watch_count(), 1, "one directory, one watch");
         std::fs::write(dir.path().join("f"), b"two!").expect("rewrite");
         cache.on_watch_event();
@@ -671,7 +693,7 @@ mod tests {
             "t".into(),
             now,
         );
-        cache.insert("/current/page.txt".into(), e, &f);
+        let _ = cache.insert("/current/page.txt".into(), e, &f);
         // Re-pointed the way deploy tools do it: a new link renamed over the old one.
         std::os::unix::fs::symlink("v2", root.join("next")).expect("link");
         std::fs::rename(root.join("next"), root.join("current")).expect("rename");

@@ -95,6 +95,12 @@ pub struct Request<'b> {
 }
 
 impl Request<'_> {
+    /// The target's path, as sent, without query or fragment: what names the file (and
+    /// the cache entry).
+    pub fn path(&self) -> &str {
+        self.target.split(['?', '#']).next().unwrap_or(self.target)
+    }
+
     /// The request line without its CRLF, e.g. `GET /index.html HTTP/1.1`, for the log.
     pub fn request_line(&self) -> &[u8] {
         // Empty lines before the request line are allowed (RFC 9112 section 2.2), and
