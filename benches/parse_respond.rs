@@ -4,9 +4,8 @@
 //! It measures what readyserve itself spends per request (parse, cache lookup, response
 //! head, buffer handling), which the wrk benchmarks cannot separate from the kernel's work.
 
-use std::collections::VecDeque;
 use std::hint::black_box;
-use std::io::{self, Read, Write};
+use std::io;
 use std::time::{Duration, Instant, SystemTime};
 
 use readyserve::buffers::BufferPool;
@@ -15,43 +14,8 @@ use readyserve::context::{Clock, Context, Limits};
 use readyserve::files::cache::FileCache;
 use readyserve::files::static_files::StaticFiles;
 use readyserve::http::response::DateCache;
-use readyserve::listener::Transport;
+use readyserve::listener::testing::MemSocket;
 use readyserve::ops::access_log::AccessLog;
-
-/// An in-memory socket.
-struct Mem {
-    input: VecDeque<u8>,
-    written: usize,
-}
-
-impl Read for Mem {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.input.is_empty() {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let n = buf.len().min(self.input.len());
-        for (slot, byte) in buf.iter_mut().zip(self.input.drain(..n)) {
-            *slot = byte;
-        }
-        Ok(n)
-    }
-}
-
-impl Write for Mem {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.written += buf.len();
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Transport for Mem {
-    fn shutdown_write(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 fn main() -> io::Result<()> {
     let dir = std::env::temp_dir().join(format!("readyserve-bench-{}", std::process::id()));
@@ -78,9 +42,9 @@ fn main() -> io::Result<()> {
         ("16 pipelined per read", 16),
     ] {
         let mut conn = Connection::new(
-            Mem {
-                input: VecDeque::new(),
-                written: 0,
+            MemSocket {
+                discard_output: true,
+                ..MemSocket::new()
             },
             mio::Token(0),
             None,

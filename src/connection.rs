@@ -207,6 +207,9 @@ pub struct Connection<S> {
     now: Instant,
     /// This connection came in on the metrics listener: it is answered from the counters.
     metrics_only: bool,
+    /// Every state it entered, for the unit tests' transition checks.
+    #[cfg(test)]
+    trail: Vec<State>,
 }
 
 impl<S: Transport> Connection<S> {
@@ -238,6 +241,8 @@ impl<S: Transport> Connection<S> {
             linger_read: 0,
             now,
             metrics_only: false,
+            #[cfg(test)]
+            trail: Vec::new(),
         }
     }
 
@@ -421,6 +426,8 @@ impl<S: Transport> Connection<S> {
             self.state,
             next
         );
+        #[cfg(test)]
+        self.trail.push(next);
         self.state = next;
     }
 
@@ -896,108 +903,380 @@ impl fmt::Display for Peer {
 
 #[cfg(test)]
 mod tests {
+    //! The state machine driven with no network, smoltcp-style: each row gives the input
+    //! chunks (one readiness event each) and the socket's room, and checks the transitions,
+    //! the output, the interest and whether the connection asks to be resumed.
+
     use super::*;
-    use std::collections::VecDeque;
-    use std::io::Write;
+    use std::time::SystemTime;
 
     use crate::answer::INLINE_FILE_MAX;
     use crate::context::Clock;
     use crate::files::cache::FileCache;
-    use crate::files::static_files::Options;
-    use crate::files::static_files::StaticFiles;
+    use crate::files::static_files::{Options, StaticFiles};
     use crate::http::response::DateCache;
+    use crate::listener::testing::MemSocket;
     use crate::ops::access_log::AccessLog;
-    use std::time::SystemTime;
 
-    /// An in-memory socket. `room` is how many more bytes its peer will take: 0 for a
-    /// client that never reads.
-    struct Mem {
-        input: VecDeque<u8>,
-        output: Vec<u8>,
+    /// What one turn lends a connection, owned by the test.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        limits: Limits,
+        files: StaticFiles,
+        date: DateCache,
+        log: AccessLog,
+        cache: FileCache,
+        pool: BufferPool,
+        now: Instant,
+    }
+
+    impl Fixture {
+        /// A root with `a.txt` (5 bytes), `big.bin` (`big` bytes) and a `dir/` of
+        /// `entries` files, listed; `cache_budget` bytes of cache.
+        fn new(big: usize, entries: usize, cache_budget: usize) -> Self {
+            let dir = tempfile::tempdir().expect("tempdir");
+            std::fs::write(dir.path().join("a.txt"), "hello").expect("write");
+            std::fs::write(dir.path().join("big.bin"), vec![b'x'; big]).expect("write");
+            std::fs::create_dir(dir.path().join("dir")).expect("mkdir");
+            for i in 0..entries {
+                let name = format!("dir/an-entry-with-a-longish-name-{i:04}.txt");
+                std::fs::write(dir.path().join(name), "").expect("write");
+            }
+            let options = Options {
+                list_directories: true,
+                ..Options::default()
+            };
+            let files = StaticFiles::with_options(dir.path(), options).expect("root");
+            Fixture {
+                _dir: dir,
+                limits: Limits {
+                    max_head: 8192,
+                    max_body: 1 << 20,
+                    header_timeout: Duration::from_secs(10),
+                    keep_alive_timeout: Duration::from_secs(10),
+                    write_timeout: Duration::from_secs(10),
+                },
+                files,
+                date: DateCache::new(),
+                log: AccessLog::with_writer(None),
+                cache: FileCache::new(cache_budget),
+                pool: BufferPool::new(),
+                now: Instant::now(),
+            }
+        }
+
+        fn ctx(&mut self) -> Context<'_> {
+            let clock = Clock {
+                now: self.now,
+                wall: SystemTime::now(),
+            };
+            let (limits, files, date) = (&self.limits, &self.files, &self.date);
+            let (log, cache, pool) = (&mut self.log, &mut self.cache, &mut self.pool);
+            Context::new(limits, files, date, log, cache, pool, clock)
+        }
+    }
+
+    /// A readable edge.
+    const READABLE: Readiness = Readiness {
+        readable: true,
+        read_closed: false,
+    };
+
+    fn connection(room: usize) -> Connection<MemSocket> {
+        let socket = MemSocket {
+            room,
+            ..MemSocket::new()
+        };
+        Connection::new(socket, Token(0), None, Instant::now())
+    }
+
+    /// One row of the state-machine table.
+    struct Row {
+        name: &'static str,
+        /// Each chunk arrives with its own readable edge; `None` is the client's FIN.
+        chunks: &'static [Option<&'static str>],
+        /// How many bytes the client will take.
         room: usize,
+        /// Every transition, in order, after the chunks.
+        trail: &'static str,
+        /// Status lines in the output, in order.
+        statuses: &'static [&'static str],
+        interest: Interest,
+        resume: bool,
     }
 
-    impl Read for Mem {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            if self.input.is_empty() {
-                return Err(io::ErrorKind::WouldBlock.into());
+    const GET: &str = "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n";
+
+    #[test]
+    fn state_machine_table() {
+        let rows = [
+            Row {
+                name: "one GET, answered, back to reading",
+                chunks: &[Some(GET)],
+                room: usize::MAX,
+                trail: "Parsing Writing Reading",
+                statuses: &["200 OK"],
+                interest: Interest::READABLE,
+                resume: false,
+            },
+            Row {
+                name: "a head in three pieces",
+                chunks: &[
+                    Some("GET /a.txt HT"),
+                    Some("TP/1.1\r\nHost: t\r\n"),
+                    Some("\r\n"),
+                ],
+                room: usize::MAX,
+                trail: "Parsing Reading Parsing Reading Parsing Writing Reading",
+                statuses: &["200 OK"],
+                interest: Interest::READABLE,
+                resume: false,
+            },
+            Row {
+                name: "two pipelined in one read: one write for both",
+                chunks: &[Some(
+                    "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /nope HTTP/1.1\r\nHost: t\r\n\r\n",
+                )],
+                room: usize::MAX,
+                trail: "Parsing Writing Reading",
+                statuses: &["200 OK", "404 Not Found"],
+                interest: Interest::READABLE,
+                resume: false,
+            },
+            Row {
+                name: "a client that does not read: wait for room",
+                chunks: &[Some(GET)],
+                room: 0,
+                trail: "Parsing Writing",
+                statuses: &[],
+                interest: Interest::WRITABLE,
+                resume: false,
+            },
+            Row {
+                name: "room for the status line only",
+                chunks: &[Some(GET)],
+                room: 20,
+                trail: "Parsing Writing",
+                statuses: &["200 OK"],
+                interest: Interest::WRITABLE,
+                resume: false,
+            },
+            Row {
+                name: "Connection: close lingers after the answer",
+                chunks: &[Some(
+                    "GET /a.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                )],
+                room: usize::MAX,
+                trail: "Parsing Writing Closing",
+                statuses: &["200 OK"],
+                interest: Interest::READABLE,
+                resume: false,
+            },
+            Row {
+                name: "a bad request is answered 400, then lingers",
+                chunks: &[Some("GET /a.txt HTTP/1.1\r\n\r\n")],
+                room: usize::MAX,
+                trail: "Parsing Writing Closing",
+                statuses: &["400 Bad Request"],
+                interest: Interest::READABLE,
+                resume: false,
+            },
+            Row {
+                name: "held head: no answer before the body is all read",
+                chunks: &[Some(
+                    "GET /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nab",
+                )],
+                room: usize::MAX,
+                trail: "Parsing Reading",
+                statuses: &[],
+                interest: Interest::READABLE,
+                resume: false,
+            },
+            Row {
+                name: "held head: answered once the body is in",
+                chunks: &[
+                    Some("GET /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nab"),
+                    Some("cdeGET /nope HTTP/1.1\r\nHost: t\r\n\r\n"),
+                ],
+                room: usize::MAX,
+                trail: "Parsing Reading Parsing Writing Reading",
+                statuses: &["200 OK", "404 Not Found"],
+                interest: Interest::READABLE,
+                resume: false,
+            },
+            Row {
+                name: "held head: a broken chunked body gets 400, not 200",
+                chunks: &[Some(
+                    "GET /a.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                )],
+                room: usize::MAX,
+                trail: "Parsing Writing Closing",
+                statuses: &["400 Bad Request"],
+                interest: Interest::READABLE,
+                resume: false,
+            },
+            Row {
+                name: "EOF before any request",
+                chunks: &[None],
+                room: usize::MAX,
+                trail: "Closed",
+                statuses: &[],
+                interest: Interest::READABLE,
+                resume: false,
+            },
+            Row {
+                name: "a request and the FIN together: answered, then closed",
+                chunks: &[Some(GET), None],
+                room: usize::MAX,
+                trail: "Parsing Writing Reading Closed",
+                statuses: &["200 OK"],
+                interest: Interest::READABLE,
+                resume: false,
+            },
+            Row {
+                name: "forty pipelined: a fair share queued, then yield",
+                chunks: &[Some(FORTY)],
+                room: usize::MAX,
+                trail: "Parsing",
+                statuses: &[],
+                interest: Interest::READABLE,
+                resume: true,
+            },
+        ];
+        for row in &rows {
+            let mut fx = Fixture::new(10, 0, 1 << 20);
+            let mut conn = connection(row.room);
+            for chunk in row.chunks {
+                match chunk {
+                    Some(bytes) => conn.socket_mut().input.extend(bytes.as_bytes()),
+                    None => conn.socket_mut().eof = true,
+                }
+                conn.ready(READABLE, &mut fx.ctx());
             }
-            let n = buf.len().min(self.input.len());
-            for (slot, byte) in buf.iter_mut().zip(self.input.drain(..n)) {
-                *slot = byte;
-            }
-            Ok(n)
+            let trail: Vec<String> = conn.trail.iter().map(State::to_string).collect();
+            assert_eq!(trail.join(" "), row.trail, "{}: transitions", row.name);
+            let out = String::from_utf8_lossy(&conn.socket().output);
+            let statuses: Vec<&str> = out
+                .match_indices("HTTP/1.1 ")
+                .map(|(at, _)| &out[at + 9..at + 9 + out[at + 9..].find("\r\n").unwrap_or(0)])
+                .collect();
+            assert_eq!(statuses, row.statuses, "{}: responses", row.name);
+            assert_eq!(conn.interest(), row.interest, "{}: interest", row.name);
+            assert_eq!(conn.wants_resume(), row.resume, "{}: resume", row.name);
         }
     }
 
-    impl Write for Mem {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            if self.room == 0 {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            let n = buf.len().min(self.room);
-            self.room -= n;
-            self.output.extend_from_slice(&buf[..n]);
-            Ok(n)
+    const FORTY: &str = concat!(
+        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+
+    /// Fairness, per connection: a client with a thousand requests queued gets at most
+    /// its share of requests per turn, and a big download at most its share of bytes; each
+    /// then asks to be resumed, and is, until everything is answered.
+    #[test]
+    fn each_turn_is_bounded_by_the_budget() {
+        let mut fx = Fixture::new(8 << 20, 0, 1 << 20);
+        let mut conn = connection(usize::MAX);
+        conn.socket_mut().input.extend(GET.repeat(1000).as_bytes());
+        conn.ready(READABLE, &mut fx.ctx());
+        let answered = |c: &Connection<MemSocket>| {
+            String::from_utf8_lossy(&c.socket().output)
+                .matches("HTTP/1.1 200")
+                .count()
+        };
+        assert_eq!(
+            conn.turn_requests, MAX_REQUESTS_PER_TURN,
+            "answered in one turn"
+        );
+        assert!(conn.wants_resume(), "yielded with work left");
+        let mut turns = 1;
+        while conn.wants_resume() {
+            conn.resume(&mut fx.ctx());
+            turns += 1;
         }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
+        assert_eq!(answered(&conn), 1000);
+        assert!(
+            turns >= 1000 / MAX_REQUESTS_PER_TURN as usize,
+            "{turns} turns"
+        );
+
+        let mut big = connection(usize::MAX);
+        big.socket_mut()
+            .input
+            .extend(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+        big.ready(READABLE, &mut fx.ctx());
+        let first = big.socket().written;
+        assert!(
+            first <= MAX_BYTES_PER_TURN + FILE_CHUNK,
+            "{first} bytes in one turn"
+        );
+        assert!(big.wants_resume());
+        while big.wants_resume() {
+            big.resume(&mut fx.ctx());
         }
+        assert!(big.socket().written > 8 << 20);
     }
 
-    impl Transport for Mem {
-        fn shutdown_write(&mut self) -> io::Result<()> {
-            Ok(())
-        }
+    /// The deadline and the timeout come from the same `waiting_for()`: a head that never
+    /// completes gets 408 at the header deadline, and an idle keep-alive connection is
+    /// closed at the keep-alive deadline.
+    #[test]
+    fn timeouts_follow_what_the_connection_waits_for() {
+        let mut fx = Fixture::new(10, 0, 1 << 20);
+        let mut conn = connection(usize::MAX);
+        conn.socket_mut().input.extend(b"GET /a.txt HTTP/1.1\r\n");
+        conn.ready(READABLE, &mut fx.ctx());
+        assert_eq!(
+            conn.deadline(&fx.limits),
+            Some(fx.now + fx.limits.header_timeout)
+        );
+        conn.timed_out(&mut fx.ctx());
+        assert!(String::from_utf8_lossy(&conn.socket().output).starts_with("HTTP/1.1 408"));
+        assert_eq!(conn.state, State::Closing);
+
+        let mut idle = connection(usize::MAX);
+        idle.socket_mut().input.extend(GET.as_bytes());
+        idle.ready(READABLE, &mut fx.ctx());
+        assert_eq!(
+            idle.deadline(&fx.limits),
+            Some(fx.now + fx.limits.keep_alive_timeout)
+        );
+        idle.timed_out(&mut fx.ctx());
+        assert!(idle.is_done());
+        assert_eq!(idle.deadline(&fx.limits), None);
     }
 
     /// Eight pipelined GETs for `target` from a client that does not read: the queue must
     /// stay within one response of the high-water mark, the rest wait unparsed, and once
-    /// the client reads, all eight arrive whole. The root holds `file.bin` (`file_len`
+    /// the client reads, all eight arrive whole. The root holds `big.bin` (`file_len`
     /// bytes) and `dir/` (for `/dir/`, 2,000 names: a listing of over 100 KB).
     fn pipeline_without_reading(target: &str, file_len: usize, cache_budget: usize) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("file.bin"), vec![b'x'; file_len]).expect("write");
-        std::fs::create_dir(dir.path().join("dir")).expect("mkdir");
-        for i in 0..if target == "/dir/" { 2000 } else { 0 } {
-            let name = format!("dir/an-entry-with-a-longish-name-{i:04}.txt");
-            std::fs::write(dir.path().join(name), "").expect("write");
-        }
-        let options = Options {
-            list_directories: true,
-            ..Options::default()
-        };
-        let files = StaticFiles::with_options(dir.path(), options).expect("root");
-        let limits = Limits {
-            max_head: 8192,
-            max_body: 1 << 20,
-            header_timeout: Duration::from_secs(10),
-            keep_alive_timeout: Duration::from_secs(10),
-            write_timeout: Duration::from_secs(10),
-        };
-        let date = DateCache::new();
-        let mut log = AccessLog::with_writer(None);
-        let mut cache = FileCache::new(cache_budget);
-        let mut pool = BufferPool::new();
-        let now = Instant::now();
-        let clock = Clock {
-            now,
-            wall: SystemTime::now(),
-        };
-        let mut ctx = Context::new(
-            &limits, &files, &date, &mut log, &mut cache, &mut pool, clock,
-        );
+        let entries = if target == "/dir/" { 2000 } else { 0 };
+        let mut fx = Fixture::new(file_len, entries, cache_budget);
+        let mut ctx = fx.ctx();
         let request = format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n");
-        let mem = Mem {
-            input: request.repeat(8).into_bytes().into(),
-            output: Vec::new(),
-            room: 0,
-        };
-        let mut conn = Connection::new(mem, Token(0), None, now);
-        let all = Readiness {
-            readable: true,
-            read_closed: false,
-        };
+        let mut conn = connection(0);
+        conn.socket_mut().input.extend(request.repeat(8).as_bytes());
+        let all = READABLE;
         conn.ready(all, &mut ctx);
         let queued = conn.out.len();
         assert!(!conn.input.is_empty(), "{target}: all eight were answered");
@@ -1032,13 +1311,13 @@ mod tests {
 
     #[test]
     fn shared_cached_bodies_count_toward_the_high_water_mark() {
-        pipeline_without_reading("/file.bin", 200_000, 1 << 20);
+        pipeline_without_reading("/big.bin", 200_000, 1 << 20);
     }
 
     #[test]
     fn small_files_read_from_disk_count_toward_the_high_water_mark() {
         // No cache: the file is read into the queue beside its head.
-        pipeline_without_reading("/file.bin", INLINE_FILE_MAX as usize, 0);
+        pipeline_without_reading("/big.bin", INLINE_FILE_MAX as usize, 0);
     }
 
     #[test]

@@ -313,3 +313,100 @@ impl Source for Stream {
         }
     }
 }
+
+#[doc(hidden)]
+pub mod testing {
+    //! An in-memory socket for the connection's unit tests, the fuzz target and the
+    //! benchmark: the state machine runs on it with no network and no kernel. Not part of
+    //! the API.
+
+    use std::collections::VecDeque;
+    use std::io::{self, Read, Write};
+
+    use super::Transport;
+
+    /// A socket whose peer is a script: what it sent (`input`), how much more it will take
+    /// (`room`), and whether it has shut down its side (`eof`).
+    #[derive(Debug)]
+    pub struct MemSocket {
+        /// Bytes the client sent that were not read yet. A read takes what fits; one that
+        /// takes all of it comes up short, as a real socket's would.
+        pub input: VecDeque<u8>,
+        /// Once `input` is empty, a read says EOF (the client's FIN) instead of WouldBlock.
+        pub eof: bool,
+        /// Everything written, unless `discard_output`.
+        pub output: Vec<u8>,
+        /// Counts output without keeping it (the benchmark).
+        pub discard_output: bool,
+        /// Bytes written in all.
+        pub written: usize,
+        /// How many more bytes the client will take: 0 for a client that does not read.
+        pub room: usize,
+        /// Our sending half was shut down (FIN sent).
+        pub shut_down: bool,
+    }
+
+    impl MemSocket {
+        /// A socket with nothing to read, unlimited room, and output kept.
+        pub fn new() -> Self {
+            MemSocket {
+                input: VecDeque::new(),
+                eof: false,
+                output: Vec::new(),
+                discard_output: false,
+                written: 0,
+                room: usize::MAX,
+                shut_down: false,
+            }
+        }
+    }
+
+    impl Default for MemSocket {
+        fn default() -> Self {
+            MemSocket::new()
+        }
+    }
+
+    impl Read for MemSocket {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.input.is_empty() {
+                return if self.eof {
+                    Ok(0)
+                } else {
+                    Err(io::ErrorKind::WouldBlock.into())
+                };
+            }
+            let n = buf.len().min(self.input.len());
+            for (slot, byte) in buf.iter_mut().zip(self.input.drain(..n)) {
+                *slot = byte;
+            }
+            Ok(n)
+        }
+    }
+
+    impl Write for MemSocket {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            self.written += n;
+            if !self.discard_output {
+                self.output.extend_from_slice(&buf[..n]);
+            }
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Transport for MemSocket {
+        fn shutdown_write(&mut self) -> io::Result<()> {
+            self.shut_down = true;
+            Ok(())
+        }
+    }
+}

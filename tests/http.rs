@@ -119,57 +119,87 @@ fn request_one_byte_per_write() {
     assert_eq!(r.body_text(), INDEX);
 }
 
+/// Whether the connection stays open after a response (RFC 9112 section 9.3), one row per
+/// case: what the client sends (`times` over, on one connection), the status and
+/// `Connection` header it gets each time, and whether the connection is open afterwards.
 #[test]
-fn http10_closes_by_default() {
-    let server = TestServer::start();
-    let mut s = server.connect();
-    send(&mut s, "GET /index.html HTTP/1.0\r\n\r\n");
-    let r = read_response(&mut s, false);
-    assert_eq!(r.status, 200);
-    assert_eq!(r.header("Connection"), Some("close"));
-    assert!(is_closed(&mut s));
-}
-
-#[test]
-fn http10_keep_alive_stays_open() {
-    let server = TestServer::start();
-    let mut s = server.connect();
-    for _ in 0..3 {
-        send(
-            &mut s,
-            "GET /index.html HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
-        );
-        let r = read_response(&mut s, false);
-        assert_eq!(r.status, 200);
-        assert_eq!(r.header("Connection"), Some("keep-alive"));
+fn keep_alive_table() {
+    struct Row {
+        name: &'static str,
+        send: &'static str,
+        times: usize,
+        status: u16,
+        connection: Option<&'static str>,
+        open_after: bool,
     }
-    assert!(is_open(&mut s));
-}
-
-#[test]
-fn connection_close_is_honoured() {
+    let rows = [
+        Row {
+            name: "HTTP/1.0 closes by default",
+            send: "GET /index.html HTTP/1.0\r\n\r\n",
+            times: 1,
+            status: 200,
+            connection: Some("close"),
+            open_after: false,
+        },
+        Row {
+            name: "HTTP/1.0 with keep-alive stays open",
+            send: "GET /index.html HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+            times: 3,
+            status: 200,
+            connection: Some("keep-alive"),
+            open_after: true,
+        },
+        Row {
+            // The second, pipelined request must not be answered.
+            name: "Connection: close is honoured",
+            send: "GET /index.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n\
+                   GET /style.css HTTP/1.1\r\nHost: t\r\n\r\n",
+            times: 1,
+            status: 200,
+            connection: Some("close"),
+            open_after: false,
+        },
+        Row {
+            name: "a missing Host is 400 and closes",
+            send: "GET /index.html HTTP/1.1\r\n\r\n",
+            times: 1,
+            status: 400,
+            connection: Some("close"),
+            open_after: false,
+        },
+        Row {
+            name: "HTTP/1.1 keeps the connection, with no header to say so",
+            send: "GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n",
+            times: 3,
+            status: 200,
+            connection: None,
+            open_after: true,
+        },
+    ];
     let server = TestServer::start();
-    let mut s = server.connect();
-    // The second, pipelined request must not be answered.
-    send(
-        &mut s,
-        "GET /index.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\nGET /style.css HTTP/1.1\r\nHost: t\r\n\r\n",
-    );
-    let r = read_response(&mut s, false);
-    assert_eq!(r.header("Connection"), Some("close"));
-    assert!(is_closed(&mut s));
-}
-
-#[test]
-fn missing_host_is_400_and_closes() {
-    let server = TestServer::start();
-    let mut s = server.connect();
-    send(&mut s, "GET /index.html HTTP/1.1\r\n\r\n");
-    let r = read_response(&mut s, false);
-    assert_eq!(r.status, 400);
-    assert!(r.body_text().contains("400 Bad Request"));
-    assert_eq!(r.header("Content-Type"), Some("text/html; charset=utf-8"));
-    assert!(is_closed(&mut s));
+    for row in &rows {
+        let mut s = server.connect();
+        for _ in 0..row.times {
+            send(&mut s, row.send);
+            let r = read_response(&mut s, false);
+            assert_eq!(r.status, row.status, "{}", row.name);
+            assert_eq!(r.header("Connection"), row.connection, "{}", row.name);
+            if r.status == 400 {
+                assert!(r.body_text().contains("400 Bad Request"), "{}", row.name);
+                assert_eq!(
+                    r.header("Content-Type"),
+                    Some("text/html; charset=utf-8"),
+                    "{}",
+                    row.name
+                );
+            }
+        }
+        if row.open_after {
+            assert!(is_open(&mut s), "{}: closed", row.name);
+        } else {
+            assert!(is_closed(&mut s), "{}: still open", row.name);
+        }
+    }
 }
 
 #[test]

@@ -474,3 +474,25 @@ fn metrics_connections_have_their_own_cap() {
     drop((idle, site));
     thread.join().expect("thread").expect("run");
 }
+
+/// The metrics listener decides keep-alive as the site does: a request that says
+/// `Expect: 100-continue` is answered before its body, so the connection closes after the
+/// answer (the body's bytes could not be told from a next request).
+#[test]
+fn metrics_honour_expect_continue_like_the_site() {
+    let dir = fixture();
+    let mut config = base_config(dir.path());
+    config.metrics_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    let (_, metrics, handle, thread) = spawn(config);
+    let mut s = std::net::TcpStream::connect(metrics.expect("metrics")).expect("connect");
+    send(
+        &mut s,
+        "GET /metrics HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    );
+    let r = read_response(&mut s, false);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("Connection"), Some("close"));
+    assert!(is_closed(&mut s));
+    handle.stop();
+    thread.join().expect("join").expect("run");
+}

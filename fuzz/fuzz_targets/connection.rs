@@ -6,8 +6,6 @@
 //! Run: `cargo +nightly fuzz run connection -- -max_total_time=60`
 #![no_main]
 
-use std::collections::VecDeque;
-use std::io::{self, Read, Write};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -17,51 +15,9 @@ use readyserve::buffers::BufferPool;
 use readyserve::files::cache::FileCache;
 use readyserve::connection::{Connection, Readiness};
 use readyserve::context::{Clock, Context, Limits};
-use readyserve::listener::Transport;
+use readyserve::listener::testing::MemSocket;
 use readyserve::http::response::DateCache;
 use readyserve::files::static_files::{Options, StaticFiles};
-
-/// An in-memory socket: input queued by the script, output collected.
-struct Mem {
-    input: VecDeque<u8>,
-    eof: bool,
-    output: Vec<u8>,
-    room: usize,
-}
-
-impl Read for Mem {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.input.is_empty() {
-            return if self.eof { Ok(0) } else { Err(io::ErrorKind::WouldBlock.into()) };
-        }
-        let n = buf.len().min(self.input.len());
-        for (slot, byte) in buf.iter_mut().zip(self.input.drain(..n)) {
-            *slot = byte;
-        }
-        Ok(n)
-    }
-}
-
-impl Write for Mem {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.room == 0 {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let n = buf.len().min(self.room);
-        self.room -= n;
-        self.output.extend_from_slice(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Transport for Mem {
-    fn shutdown_write(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 fn files() -> &'static StaticFiles {
     static FILES: OnceLock<StaticFiles> = OnceLock::new();
@@ -99,7 +55,7 @@ fn run(data: &[u8], cache: &mut FileCache) {
     let date = DateCache::new();
     let mut log = AccessLog::with_writer(None);
     let mut pool = BufferPool::new();
-    let mem = Mem { input: VecDeque::new(), eof: false, output: Vec::new(), room: 0 };
+    let mem = MemSocket { room: 0, ..MemSocket::new() };
     let now = Instant::now();
     let mut conn = Connection::new(mem, mio::Token(0), None, now);
     let mut rest = data;
