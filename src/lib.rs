@@ -14,72 +14,95 @@
 //! reads until the socket says WouldBlock (or a short read says the same), and writes until
 //! its output is gone or the socket is full.
 //!
-//! A [`Connection`](connection::Connection) moves through four states:
+//! A [`Connection`](connection::Connection) moves through these states:
 //!
 //! ```text
 //!  accept ─▶ Reading ──bytes in──▶ Parsing ──response queued──▶ Writing ──all sent──▶ Reading
 //!               ▲  Partial: read more ─┘  │ (pipelined leftovers: Parsing again)    │
 //!               └─────────────── keep-alive ◀─────────────────────────────────────┘
-//!  any state ── EOF / error / limit / timeout / Connection: close ──▶ Closing ──▶ slot freed
+//!  Writing ── Connection: close / error response sent ──▶ Closing ── EOF / linger over ──▶ Closed
+//!  any state ── EOF / I/O error / timeout ──▶ Closed ──▶ slot freed at the end of the turn
 //! ```
 //!
 //! What it waits for comes from its state: input in Reading, room for output in Writing.
 //! A client that stops reading stops being read from (backpressure), and one that pipelines
-//! a thousand requests gets a fair share per turn, not the whole loop.
+//! a thousand requests gets a fair share per turn, not the whole loop. `ARCHITECTURE.md`
+//! at the repository's root tells the same story in prose, with the invariants the code
+//! keeps.
 //!
-//! ## Layout
+//! # Layout
+//!
+//! The main story is flat:
 //!
 //! - [`server`]: the event loop, accepting, the fairness queue, shutdown.
-//! - [`listener`]: TCP and Unix-socket listeners, and the stream type for both.
-//! - [`connection`]: the per-connection state machine.
-//! - [`answer`]: from a parsed request to a queued response (handler, file, error).
+//! - [`listener`]: TCP and Unix-socket listeners, the stream type for both, and the
+//!   [`Transport`](listener::Transport) a connection runs on.
+//! - [`connection`]: the per-connection state machine, and nothing else.
+//! - [`context`]: what one turn of the loop lends a connection: limits, clock, shared state.
+//! - [`answer`]: from a parsed request to a queued response (handler, file, listing, error),
+//!   and the one keep-alive decision.
+//! - [`buffers`]: the input and output buffers, and the pool that lets idle connections
+//!   hold none.
+//! - [`timers`]: deadlines in an ordered set; the nearest one is `poll`'s timeout.
+//! - [`handler`]: the library API: answer some requests in code, on the loop thread.
+//! - [`config`]: flags and `READYSERVE_*` environment variables.
+//!
+//! The families are folders. [`http`] is the protocol with no I/O: nothing in it touches a
+//! socket or a file, and it imports nothing from outside itself.
+//!
 //! - [`http::request`]: request heads, parsed with `httparse`, and the framing rules.
-//! - [`buffers`]: the buffer pool: idle connections hold no buffer.
 //! - [`http::body`]: request bodies, skipped byte-exact (Content-Length and chunked).
 //! - [`http::response`]: response heads and the cached `Date`.
-//! - [`files::static_files`]: from a URL to an open file under the root, safely.
-//! - [`files::cache`]: small files and listings in memory, invalidated by inotify, revalidated twice a second.
+//! - [`http::error`]: [`HttpError`] and the one `match` that maps it to a status code.
 //! - [`http::conditional`]: ETag, Last-Modified, and 304 Not Modified.
 //! - [`http::range`]: the Range header: 206 Partial Content and 416.
 //! - [`http::encoding`]: choosing a precompressed `.br`/`.gz` sidecar from Accept-Encoding.
+//!
+//! [`files`] is the disk side:
+//!
+//! - [`files::static_files`]: from a URL to an open file (or directory) under the root,
+//!   safely.
+//! - [`files::cache`]: small files and listings in memory, invalidated by inotify,
+//!   revalidated twice a second.
 //! - [`files::listing`]: directory listings (`--list-directories`), safely escaped.
-//! - [`timers`]: deadlines in an ordered set; the nearest one is `poll`'s timeout.
-//! - [`ops::access_log`]: one Combined Log Format (or JSON) line per request, buffered per turn.
-//! - [`ops::proxy`]: the real client address behind a trusted proxy (X-Forwarded-For).
+//!
+//! [`ops`] is what operating the server needs:
+//!
+//! - [`ops::access_log`]: one Combined Log Format (or JSON) line per request, buffered per
+//!   turn.
 //! - [`ops::metrics`]: Prometheus counters, served by a second listener in the same loop.
-//! - [`http::error`]: [`HttpError`] and the one `match` that maps it to a status code.
-//! - [`handler`]: the library API: answer some requests in code, on the loop thread.
-//! - [`config`]: flags and `READYSERVE_*` environment variables.
+//! - [`ops::proxy`]: the real client address behind a trusted proxy (X-Forwarded-For).
 //!
 //! ## The life of a request
 //!
 //! One `GET /index.html` on a fresh connection, from the first readiness event to the last
-//! byte written:
+//! byte written, goes through five files: server → connection → answer → files →
+//! http/response. Everything else is a helper called from one of them.
 //!
-//! 1. **Accept.** The client connects; `poll` reports the listener's token as readable.
-//!    [`Server::run`] accepts until WouldBlock, sets TCP_NODELAY, registers each new socket
-//!    for READABLE under a token equal to its slab key, and gives it a header deadline in
-//!    [`timers::Timers`].
-//! 2. **Reading.** The request's bytes arrive: an event names the connection's token, and
-//!    the loop calls [`connection::Connection::ready`]. In the Reading state the connection
-//!    reads into its buffer. A short read means the kernel's queue is empty, so it does not
-//!    read again to hear WouldBlock.
-//! 3. **Parsing.** [`http::request::parse`] hands the buffer to `httparse`. `Partial` sends the
-//!    connection back to Reading; `Complete(n)` gives a [`http::request::Request`] and leaves the
-//!    bytes after `n` for the next pipelined request. Any [`HttpError`] becomes an error
-//!    response and a close.
-//! 4. **Answering.** A [`handler::Handler`], if the library user installed one, may answer.
-//!    Otherwise [`files::static_files::StaticFiles::open`] maps the target to an open file inside
-//!    the root, [`http::response::begin`], [`http::response::header`] and [`http::response::end`] write the
-//!    head into the output buffer, and a small file's bytes follow it (a large one is
-//!    streamed later, chunk by chunk). [`ops::access_log::AccessLog::log`] records the request.
-//! 5. **Writing.** The connection writes its output until it is all sent. If the socket's
-//!    buffer fills up, it stays in Writing, its [`connection::Connection::interest`] becomes
-//!    WRITABLE, and the loop reregisters it; the next writable edge resumes it.
-//! 6. **Keep-alive.** All sent, the connection goes back to Reading with a keep-alive
-//!    deadline, or, after `Connection: close` or an error, to Closing, where it shuts down
-//!    its side and drains what the client still sends. When it is done, the loop frees its
-//!    slot at the end of the turn.
+//! 1. **[`server`]: accept.** The client connects; `poll` reports the listener's token as
+//!    readable. [`Server::run`] accepts until WouldBlock, registers each new socket for
+//!    READABLE under a token equal to its slab key, and gives it a deadline. When the
+//!    request's bytes arrive, an event names the connection's token, and the loop calls
+//!    [`connection::Connection::ready`].
+//! 2. **[`connection`]: Reading, Parsing.** In Reading, the connection reads into its
+//!    buffer; a short read means the kernel's queue is empty, so it does not read again to
+//!    hear WouldBlock. In Parsing, [`http::request::parse`] gives `Partial` (back to
+//!    Reading) or `Complete(n)`: a request, with the bytes after `n` left for the next
+//!    pipelined one.
+//! 3. **[`answer`]: the response.** [`answer::answer`] asks the handler, if the library
+//!    user installed one, then the cache, then the disk; [`answer::keep_alive`] decides
+//!    whether the connection stays open after it.
+//! 4. **[`files`]: the file.** [`files::static_files::StaticFiles::open`] maps the target to
+//!    an open file inside the root, and [`files::cache::FileCache::insert`] keeps a small
+//!    one in memory and hands it back to be served.
+//! 5. **[`http::response`]: the bytes.** [`http::response::begin`], [`http::response::header`]
+//!    and [`http::response::end`] write the head into the output buffer; a small body
+//!    follows it (shared, not copied, when it is cached), a large one is streamed later.
+//!    Back in the connection, Writing sends it all, in one writev(2) when it fits. If the
+//!    socket's buffer fills up, it stays in Writing, its interest becomes WRITABLE, and the
+//!    next writable edge resumes it. All sent, `after_output` goes back to Reading with a
+//!    keep-alive deadline, or to Closing, where it shuts down its side and drains what the
+//!    client still sends; when it is Closed, the loop frees its slot at the end of the turn.
 
 pub mod answer;
 pub mod buffers;

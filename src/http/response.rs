@@ -16,9 +16,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::http::request::Version;
 
-/// The value of the `Server` header.
-pub const SERVER: &str = concat!("readyserve/", env!("CARGO_PKG_VERSION"));
-
 /// Length of an IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
 const DATE_LEN: usize = 29;
 
