@@ -6,7 +6,6 @@
 //! Run: `cargo +nightly fuzz run connection -- -max_total_time=60`
 #![no_main]
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use libfuzzer_sys::fuzz_target;
@@ -20,18 +19,22 @@ use readyserve::http::response::DateCache;
 use readyserve::files::static_files::{Options, StaticFiles};
 
 fn files() -> &'static StaticFiles {
-    static FILES: OnceLock<StaticFiles> = OnceLock::new();
-    FILES.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("readyserve-fuzz-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(dir.join("sub"));
-        let _ = std::fs::write(dir.join("index.html"), "<p>hi</p>\n");
-        let _ = std::fs::write(dir.join("sub/a.txt"), vec![b'a'; 100_000]);
-        let _ = std::fs::write(dir.join("sub/a.txt.gz"), vec![b'z'; 1000]);
-        let _ = std::fs::create_dir_all(dir.join("list"));
-        let _ = std::fs::write(dir.join("list/<x>.txt"), "x");
-        let options = Options { list_directories: true, ..Options::default() };
-        StaticFiles::with_options(&dir, options).expect("fuzz root")
-    })
+    thread_local! {
+        /// One root for the whole run (it is not `Sync`: one per fuzzing thread), leaked so
+        /// that contexts can borrow it for as long as they like.
+        static FILES: &'static StaticFiles = Box::leak(Box::new({
+            let dir = std::env::temp_dir().join(format!("readyserve-fuzz-{}", std::process::id()));
+            let _ = std::fs::create_dir_all(dir.join("sub"));
+            let _ = std::fs::write(dir.join("index.html"), "<p>hi</p>\n");
+            let _ = std::fs::write(dir.join("sub/a.txt"), vec![b'a'; 100_000]);
+            let _ = std::fs::write(dir.join("sub/a.txt.gz"), vec![b'z'; 1000]);
+            let _ = std::fs::create_dir_all(dir.join("list"));
+            let _ = std::fs::write(dir.join("list/<x>.txt"), "x");
+            let options = Options { list_directories: true, ..Options::default() };
+            StaticFiles::with_options(&dir, options).expect("fuzz root")
+        }));
+    }
+    FILES.with(|files| *files)
 }
 
 thread_local! {

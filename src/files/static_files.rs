@@ -32,14 +32,15 @@
 //! /srv/site/current`) is followed within a second (with the cache's own re-check), like
 //! nginx resolving its root per request but without paying for it on every request.
 
+use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::fs::{File, Metadata};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str};
@@ -258,9 +259,9 @@ pub struct StaticFiles {
     /// The root as configured, made absolute.
     root_path: PathBuf,
     /// The open root. Re-opening it is a detail of `&self` lookups, hence the interior
-    /// mutability; a `Mutex` rather than a `RefCell` only so that `StaticFiles` stays `Sync`
-    /// for library users. The loop is single-threaded: it never waits for this lock.
-    root: Mutex<Root>,
+    /// mutability; a `RefCell` is enough, since only the loop's one thread looks files up
+    /// (`StaticFiles` stays `Send`, so a server can be moved to the thread that runs it).
+    root: RefCell<Root>,
     options: Options,
 }
 
@@ -277,7 +278,7 @@ impl StaticFiles {
         let (fd, id) = open_root(&root_path)?;
         Ok(StaticFiles {
             root_path,
-            root: Mutex::new(Root {
+            root: RefCell::new(Root {
                 fd: Arc::new(fd),
                 id,
                 checked_at: Instant::now(),
@@ -299,8 +300,8 @@ impl StaticFiles {
     /// The root's descriptor, after opening its path again if that was over 250 ms ago
     /// and the path now leads to another directory.
     fn root_fd(&self) -> Arc<OwnedFd> {
-        // No panic can leave `Root` half-updated, so a poisoned lock is still good.
-        let mut root = self.root.lock().unwrap_or_else(PoisonError::into_inner);
+        // Borrowed only here, and nothing below calls back into `root_fd`.
+        let mut root = self.root.borrow_mut();
         let now = Instant::now();
         if now.saturating_duration_since(root.checked_at) >= ROOT_RECHECK {
             root.checked_at = now;
