@@ -990,203 +990,111 @@ mod tests {
         Connection::new(socket, Token(0), None, Instant::now())
     }
 
-    /// One row of the state-machine table.
-    struct Row {
-        name: &'static str,
-        /// Each chunk arrives with its own readable edge; `None` is the client's FIN.
-        chunks: &'static [Option<&'static str>],
-        /// How many bytes the client will take.
-        room: usize,
-        /// Every transition, in order, after the chunks.
-        trail: &'static str,
-        /// Status lines in the output, in order.
-        statuses: &'static [&'static str],
-        interest: Interest,
-        resume: bool,
-    }
+    /// One row of the state-machine table: a name; the input chunks, each arriving with
+    /// its own readable edge (`None` is the client's FIN); how many bytes the client will
+    /// take; every transition, in order; the status lines in the output; the interest
+    /// afterwards; whether it asks to be resumed.
+    type Row = (
+        &'static str,
+        &'static [Option<&'static str>],
+        usize,
+        &'static str,
+        &'static [&'static str],
+        Interest,
+        bool,
+    );
 
     const GET: &str = "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n";
+    const ALL: usize = usize::MAX;
+    const R: Interest = Interest::READABLE;
+    const W: Interest = Interest::WRITABLE;
+
+    #[rustfmt::skip]
+    const ROWS: &[Row] = &[
+        ("one GET, answered, back to reading", &[Some(GET)], ALL,
+            "Parsing Writing Reading", &["200 OK"], R, false),
+        ("a head in three pieces",
+            &[Some("GET /a.txt HT"), Some("TP/1.1\r\nHost: t\r\n"), Some("\r\n")], ALL,
+            "Parsing Reading Parsing Reading Parsing Writing Reading", &["200 OK"], R, false),
+        ("two pipelined in one read: one write for both",
+            &[Some("GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /nope HTTP/1.1\r\nHost: t\r\n\r\n")], ALL,
+            "Parsing Writing Reading", &["200 OK", "404 Not Found"], R, false),
+        ("a client that does not read: wait for room", &[Some(GET)], 0,
+            "Parsing Writing", &[], W, false),
+        ("room for the status line only", &[Some(GET)], 20,
+            "Parsing Writing", &["200 OK"], W, false),
+        ("Connection: close lingers after the answer",
+            &[Some("GET /a.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")], ALL,
+            "Parsing Writing Closing", &["200 OK"], R, false),
+        ("a bad request is answered 400, then lingers",
+            &[Some("GET /a.txt HTTP/1.1\r\n\r\n")], ALL,
+            "Parsing Writing Closing", &["400 Bad Request"], R, false),
+        ("held head: no answer before the body is all read",
+            &[Some("GET /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nab")], ALL,
+            "Parsing Reading", &[], R, false),
+        ("held head: answered once the body is in",
+            &[Some("GET /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nab"),
+              Some("cdeGET /nope HTTP/1.1\r\nHost: t\r\n\r\n")], ALL,
+            "Parsing Reading Parsing Writing Reading", &["200 OK", "404 Not Found"], R, false),
+        ("held head: a broken chunked body gets 400, not 200",
+            &[Some("GET /a.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")], ALL,
+            "Parsing Writing Closing", &["400 Bad Request"], R, false),
+        ("EOF before any request", &[None], ALL,
+            "Closed", &[], R, false),
+        ("a request and the FIN together: answered, then closed", &[Some(GET), None], ALL,
+            "Parsing Writing Reading Closed", &["200 OK"], R, false),
+        ("forty pipelined: a fair share queued, then yield", &[Some(FORTY)], ALL,
+            "Parsing", &[], R, true),
+    ];
 
     #[test]
     fn state_machine_table() {
-        let rows = [
-            Row {
-                name: "one GET, answered, back to reading",
-                chunks: &[Some(GET)],
-                room: usize::MAX,
-                trail: "Parsing Writing Reading",
-                statuses: &["200 OK"],
-                interest: Interest::READABLE,
-                resume: false,
-            },
-            Row {
-                name: "a head in three pieces",
-                chunks: &[
-                    Some("GET /a.txt HT"),
-                    Some("TP/1.1\r\nHost: t\r\n"),
-                    Some("\r\n"),
-                ],
-                room: usize::MAX,
-                trail: "Parsing Reading Parsing Reading Parsing Writing Reading",
-                statuses: &["200 OK"],
-                interest: Interest::READABLE,
-                resume: false,
-            },
-            Row {
-                name: "two pipelined in one read: one write for both",
-                chunks: &[Some(
-                    "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /nope HTTP/1.1\r\nHost: t\r\n\r\n",
-                )],
-                room: usize::MAX,
-                trail: "Parsing Writing Reading",
-                statuses: &["200 OK", "404 Not Found"],
-                interest: Interest::READABLE,
-                resume: false,
-            },
-            Row {
-                name: "a client that does not read: wait for room",
-                chunks: &[Some(GET)],
-                room: 0,
-                trail: "Parsing Writing",
-                statuses: &[],
-                interest: Interest::WRITABLE,
-                resume: false,
-            },
-            Row {
-                name: "room for the status line only",
-                chunks: &[Some(GET)],
-                room: 20,
-                trail: "Parsing Writing",
-                statuses: &["200 OK"],
-                interest: Interest::WRITABLE,
-                resume: false,
-            },
-            Row {
-                name: "Connection: close lingers after the answer",
-                chunks: &[Some(
-                    "GET /a.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-                )],
-                room: usize::MAX,
-                trail: "Parsing Writing Closing",
-                statuses: &["200 OK"],
-                interest: Interest::READABLE,
-                resume: false,
-            },
-            Row {
-                name: "a bad request is answered 400, then lingers",
-                chunks: &[Some("GET /a.txt HTTP/1.1\r\n\r\n")],
-                room: usize::MAX,
-                trail: "Parsing Writing Closing",
-                statuses: &["400 Bad Request"],
-                interest: Interest::READABLE,
-                resume: false,
-            },
-            Row {
-                name: "held head: no answer before the body is all read",
-                chunks: &[Some(
-                    "GET /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nab",
-                )],
-                room: usize::MAX,
-                trail: "Parsing Reading",
-                statuses: &[],
-                interest: Interest::READABLE,
-                resume: false,
-            },
-            Row {
-                name: "held head: answered once the body is in",
-                chunks: &[
-                    Some("GET /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nab"),
-                    Some("cdeGET /nope HTTP/1.1\r\nHost: t\r\n\r\n"),
-                ],
-                room: usize::MAX,
-                trail: "Parsing Reading Parsing Writing Reading",
-                statuses: &["200 OK", "404 Not Found"],
-                interest: Interest::READABLE,
-                resume: false,
-            },
-            Row {
-                name: "held head: a broken chunked body gets 400, not 200",
-                chunks: &[Some(
-                    "GET /a.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-                )],
-                room: usize::MAX,
-                trail: "Parsing Writing Closing",
-                statuses: &["400 Bad Request"],
-                interest: Interest::READABLE,
-                resume: false,
-            },
-            Row {
-                name: "EOF before any request",
-                chunks: &[None],
-                room: usize::MAX,
-                trail: "Closed",
-                statuses: &[],
-                interest: Interest::READABLE,
-                resume: false,
-            },
-            Row {
-                name: "a request and the FIN together: answered, then closed",
-                chunks: &[Some(GET), None],
-                room: usize::MAX,
-                trail: "Parsing Writing Reading Closed",
-                statuses: &["200 OK"],
-                interest: Interest::READABLE,
-                resume: false,
-            },
-            Row {
-                name: "forty pipelined: a fair share queued, then yield",
-                chunks: &[Some(FORTY)],
-                room: usize::MAX,
-                trail: "Parsing",
-                statuses: &[],
-                interest: Interest::READABLE,
-                resume: true,
-            },
-        ];
-        for row in &rows {
+        for &(name, chunks, room, trail, statuses, interest, resume) in ROWS {
             let mut fx = Fixture::new(10, 0, 1 << 20);
-            let mut conn = connection(row.room);
-            for chunk in row.chunks {
+            let mut conn = connection(room);
+            for chunk in chunks {
                 match chunk {
                     Some(bytes) => conn.socket_mut().input.extend(bytes.as_bytes()),
                     None => conn.socket_mut().eof = true,
                 }
                 conn.ready(READABLE, &mut fx.ctx());
             }
-            let trail: Vec<String> = conn.trail.iter().map(State::to_string).collect();
-            assert_eq!(trail.join(" "), row.trail, "{}: transitions", row.name);
+            let seen: Vec<String> = conn.trail.iter().map(State::to_string).collect();
+            assert_eq!(seen.join(" "), trail, "{name}: transitions");
             let out = String::from_utf8_lossy(&conn.socket().output);
-            let statuses: Vec<&str> = out
+            let lines: Vec<&str> = out
                 .match_indices("HTTP/1.1 ")
                 .map(|(at, _)| &out[at + 9..at + 9 + out[at + 9..].find("\r\n").unwrap_or(0)])
                 .collect();
-            assert_eq!(statuses, row.statuses, "{}: responses", row.name);
-            assert_eq!(conn.interest(), row.interest, "{}: interest", row.name);
-            assert_eq!(conn.wants_resume(), row.resume, "{}: resume", row.name);
+            assert_eq!(lines, statuses, "{name}: responses");
+            assert_eq!(conn.interest(), interest, "{name}: interest");
+            assert_eq!(conn.wants_resume(), resume, "{name}: resume");
         }
     }
 
+    /// Eight GETs, back to back.
+    macro_rules! eight_gets {
+        () => {
+            concat!(
+                "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+                "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+                "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+                "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+                "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+                "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+                "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+                "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+            )
+        };
+    }
+
+    /// Forty pipelined GETs in one read: more than one turn's share.
     const FORTY: &str = concat!(
-        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
-        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
-        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
-        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
-        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
-        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
-        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
-        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
-        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
-        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
-        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
-        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
-        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
-        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
-        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
-        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
-        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
-        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
-        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
-        "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+        eight_gets!(),
+        eight_gets!(),
+        eight_gets!(),
+        eight_gets!(),
+        eight_gets!()
     );
 
     /// Fairness, per connection: a client with a thousand requests queued gets at most

@@ -485,14 +485,11 @@ fn metrics_honour_expect_continue_like_the_site() {
     config.metrics_listen = Some("127.0.0.1:0".parse().expect("addr"));
     let (_, metrics, handle, thread) = spawn(config);
     let mut s = std::net::TcpStream::connect(metrics.expect("metrics")).expect("connect");
-    send(
-        &mut s,
-        "GET /metrics HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
-    );
+    let expect = "GET /metrics HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n";
+    send(&mut s, &format!("{expect}Content-Length: 5\r\n\r\n"));
     let r = read_response(&mut s, false);
-    assert_eq!(r.status, 200);
-    assert_eq!(r.header("Connection"), Some("close"));
-    assert!(is_closed(&mut s));
+    assert_eq!((r.status, r.header("Connection")), (200, Some("close")));
+    assert!(is_closed(&mut s), "open after an answer that said close");
     handle.stop();
     thread.join().expect("join").expect("run");
 }

@@ -72,7 +72,7 @@ fn run(data: &[u8], cache: &mut FileCache) {
         socket.input.extend(chunk);
         socket.room += usize::from(op >> 6) * 4096 + 512;
         let at = now + Duration::from_millis(steps);
-        let mut ctx = context(&limits, &date, &mut log, cache, &mut pool, at);
+        let mut ctx = Context::new(&limits, files(), &date, &mut log, cache, &mut pool, clock(at));
         conn.ready(Readiness { readable: true, read_closed: false }, &mut ctx);
         while conn.wants_resume() {
             conn.resume(&mut ctx);
@@ -86,7 +86,7 @@ fn run(data: &[u8], cache: &mut FileCache) {
     }
     // Let all output drain.
     conn.socket_mut().room = usize::MAX;
-    let mut ctx = context(&limits, &date, &mut log, cache, &mut pool, now);
+    let mut ctx = Context::new(&limits, files(), &date, &mut log, cache, &mut pool, clock(now));
     conn.ready(Readiness { readable: false, read_closed: false }, &mut ctx);
     while conn.wants_resume() {
         conn.resume(&mut ctx);
@@ -94,17 +94,9 @@ fn run(data: &[u8], cache: &mut FileCache) {
     check_responses(&conn.socket().output, data, conn.is_done());
 }
 
-/// The server's side of one turn: shared state for the connection to run with.
-fn context<'a>(
-    limits: &'a Limits,
-    date: &'a DateCache,
-    log: &'a mut AccessLog,
-    cache: &'a mut FileCache,
-    pool: &'a mut BufferPool,
-    now: Instant,
-) -> Context<'a> {
-    let clock = Clock { now, wall: SystemTime::now() };
-    Context::new(limits, files(), date, log, cache, pool, clock)
+/// The server's side of one turn, at `now`.
+fn clock(now: Instant) -> Clock {
+    Clock { now, wall: SystemTime::now() }
 }
 
 /// The output must be whole responses, back to back. HEAD responses have no body, so after
