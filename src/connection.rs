@@ -12,8 +12,9 @@
 //! ([`crate::server`]) calls [`Connection::ready`] when mio reports readiness; the connection
 //! then runs its state machine as far as it can without blocking, and stops when the socket
 //! says "would block" (or when it has used up its fair share of this turn). The loop then
-//! reads three things off it: [`Connection::interest`] (what to wait for, derived from the
-//! state), [`Connection::deadline`] (when to give up waiting), and [`Connection::is_done`].
+//! reads four things off it: [`Connection::interest`] (what to wait for, derived from the
+//! state), [`Connection::deadline`] (when to give up waiting), [`Connection::wants_resume`]
+//! (it yielded with work left) and [`Connection::is_done`].
 //!
 //! The state changes in one place, `Connection::set_state`, which only changes it and
 //! traces `A=>B (why)` (`--trace` shows them). Everything else is read off the state: the
@@ -34,7 +35,9 @@
 //! will never come.
 //!
 //! The connection is generic over its [`Transport`], so the same state machine runs on a
-//! real `mio::net::TcpStream` and on an in-memory stream in tests and fuzzing.
+//! real socket ([`crate::listener::Stream`]) and on an in-memory one
+//! (`listener::testing::MemSocket`) in the unit tests below, the fuzz target and the
+//! benchmark.
 
 use std::fmt;
 use std::io::{self, IoSlice, Read};

@@ -30,7 +30,7 @@
 //! at the repository's root tells the same story in prose, with the invariants the code
 //! keeps.
 //!
-//! # Layout
+//! ## Layout
 //!
 //! The main story is flat:
 //!
