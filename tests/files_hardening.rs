@@ -380,11 +380,11 @@ fn listings_are_capped_and_say_so() {
     let html = server.get("/many/").body_text();
     let rows = hrefs(&html).iter().filter(|h| h.starts_with("./f")).count();
     assert_eq!(rows, 5, "{html}");
-    assert!(html.contains("more than 5 entries"), "{html}");
+    assert!(html.contains("only the first 5 found"), "{html}");
     // Under the cap: everything, and no note.
     let html = server.get("/noindex/").body_text();
     assert!(
-        html.contains("./file.txt") && !html.contains("more than"),
+        html.contains("./file.txt") && !html.contains("only the first"),
         "{html}"
     );
 }
@@ -663,4 +663,28 @@ fn a_rewrite_that_restores_the_mtime_is_still_seen() {
         server.get("/linked.txt").body_text() == "new!"
     });
     assert!(seen, "the old bytes were still served after 3 s");
+}
+
+/// A listing page stops at a byte bound as well as at the entry cap: long names would
+/// otherwise make a page of tens of megabytes that every client which never reads holds
+/// (its own copy, when the cache is off).
+#[test]
+fn listing_pages_are_bounded_in_bytes() {
+    let server = TestServer::start_with(|c| {
+        c.list_directories = true;
+        c.cache_bytes = 0;
+    });
+    let dir = server.root().join("long");
+    fs::create_dir(&dir).expect("mkdir");
+    for i in 0..1000 {
+        fs::write(dir.join(format!("{i:04}{}", "\"".repeat(240))), "").expect("write");
+    }
+    let r = server.get("/long/");
+    assert_eq!(r.status, 200);
+    let limit = readyserve::listing::MAX_PAGE_BYTES;
+    assert!(r.body.len() < limit + 8 * 1024, "{} bytes", r.body.len());
+    assert!(
+        r.body_text().contains("only the first"),
+        "not said to be cut"
+    );
 }
