@@ -335,7 +335,7 @@ fn unit_setting(unit: &str, key: &str) -> String {
     unit.replace("\\\n", " ")
         .lines()
         .filter_map(|l| l.strip_prefix(&format!("{key}=")))
-        .last()
+        .next_back()
         .unwrap_or_else(|| panic!("{key}= in:\n{unit}"))
         .to_string()
 }
