@@ -392,8 +392,8 @@ fn readme_nginx_over_unix_socket_with_the_systemd_drop_in() {
     let sock = PathBuf::from(listen.strip_prefix("unix:").expect("a unix: listener"));
     let meta = std::fs::metadata(&sock).expect("socket file");
     assert_eq!(
-        (meta.uid(), meta.gid(), meta.mode() & 0o777),
-        (nobody, gid, 0o660),
+        (meta.uid(), meta.gid(), format!("{:o}", meta.mode() & 0o777)),
+        (nobody, gid, "660".to_string()),
         "socket owner, group (Group=) and mode (--unix-mode)"
     );
 
