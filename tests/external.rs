@@ -303,7 +303,7 @@ fn readme_nginx_over_tcp() {
     let dir = open_fixture();
     let log = dir.path().join("access.log");
     let (rs_port, nginx_port) = (free_port(), free_port());
-    let (mut rs, _, _) = spawn_server(
+    let (rs, _, _) = spawn_server(
         Command::new(BIN)
             .args(["--listen", &format!("127.0.0.1:{rs_port}"), "--root"])
             .arg(dir.path().join("root"))
@@ -312,6 +312,7 @@ fn readme_nginx_over_tcp() {
             .args(["--trust-proxy", "127.0.0.1"])
             .stdout(Stdio::null()),
     );
+    let mut rs = Killed(rs);
     let block = &readme_blocks("nginx")[0];
     let http = swap(block, "127.0.0.1:7878", &format!("127.0.0.1:{rs_port}"));
     let http = swap(
@@ -324,8 +325,8 @@ fn readme_nginx_over_tcp() {
     exercise_proxy(nginx_port);
 
     drop(nginx);
-    sigterm(&rs);
-    assert_eq!(rs.wait().expect("wait").code(), Some(0));
+    sigterm(&rs.0);
+    assert_eq!(rs.0.wait().expect("wait").code(), Some(0));
     assert_client_logged(&std::fs::read_to_string(&log).expect("access log"));
 }
 
@@ -381,7 +382,7 @@ fn readme_nginx_over_unix_socket_with_the_systemd_drop_in() {
             .replace("/var/log/readyserve", &logs.display().to_string())
     });
     let program = argv.next().expect("ExecStart program");
-    let (mut rs, listen, _) = spawn_server(
+    let (rs, listen, _) = spawn_server(
         Command::new("setpriv")
             .args(["--reuid", &nobody.to_string(), "--regid", &gid.to_string()])
             .args(["--clear-groups", "--"])
@@ -389,6 +390,7 @@ fn readme_nginx_over_unix_socket_with_the_systemd_drop_in() {
             .args(argv)
             .stdout(Stdio::null()),
     );
+    let mut rs = Killed(rs);
     let sock = PathBuf::from(listen.strip_prefix("unix:").expect("a unix: listener"));
     let meta = std::fs::metadata(&sock).expect("socket file");
     assert_eq!(
@@ -426,8 +428,8 @@ fn readme_nginx_over_unix_socket_with_the_systemd_drop_in() {
     drop(nginx);
     assert!(!errors.contains("Permission denied"), "{errors}");
 
-    sigterm(&rs);
-    assert_eq!(rs.wait().expect("wait").code(), Some(0));
+    sigterm(&rs.0);
+    assert_eq!(rs.0.wait().expect("wait").code(), Some(0));
     assert!(
         !sock.exists(),
         "the socket file is removed on clean shutdown"
@@ -469,7 +471,7 @@ fn readme_haproxy_config() {
     let log = dir.path().join("access.log");
     let (rs_port, front, metrics) = (free_port(), free_port(), free_port());
     let metrics = format!("127.0.0.1:{metrics}");
-    let (mut rs, _, _) = spawn_server(
+    let (rs, _, _) = spawn_server(
         Command::new(BIN)
             .args(["--listen", &format!("127.0.0.1:{rs_port}"), "--root"])
             .arg(dir.path().join("root"))
@@ -478,6 +480,7 @@ fn readme_haproxy_config() {
             .args(["--trust-proxy", "127.0.0.1", "--metrics-listen", &metrics])
             .stdout(Stdio::null()),
     );
+    let mut rs = Killed(rs);
     let blocks = readme_blocks("haproxy");
     assert_eq!(blocks.len(), 1, "one HAProxy config");
     let conf = swap(&blocks[0], "bind :80", &format!("bind 127.0.0.1:{front}"));
@@ -549,8 +552,8 @@ fn readme_haproxy_config() {
     drop(s);
 
     drop(haproxy);
-    sigterm(&rs);
-    assert_eq!(rs.wait().expect("wait").code(), Some(0));
+    sigterm(&rs.0);
+    assert_eq!(rs.0.wait().expect("wait").code(), Some(0));
     let text = std::fs::read_to_string(&log).expect("access log");
     let checks: Vec<&str> = text
         .lines()
@@ -580,7 +583,7 @@ fn keep_alive_race_through_nginx_gives_no_errors() {
     let dir = open_fixture();
     let (rs_port, nginx_port, metrics) = (free_port(), free_port(), free_port());
     let metrics = format!("127.0.0.1:{metrics}");
-    let (mut rs, _, _) = spawn_server(
+    let (rs, _, _) = spawn_server(
         Command::new(BIN)
             .args(["--listen", &format!("127.0.0.1:{rs_port}"), "--root"])
             .arg(dir.path().join("root"))
@@ -588,6 +591,7 @@ fn keep_alive_race_through_nginx_gives_no_errors() {
             .args(["--metrics-listen", &metrics])
             .stdout(Stdio::null()),
     );
+    let mut rs = Killed(rs);
     let block = &readme_blocks("nginx")[0];
     let http = swap(block, "127.0.0.1:7878", &format!("127.0.0.1:{rs_port}"));
     let http = swap(
@@ -621,8 +625,8 @@ fn keep_alive_race_through_nginx_gives_no_errors() {
     let accepted = metric(&metrics, "readyserve_accepted_connections_total", "");
     let errors = nginx.error_log();
     drop(nginx);
-    sigterm(&rs);
-    assert_eq!(rs.wait().expect("wait").code(), Some(0));
+    sigterm(&rs.0);
+    assert_eq!(rs.0.wait().expect("wait").code(), Some(0));
     assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}\n{errors}");
     // The test is about pooled connections: they must have been reused.
     assert!(
@@ -693,10 +697,11 @@ fn systemd_units_pass_systemd_analyze_verify() {
 fn metrics_pass_promtool_check() {
     let dir = fixture();
     let metrics_addr = format!("127.0.0.1:{}", free_port());
-    let (mut child, addr, _) = spawn_binary(
+    let (child, addr, _) = spawn_binary(
         dir.path(),
         &["--metrics-listen", &metrics_addr, "--access-log", "off"],
     );
+    let mut child = Killed(child);
     for path in ["/", "/nope", "/index.html"] {
         let mut s = TcpStream::connect(&addr).expect("connect");
         send(
@@ -735,8 +740,8 @@ fn metrics_pass_promtool_check() {
         report.trim().is_empty(),
         "promtool lint findings:\n{report}"
     );
-    sigterm(&child);
-    let _ = child.wait();
+    sigterm(&child.0);
+    let _ = child.0.wait();
 }
 
 #[test]
@@ -744,7 +749,8 @@ fn metrics_pass_promtool_check() {
 fn goaccess_parses_the_access_log_with_no_failed_lines() {
     let dir = fixture();
     let log = dir.path().join("access.log");
-    let (mut child, addr, _) = spawn_binary(dir.path(), &["--access-log", &log.to_string_lossy()]);
+    let (child, addr, _) = spawn_binary(dir.path(), &["--access-log", &log.to_string_lossy()]);
+    let mut child = Killed(child);
     let requests = [
         "GET /index.html HTTP/1.1\r\nHost: t\r\nUser-Agent: Mozilla/5.0 (X11) \"quoted\"\r\nReferer: http://ref/\r\n\r\n",
         "HEAD /style.css HTTP/1.1\r\nHost: t\r\n\r\n",
@@ -758,8 +764,8 @@ fn goaccess_parses_the_access_log_with_no_failed_lines() {
         send(&mut s, raw);
         let _ = try_read_response(&mut s, raw.starts_with("HEAD"));
     }
-    sigterm(&child);
-    assert_eq!(child.wait().expect("wait").code(), Some(0));
+    sigterm(&child.0);
+    assert_eq!(child.0.wait().expect("wait").code(), Some(0));
     let report = dir.path().join("report.json");
     let status = Command::new("goaccess")
         .arg(&log)
