@@ -57,7 +57,7 @@
 //!
 //! ```text
 //! $ python3 -c 'import socket,time; s=socket.create_connection(("127.0.0.1",9009))
-//! s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"+b"junk"*1000); time.sleep(1); n=0
+//! s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"+b"junk"*8000); time.sleep(1); n=0
 //! while (d:=s.recv(1<<16)): n+=len(d)
 //! print(n, "bytes")'
 //! ```

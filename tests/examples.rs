@@ -322,7 +322,9 @@ fn step_09_backpressure_closes_gracefully_after_a_last_request_and_junk() {
     let (_ex, addr) = start("09_backpressure");
     let mut s = connect(&addr);
     let mut bytes = b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec();
-    bytes.extend_from_slice(&b"junk".repeat(1000));
+    // 32 KB: more than the server's 4 KiB reads take in with the request (so it is still
+    // unread when the response is out), less than it reads and drops while lingering (64 KiB).
+    bytes.extend_from_slice(&b"junk".repeat(8000));
     s.write_all(&bytes).expect("send");
     // Let the server write what fits and close before we read: if it closed with the junk
     // unread, its RST would cut the response short.
