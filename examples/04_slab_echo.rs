@@ -18,7 +18,7 @@
 //! $ printf 'hello\n' | nc -N 127.0.0.1 9004    # -N: send FIN at the end of input; still echoed
 //! ```
 //!
-//! Poke it: a client that sends 300 MiB and never reads.
+//! Poke it: a client that sends as fast as it can and never reads.
 //!
 //! ```text
 //! $ python3 -c 'import socket,time; s=socket.create_connection(("127.0.0.1",9004)); s.settimeout(2); n=0
@@ -31,8 +31,8 @@
 //! The client's `send` blocks after a few MiB: the kernel buffers on the way are full,
 //! because the server stopped reading once its own 64 KiB were waiting.
 //!
-//! Break it: set `MAX_PENDING` to `usize::MAX`. The client above never blocks, and the
-//! server's memory grows by every byte it sends.
+//! Break it: set `MAX_PENDING` to `usize::MAX`. The client above never blocks (stop it with
+//! Ctrl-C), and the server's memory grows by every byte it sends: hundreds of MiB.
 //!
 //! Next: `05_state_machine` names the states this code has only implicitly.
 

@@ -10,9 +10,10 @@
 //!    own writes blocking, and the server's memory stays bounded.
 //! 2. *Fairness.* A connection runs until WouldBlock, and a fast client may never get there:
 //!    while it runs, nobody else is served. So each connection gets a budget of bytes per
-//!    turn of the loop (`BUDGET`). One that used it up goes on the `ready` queue, which runs
-//!    before the next `poll` (which then does not sleep). Edge-triggered readiness will not
-//!    report its socket again, since nothing changed there: without the queue it would stall.
+//!    turn of the loop (`BUDGET`). One that used it up goes on the `ready` queue: the next
+//!    `poll` then only collects what is ready, without sleeping, and the queue runs first.
+//!    Edge-triggered readiness will not report its socket again, since nothing changed
+//!    there: without the queue it would stall.
 //! 3. *Graceful close.* Closing a socket that still has unread input makes the kernel send
 //!    RST instead of FIN, and an RST can destroy the end of the response we just wrote,
 //!    still on its way to the client. So after the last response we send FIN
@@ -230,12 +231,15 @@ fn answer_all(conn: &mut Conn) -> Option<usize> {
                     break;
                 }
             }
-            Ok(httparse::Status::Partial) => break, // keep the bytes, read more
+            // Keep the bytes and read more, unless the head is already too big. (Only a head
+            // that is incomplete counts: requests held back at the high-water mark do not.)
+            Ok(httparse::Status::Partial) if conn.input.len() - used > MAX_HEAD => return None,
+            Ok(httparse::Status::Partial) => break,
             Err(_) => return None,
         }
     }
     conn.input.drain(..used);
-    (conn.input.len() <= MAX_HEAD).then_some(answered)
+    Some(answered)
 }
 
 /// Answers the complete requests in `input` and picks the next state. Returns false if the
