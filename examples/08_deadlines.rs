@@ -8,8 +8,9 @@
 //! element, and the time until then is `poll`'s timeout: the loop sleeps exactly until the
 //! next thing can expire, and looks at no connection that cannot.
 //! What changed since step 7: the `timers`, the `deadline` of each state, `timed_out`, and
-//! one method, `Schedule::settle`, that brings a connection's registered interest and its timer in step
-//! with its state after it ran. The timeouts are short here, so that you can watch them.
+//! one method, `Schedule::settle`, that brings a connection's registered interest and its
+//! timer in step with its state after it ran. The timeouts are short here, so that you can
+//! watch them.
 //!
 //! Run it:
 //!
@@ -33,9 +34,9 @@
 //! Break it: pass `None` instead of `timeout` to `poll.poll`. The silent `nc` above is never
 //! closed (until some other client happens to wake the loop).
 //!
-//! What it leaves out: the real server also times out slow writes and request bodies, and
-//! its timeouts are flags (`--header-timeout`, `--keep-alive-timeout`); see `src/timers.rs`
-//! and `Connection::deadline` in `src/connection.rs`.
+//! What it leaves out: the real server also times out request bodies, its timeouts are flags
+//! (`--header-timeout`, `--keep-alive-timeout`, `--write-timeout`), and it closes gracefully
+//! (step 9); see `src/timers.rs` and `Connection::deadline` in `src/connection.rs`.
 //! Next: `09_backpressure`.
 
 use std::collections::BTreeSet;
