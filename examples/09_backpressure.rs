@@ -72,7 +72,7 @@
 //! after the client's FIN), write and body timeouts, request bodies, files streamed from disk.
 //! Where these live: `src/connection.rs` (`HIGH_WATER`, `MAX_BYTES_PER_TURN`, `on_closing`,
 //! `on_reading`) and `src/server.rs` (the fairness queue).
-//! Next: `08_embedded` uses the real server as a library.
+//! Next: `10_embedded` uses the real server as a library.
 
 use std::collections::BTreeSet;
 use std::io::{self, ErrorKind, Read, Write};

@@ -345,8 +345,8 @@ fn step_09_backpressure_closes_gracefully_after_a_last_request_and_junk() {
 }
 
 #[test]
-fn step_08_embedded_handler_and_files() {
-    let (_ex, addr) = start("08_embedded");
+fn step_10_embedded_handler_and_files() {
+    let (_ex, addr) = start("10_embedded");
     let status = http_get(&addr, "/status");
     assert!(status.starts_with("HTTP/1.1 200 OK\r\n"), "{status}");
     assert!(
