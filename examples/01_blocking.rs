@@ -13,7 +13,14 @@
 //! ```
 //!
 //! The curl in terminal 3 waits until you type a request (or an empty line) into the `nc`
-//! in terminal 2. One slow client stops the whole server. Next: `02_nonblocking_spin`.
+//! in terminal 2. One slow client stops the whole server.
+//!
+//! Break it: delete the `if n == 0 { ... }` check in `serve`. Connect with `nc`, and press
+//! Ctrl-C before sending anything: `read` now returns 0 (end of stream) for ever, the server
+//! spins at 100% CPU in `serve`, and nobody is served again. A read of 0 bytes means "the
+//! client closed", never "nothing yet".
+//!
+//! Next: `02_nonblocking_spin`.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -16,7 +16,13 @@
 //!
 //! The loop never sleeps: it asks every socket "anything yet?" millions of times a second,
 //! and almost always hears "would block". It prints how many useless turns it made each
-//! second. Next: `03_poll_accept` lets the kernel tell us which sockets are ready.
+//! second.
+//!
+//! Break it: delete `stream.set_nonblocking(true)?;` where a client is accepted. An accepted
+//! socket does not inherit the listener's non-blocking mode, so the silent `nc` blocks the
+//! whole loop in `read` again, and the curl hangs as in step 1.
+//!
+//! Next: `03_poll_accept` lets the kernel tell us which sockets are ready.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};

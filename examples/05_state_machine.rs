@@ -11,9 +11,15 @@
 //! ```text
 //! $ cargo run --example 05_state_machine       # listens on 127.0.0.1:9005
 //! $ nc 127.0.0.1 9005                          # type: hello<Enter>, then quit<Enter>
+//! $ printf 'hello\nworld\n' | nc -N 127.0.0.1 9005   # two lines in one packet: HELLO, WORLD
 //! ```
 //!
 //! The server's terminal shows `client 0: Reading => Writing (line complete)` and so on.
+//!
+//! Break it: add `self.input.clear();` after the line is taken out of `input` ("one read,
+//! one line"). The `printf` above now gets HELLO only. TCP carries a stream of bytes, not
+//! messages: what followed the line in the same read was the next line, and it is lost.
+//!
 //! Next: `06_httparse_partial` looks at the parsing half on its own.
 
 use std::io::{self, ErrorKind, Read, Write};

@@ -15,7 +15,14 @@
 //! It feeds a request into the parser one byte at a time. Every prefix is `Partial` (not an
 //! error: "come back with more bytes"), until the empty line that ends the head, when it
 //! becomes `Complete(n)`. The bytes after `n` are the start of the next, pipelined, request:
-//! a server must keep them. Next: `07_hello_http` puts steps 4, 5 and 6 together.
+//! a server must keep them.
+//!
+//! Break it: parse `&stream[fed - 1..fed]` (only the newest byte) instead of
+//! `&stream[..fed]`. The fourth call sees a lone space and says "invalid token": httparse
+//! keeps nothing between calls, so keeping the bytes until the head is complete is the
+//! caller's job (the `input` buffer of step 7).
+//!
+//! Next: `07_hello_http` puts steps 4, 5 and 6 together.
 
 fn main() {
     let stream = b"GET /index.html HTTP/1.1\r\nHost: example\r\n\r\nGET /next HTTP/1.1\r\n";

@@ -4,6 +4,9 @@
 //! a slab of connections, an explicit state, httparse with `Partial`/`Complete(n)`, leftover
 //! bytes kept for the next pipelined request, all responses of one read batched into one
 //! write, and keep-alive decided from the version and the `Connection` header.
+//! As in step 5, the interest registered with mio follows from the state: READABLE while
+//! Reading, WRITABLE while Writing (so, as in step 4, WRITABLE only while output is pending,
+//! and no reading while it is: the simplest backpressure).
 //! What changed since step 6: it is on the network again, and it speaks HTTP.
 //!
 //! Run it:
@@ -11,12 +14,20 @@
 //! ```text
 //! $ cargo run --example 07_hello_http          # listens on 127.0.0.1:9007
 //! $ curl -v http://127.0.0.1:9007/ http://127.0.0.1:9007/again   # one connection, reused
-//! $ printf 'GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n' | nc 127.0.0.1 9007
+//! $ printf 'GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n' | nc -N 127.0.0.1 9007
 //! $ wrk -t1 -c64 -d5s http://127.0.0.1:9007/   # it is fast, too
 //! ```
 //!
+//! The `printf` sends two pipelined requests in one packet; two responses come back. (`-N`
+//! makes nc send its FIN when its input ends; the server then sees EOF and closes. Without
+//! it, both sides wait for each other: keep-alive.)
+//!
+//! Break it: in `answer_all`, add `break;` after the response is queued (answer one request
+//! per read). The `printf` above gets one response: the second request sits in `input`, and
+//! no new bytes will come to raise an edge for it.
+//!
 //! What it leaves out, and the real server has: limits, timeouts, bodies, files, fairness.
-//! Next: `08_embedded` uses the real server as a library.
+//! Next: `08_deadlines` adds timeouts.
 
 use std::io::{self, ErrorKind, Read, Write};
 
@@ -43,6 +54,16 @@ struct Conn {
     output: Vec<u8>,
     /// Close once `output` is sent.
     close_after: bool,
+}
+
+impl Conn {
+    /// What to wait for, from the state alone.
+    fn interest(&self) -> Interest {
+        match self.state {
+            State::Reading => Interest::READABLE,
+            State::Writing => Interest::WRITABLE,
+        }
+    }
 }
 
 /// Parses every complete request in `input` and appends a response for each. Returns false
@@ -168,7 +189,7 @@ fn main() -> io::Result<()> {
                             poll.registry().register(
                                 &mut stream,
                                 Token(entry.key()),
-                                Interest::READABLE | Interest::WRITABLE,
+                                Interest::READABLE,
                             )?;
                             entry.insert(Conn {
                                 stream,
@@ -186,12 +207,23 @@ fn main() -> io::Result<()> {
                 continue;
             }
             let key = event.token().0;
-            // Registered for both directions once, edge-triggered: each edge is one event,
-            // and `drive` runs until WouldBlock, so no reregistering is ever needed.
-            if let Some(conn) = conns.get_mut(key)
-                && !drive(conn)
-            {
+            // The event may be stale: the connection may be gone already. Ignore it.
+            let Some(conn) = conns.get_mut(key) else {
+                continue;
+            };
+            let before = conn.interest();
+            if !drive(conn) {
                 finished.push(key);
+            } else if conn.interest() != before {
+                // Reregister only when the state asks for something else.
+                let interest = conn.interest();
+                if poll
+                    .registry()
+                    .reregister(&mut conn.stream, Token(key), interest)
+                    .is_err()
+                {
+                    finished.push(key);
+                }
             }
         }
         for key in finished {

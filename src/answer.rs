@@ -346,12 +346,14 @@ fn serve_file(
         content_type,
         coding,
         vary,
+        canonical,
     } = found;
     let frame = Frame::of(req, ctx, None);
     let cache_control = ctx.files.options().cache_control.as_deref();
     let len = meta.len();
-    // Small plain files go into the cache, and are served from it from now on.
-    if coding.is_none() && !vary && ctx.cache.accepts(len) {
+    // Small plain files go into the cache, and are served from it from now on: under the
+    // one canonical spelling of their path, so that other spellings cannot fill it.
+    if coding.is_none() && !vary && canonical && ctx.cache.accepts(len) {
         let mut body = Vec::with_capacity(len as usize);
         match (&mut file).take(len).read_to_end(&mut body) {
             Ok(n) if n as u64 == len => {

@@ -1,10 +1,15 @@
-//! Smoke tests for the examples: start each server example, make one request, stop it.
-//! (`cargo test` builds the examples before running the tests.)
+//! Smoke tests for the examples: start each server example on port 0, talk to it the way
+//! its header says to poke it, check what it teaches, stop it. Each example runs as its own
+//! process on its own port, so the tests can run in parallel.
+//! (`cargo test` builds the examples before running the tests; `cargo test --test examples`
+//! alone does not, so run `cargo build --examples` first, or the tests run stale binaries.)
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// target/<profile>/examples/NAME, found from this test binary's own path.
@@ -24,6 +29,20 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+impl Running {
+    /// The example's peak resident memory (VmHWM), in bytes.
+    fn peak_memory(&self) -> usize {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id()))
+            .expect("/proc/PID/status");
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+            .expect("VmHWM");
+        kib * 1024
     }
 }
 
@@ -68,6 +87,39 @@ fn http_get(addr: &str, path: &str) -> String {
     out
 }
 
+/// Writes `pattern` over and over (as one endless stream) until a write has been blocked for
+/// a second, or `cap` bytes are out. Returns the bytes written.
+fn write_until_blocked(s: &mut TcpStream, pattern: &[u8], cap: usize) -> usize {
+    s.set_write_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    let mut sent = 0;
+    while sent < cap {
+        let at = sent % pattern.len();
+        match s.write(&pattern[at..]) {
+            Ok(n) => sent += n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    sent
+}
+
+/// More than the kernel buffers on a loopback connection can hold, both ways: a client that
+/// writes this much without reading was read from all along.
+fn beyond_kernel_buffers() -> usize {
+    let max = |file: &str| {
+        std::fs::read_to_string(file)
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(2)?.parse::<usize>().ok())
+            .unwrap_or(64 << 20)
+    };
+    let (rmem, wmem) = (
+        max("/proc/sys/net/ipv4/tcp_rmem"),
+        max("/proc/sys/net/ipv4/tcp_wmem"),
+    );
+    2 * (rmem + wmem) + (8 << 20)
+}
+
 #[test]
 fn step_01_blocking_answers() {
     let (_ex, addr) = start("01_blocking");
@@ -96,6 +148,44 @@ fn step_04_slab_echo_echoes() {
     let mut buf = [0u8; 5];
     s.read_exact(&mut buf).expect("echo");
     assert_eq!(&buf, b"ping\n");
+}
+
+#[test]
+fn step_04_slab_echo_echoes_before_closing_on_half_close() {
+    // printf 'hello\n' | nc -N: the data and the FIN arrive together.
+    let (_ex, addr) = start("04_slab_echo");
+    let mut s = connect(&addr);
+    s.write_all(b"hello\n").expect("send");
+    s.shutdown(Shutdown::Write).expect("FIN");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    assert_eq!(out, "hello\n");
+}
+
+#[test]
+fn step_04_slab_echo_stops_reading_when_its_buffer_is_full() {
+    let (ex, addr) = start("04_slab_echo");
+    let mut s = connect(&addr);
+    let pattern: Vec<u8> = (0..65_536u32).map(|i| (i % 251) as u8).collect();
+    let cap = beyond_kernel_buffers();
+    // Send, never read: the server must stop reading, so our writes must block.
+    let sent = write_until_blocked(&mut s, &pattern, cap);
+    assert!(
+        sent < cap,
+        "sent {sent} bytes without blocking: no backpressure"
+    );
+    let peak = ex.peak_memory();
+    // Now read: everything comes back, in order, and nothing is lost.
+    s.shutdown(Shutdown::Write).expect("FIN");
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).expect("read");
+    assert_eq!(back.len(), sent);
+    assert!(
+        back.iter()
+            .enumerate()
+            .all(|(i, &b)| b == pattern[i % pattern.len()])
+    );
+    eprintln!("04: blocked after {sent} bytes; server peak memory {peak} bytes");
 }
 
 #[test]
@@ -132,8 +222,131 @@ fn step_07_hello_http_keep_alive_and_pipelining() {
 }
 
 #[test]
-fn step_08_embedded_handler_and_files() {
-    let (_ex, addr) = start("08_embedded");
+fn step_08_deadlines_close_silent_half_and_idle_connections() {
+    let (_ex, addr) = start("08_deadlines");
+    let mut silent = connect(&addr);
+    let mut half = connect(&addr);
+    half.write_all(b"GET / HTTP/1.1\r\n").expect("send");
+    let mut idle = connect(&addr);
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    // Each read ends only when the server closes (the read timeout is 10 s, twice the longest
+    // of the example's timeouts): keep-alive, no `Connection: close` anywhere.
+    let mut out = String::new();
+    silent.read_to_string(&mut out).expect("silent: closed");
+    assert_eq!(out, "", "a silent connection is closed without a word");
+    let mut out = String::new();
+    half.read_to_string(&mut out).expect("half a head: closed");
+    assert!(out.starts_with("HTTP/1.1 408 "), "{out}");
+    let mut out = String::new();
+    idle.read_to_string(&mut out).expect("idle: closed");
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert_eq!(out.matches("HTTP/1.1").count(), 1, "{out}");
+}
+
+/// `GET /big` from 09_backpressure: a 1 MiB body.
+const BIG: usize = 1024 * 1024;
+
+#[test]
+fn step_09_backpressure_bounds_memory_when_a_client_does_not_read() {
+    let (ex, addr) = start("09_backpressure");
+    let mut s = connect(&addr);
+    let requests = b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n".repeat(1000);
+    let cap = beyond_kernel_buffers();
+    let sent = write_until_blocked(&mut s, &requests, cap);
+    assert!(
+        sent < cap,
+        "sent {sent} bytes without blocking: no backpressure"
+    );
+    // A 4 KiB read holds 130 requests for /big: 130 MiB if all were answered at once.
+    let peak = ex.peak_memory();
+    eprintln!("09: blocked after {sent} bytes of requests; server peak memory {peak} bytes");
+    assert!(peak < 48 << 20, "server peak memory {peak} bytes");
+    // And it still answers, in order: the first response arrives whole.
+    let head_len =
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1048576\r\n\r\n".len();
+    let mut first = vec![0u8; head_len + BIG];
+    s.read_exact(&mut first).expect("first response");
+    assert!(first.starts_with(b"HTTP/1.1 200 OK\r\n"));
+}
+
+#[test]
+fn step_09_backpressure_answers_a_second_client_during_a_flood() {
+    let (_ex, addr) = start("09_backpressure");
+    let flood = connect(&addr);
+    let stop = Arc::new(AtomicBool::new(false));
+    // The flooder pipelines requests without end, and reads every answer.
+    let writer = {
+        let mut flood = flood.try_clone().expect("clone");
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let batch = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(1000);
+            while !stop.load(Ordering::Relaxed) && flood.write_all(&batch).is_ok() {}
+        })
+    };
+    let (answered, flowing) = std::sync::mpsc::channel();
+    let reader = {
+        let mut flood = flood.try_clone().expect("clone");
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 20];
+            let mut total = 0;
+            while let Ok(n @ 1..) = flood.read(&mut buf) {
+                total += n;
+                if total > 1 << 20 {
+                    let _ = answered.send(());
+                }
+            }
+        })
+    };
+    flowing.recv().expect("the flood is being answered");
+    // While it floods, a second client is answered all the same (read timeout 10 s).
+    let mut s = connect(&addr);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).expect("answered during the flood");
+    let still_flooding = !writer.is_finished();
+    stop.store(true, Ordering::Relaxed);
+    let _ = flood.shutdown(Shutdown::Both);
+    let _ = writer.join();
+    let _ = reader.join();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert!(
+        still_flooding,
+        "the flood ended before the second client was answered"
+    );
+}
+
+#[test]
+fn step_09_backpressure_closes_gracefully_after_a_last_request_and_junk() {
+    let (_ex, addr) = start("09_backpressure");
+    let mut s = connect(&addr);
+    let mut bytes = b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec();
+    // 32 KB: more than the server's 4 KiB reads take in with the request (so it is still
+    // unread when the response is out), less than it reads and drops while lingering (64 KiB).
+    bytes.extend_from_slice(&b"junk".repeat(8000));
+    s.write_all(&bytes).expect("send");
+    // Let the server write what fits and close before we read: if it closed with the junk
+    // unread, its RST would cut the response short.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)
+        .expect("the whole response, then FIN (not RST)");
+    let text = String::from_utf8_lossy(&out[..out.len().min(200)]).to_string();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("Connection: close\r\n"), "{text}");
+    assert!(
+        out.ends_with(&[b'.'; 64]),
+        "body cut short: {} bytes",
+        out.len()
+    );
+    let head_end = out.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4;
+    assert_eq!(out.len() - head_end, BIG);
+}
+
+#[test]
+fn step_10_embedded_handler_and_files() {
+    let (_ex, addr) = start("10_embedded");
     let status = http_get(&addr, "/status");
     assert!(status.starts_with("HTTP/1.1 200 OK\r\n"), "{status}");
     assert!(

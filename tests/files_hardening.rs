@@ -380,11 +380,11 @@ fn listings_are_capped_and_say_so() {
     let html = server.get("/many/").body_text();
     let rows = hrefs(&html).iter().filter(|h| h.starts_with("./f")).count();
     assert_eq!(rows, 5, "{html}");
-    assert!(html.contains("more than 5 entries"), "{html}");
+    assert!(html.contains("only the first 5 found"), "{html}");
     // Under the cap: everything, and no note.
     let html = server.get("/noindex/").body_text();
     assert!(
-        html.contains("./file.txt") && !html.contains("more than"),
+        html.contains("./file.txt") && !html.contains("only the first"),
         "{html}"
     );
 }
@@ -585,4 +585,106 @@ fn random_trees_never_crash_the_server_or_leak() {
         );
         eprintln!("seed {seed}, follow {follow}: {statuses:?}");
     }
+}
+
+/// One resource, one cache entry: `/f`, `/./f`, `/.//f` and `/%66` are the same file, and
+/// only the canonical spelling is cached. Before, each spelling cached its own copy, so a
+/// client could fill the cache (and push real entries out) with one file.
+#[test]
+fn other_spellings_of_a_path_do_not_fill_the_cache() {
+    let dir = fixture();
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    fs::write(dir.path().join("root/f.bin"), &body).expect("write");
+    let (mut child, addr, _) = spawn_binary(dir.path(), &["--access-log", "off"]);
+    let get = |target: &str| {
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+        send(&mut s, &format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n"));
+        read_response(&mut s, false)
+    };
+    assert_eq!(get("/f.bin").body, body);
+    let before = rss_kib(child.id());
+    // 300 spellings of 200 KB: 60 MB if each were cached.
+    for i in 1..=300 {
+        let target = format!("/{}f%2Ebin", "./".repeat(i));
+        let r = get(&target);
+        assert_eq!(r.status, 200, "{target}");
+        assert_eq!(r.body.len(), body.len(), "{target}");
+    }
+    let grown = rss_kib(child.id()).saturating_sub(before);
+    sigterm(&child);
+    child.wait().expect("wait");
+    assert!(
+        grown < 20 * 1024,
+        "300 spellings of one file grew RSS by {grown} KiB"
+    );
+}
+
+/// A listing is rendered and cached for one spelling of its directory only; others are
+/// redirected there, so they can neither re-render it each time nor cache copies of it.
+#[test]
+fn other_spellings_of_a_listed_directory_are_redirected() {
+    let server = TestServer::start_with(|c| c.list_directories = true);
+    for target in [
+        "/noindex/./",
+        "/noindex//",
+        "/%6Eoindex/",
+        "/sub/../noindex/",
+    ] {
+        let r = server.get(target);
+        assert_eq!(r.status, 301, "{target}");
+        assert_eq!(r.header("Location"), Some("/noindex/"), "{target}");
+    }
+    assert_eq!(server.get("/noindex/").status, 200);
+}
+
+/// A file rewritten through a hard link in a directory the cache does not watch, with its
+/// mtime put back, keeps inode, size and mtime: only its ctime tells. It is seen within
+/// the cache's revalidation period all the same.
+#[test]
+fn a_rewrite_that_restores_the_mtime_is_still_seen() {
+    let server = TestServer::start();
+    let served = server.root().join("linked.txt");
+    fs::write(&served, "old!").expect("write");
+    let elsewhere = server.dir.path().join("outside/linked-too.txt");
+    fs::hard_link(&served, &elsewhere).expect("hard link");
+    assert_eq!(server.get("/linked.txt").body_text(), "old!");
+    let mtime = fs::metadata(&served)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    std::thread::sleep(Duration::from_millis(20));
+    fs::write(&elsewhere, "new!").expect("rewrite");
+    fs::File::options()
+        .write(true)
+        .open(&elsewhere)
+        .and_then(|f| f.set_modified(mtime))
+        .expect("restore mtime");
+    let seen = (0..30).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        server.get("/linked.txt").body_text() == "new!"
+    });
+    assert!(seen, "the old bytes were still served after 3 s");
+}
+
+/// A listing page stops at a byte bound as well as at the entry cap: long names would
+/// otherwise make a page of tens of megabytes that every client which never reads holds
+/// (its own copy, when the cache is off).
+#[test]
+fn listing_pages_are_bounded_in_bytes() {
+    let server = TestServer::start_with(|c| {
+        c.list_directories = true;
+        c.cache_bytes = 0;
+    });
+    let dir = server.root().join("long");
+    fs::create_dir(&dir).expect("mkdir");
+    for i in 0..1000 {
+        fs::write(dir.join(format!("{i:04}{}", "\"".repeat(240))), "").expect("write");
+    }
+    let r = server.get("/long/");
+    assert_eq!(r.status, 200);
+    let limit = readyserve::files::listing::MAX_PAGE_BYTES;
+    assert!(r.body.len() < limit + 8 * 1024, "{} bytes", r.body.len());
+    assert!(
+        r.body_text().contains("only the first"),
+        "not said to be cut"
+    );
 }

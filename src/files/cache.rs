@@ -69,6 +69,11 @@ struct Identity {
     size: u64,
     mtime: i64,
     mtime_nsec: i64,
+    /// The inode's change time: any write moves it, and unlike mtime no one can set it
+    /// back (a file rewritten through a hard link elsewhere, then `touch -d` to its old
+    /// mtime, keeps inode, size and mtime).
+    ctime: i64,
+    ctime_nsec: i64,
 }
 
 impl Identity {
@@ -79,6 +84,8 @@ impl Identity {
             size: meta.size(),
             mtime: meta.mtime(),
             mtime_nsec: meta.mtime_nsec(),
+            ctime: meta.ctime(),
+            ctime_nsec: meta.ctime_nsec(),
         }
     }
 }

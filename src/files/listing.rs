@@ -26,7 +26,9 @@
 //! - At most `--max-listing-entries` entries are read (default
 //!   [`crate::files::static_files::DEFAULT_MAX_LISTING_ENTRIES`]); a longer directory gets a page
 //!   that says it was cut short. That bounds the cost of the render the cache cannot avoid
-//!   (the first one, and one after each change).
+//!   (the first one, and one after each change). A page also stops at [`MAX_PAGE_BYTES`]:
+//!   a client that never reads holds its whole page, so its size is what one such client
+//!   can cost when the page is not shared through the cache.
 //!
 //! Rendering across loop turns would avoid even that pause, at the price of a resumable
 //! renderer holding a directory stream per connection; the cap makes it unnecessary.
@@ -42,6 +44,12 @@ use rustix::fs::{AtFlags, FileType, OFlags};
 
 use crate::files::static_files::{Directory, open_beneath};
 use crate::http::conditional::http_date;
+
+/// A page stops growing past this many bytes, whatever `--max-listing-entries` allows. A
+/// page is one body that a client which never reads holds in full (shared when it comes
+/// from the cache, its own when the cache is off or too small), and names of 255 bytes,
+/// escaped and percent-encoded, make rows of over 2 KB: 10,000 of them would be 23 MB.
+pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
 
 /// One row of the listing.
 struct Row {
@@ -126,26 +134,17 @@ impl Lister<'_> {
     }
 
     fn html(&self, rows: &[Row], truncated: bool) -> String {
-        let title = escape_html(&self.url_path);
-        let mut html = String::with_capacity(512 + rows.len() * 200);
-        let _ = write!(
-            html,
-            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of {title}</title></head>\n\
-             <body><h1>Index of {title}</h1>\n"
-        );
-        if truncated {
-            let _ = writeln!(
-                html,
-                "<p><strong>This directory has more than {} entries; only the first {} found \
-                 are listed.</strong></p>",
-                self.max_entries, self.max_entries
-            );
-        }
-        html.push_str("<table>\n<tr><th>Name</th><th>Size</th><th>Last modified</th></tr>\n");
+        let mut table = String::with_capacity(256 + rows.len() * 200);
+        table.push_str("<table>\n<tr><th>Name</th><th>Size</th><th>Last modified</th></tr>\n");
         if self.url_path != "/" {
-            html.push_str("<tr><td><a href=\"../\">../</a></td><td></td><td></td></tr>\n");
+            table.push_str("<tr><td><a href=\"../\">../</a></td><td></td><td></td></tr>\n");
         }
+        let mut listed = 0;
         for row in rows {
+            if table.len() >= MAX_PAGE_BYTES {
+                break; // long names: the byte bound comes before the entry bound
+            }
+            listed += 1;
             let slash = if row.is_dir { "/" } else { "" };
             let size = if row.is_dir {
                 "-".to_string()
@@ -155,13 +154,29 @@ impl Lister<'_> {
             // A time no HTTP date can express (before 1970, after 9999) is left blank.
             let modified = http_date(row.mtime).unwrap_or_default();
             let _ = writeln!(
-                html,
+                table,
                 "<tr><td><a href=\"{href}{slash}\">{text}{slash}</a></td><td>{size}</td><td>{modified}</td></tr>",
                 href = href(&row.name),
                 text = escape_html(&String::from_utf8_lossy(&row.name)),
             );
         }
-        html.push_str("</table>\n</body></html>\n");
+        table.push_str("</table>\n</body></html>\n");
+
+        let title = escape_html(&self.url_path);
+        let mut html = String::with_capacity(512 + table.len());
+        let _ = write!(
+            html,
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of {title}</title></head>\n\
+             <body><h1>Index of {title}</h1>\n"
+        );
+        if truncated || listed < rows.len() {
+            let _ = writeln!(
+                html,
+                "<p><strong>This directory has more entries than a listing shows; only the \
+                 first {listed} found are listed.</strong></p>"
+            );
+        }
+        html.push_str(&table);
         html
     }
 }

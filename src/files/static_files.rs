@@ -206,6 +206,10 @@ pub struct FoundFile {
     pub coding: Option<Coding>,
     /// A sidecar exists, so the response depends on `Accept-Encoding` (`Vary`).
     pub vary: bool,
+    /// The target spelled the path the one canonical way (see [`MappedPath::url_path`]).
+    /// Only such a response may be cached under the target: otherwise `/a/./b`, `/a//b`
+    /// and `/%61/b` would each fill the cache with their own copy of `/a/b`.
+    pub canonical: bool,
 }
 
 /// Directory listings show at most this many entries unless configured otherwise.
@@ -328,6 +332,7 @@ impl StaticFiles {
     /// `codings` are the sidecar codings the client accepts, best first.
     pub fn open(&self, target: &str, codings: &[Coding]) -> Result<Resolved, HttpError> {
         let mapped = map_target(target, self.options.serve_dotfiles)?;
+        let canonical = origin_path(target) == Some(&*mapped.url_path(mapped.trailing_slash));
         let root = self.root_fd();
         let rel = mapped.to_path();
         let (file, meta) = self.open_inside(&root, &rel)?;
@@ -346,7 +351,13 @@ impl StaticFiles {
                 }
             });
             return match index_file {
-                Ok((file, meta)) => self.found(&root, file, meta, &index, codings),
+                Ok((file, meta)) => self.found(&root, file, meta, &index, codings, canonical),
+                // A listing is cached under its URL, and rendering one is the costliest thing
+                // the loop does: one spelling per directory, so another (`/d/./`) is sent to
+                // it rather than rendered and cached again.
+                Err(HttpError::NotFound) if self.options.list_directories && !canonical => {
+                    Ok(Resolved::Redirect(mapped.url_path(true)))
+                }
                 Err(HttpError::NotFound) if self.options.list_directories => {
                     Ok(Resolved::Directory(Box::new(Directory {
                         dir: file.into(),
@@ -365,7 +376,7 @@ impl StaticFiles {
             // `/file.txt/` names a directory that is not there.
             return Err(HttpError::NotFound);
         }
-        self.found(&root, file, meta, &rel, codings)
+        self.found(&root, file, meta, &rel, codings, canonical)
     }
 
     /// The metadata of the plain file a request for `target` would get now (no sidecar
@@ -386,6 +397,7 @@ impl StaticFiles {
         meta: Metadata,
         rel: &Path,
         codings: &[Coding],
+        canonical: bool,
     ) -> Result<Resolved, HttpError> {
         if !meta.is_file() {
             return Err(HttpError::NotFound); // no FIFOs, devices or sockets
@@ -414,6 +426,7 @@ impl StaticFiles {
                     content_type,
                     coding: Some(coding),
                     vary,
+                    canonical,
                 })));
             }
         }
@@ -423,6 +436,7 @@ impl StaticFiles {
             content_type,
             coding: None,
             vary,
+            canonical,
         })))
     }
 

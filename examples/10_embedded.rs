@@ -1,17 +1,17 @@
-//! # Step 8: readyserve as a library, with a handler of your own
+//! # Step 10: readyserve as a library, with a handler of your own
 //!
-//! What it teaches: embedding the real server. Everything from steps 1–7 (and the limits,
+//! What it teaches: embedding the real server. Everything from steps 1–9 (and the limits,
 //! timeouts, fairness and safe file serving that the steps left out) comes with it. You add
 //! a [`Handler`](readyserve::handler::Handler): here a JSON status endpoint, as a small
 //! device might offer, beside the static files of `./public`.
-//! What changed since step 7: we stop writing the loop and use it.
+//! What changed since step 9: we stop writing the loop and use it.
 //!
 //! Run it:
 //!
 //! ```text
-//! $ cargo run --example 08_embedded            # listens on 127.0.0.1:9008
-//! $ curl -s http://127.0.0.1:9008/status       # {"uptime_seconds":3,"requests":1}
-//! $ curl -s http://127.0.0.1:9008/             # falls through to ./public/index.html
+//! $ cargo run --example 10_embedded            # listens on 127.0.0.1:9010
+//! $ curl -s http://127.0.0.1:9010/status       # {"uptime_seconds":3,"requests":1}
+//! $ curl -s http://127.0.0.1:9010/             # falls through to ./public/index.html
 //! ```
 //!
 //! The handler runs on the loop's only thread. It must never block: while it runs, no other
@@ -30,7 +30,7 @@ use readyserve::{Config, Server};
 fn main() -> ExitCode {
     let listen = std::env::args()
         .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:9008".to_string());
+        .unwrap_or_else(|| "127.0.0.1:9010".to_string());
     let listen = match listen.parse() {
         Ok(listen) => listen,
         Err(e) => {
