@@ -23,7 +23,7 @@ use crate::buffers::OutBuf;
 use crate::context::Context;
 use crate::files::cache::CachedFile;
 use crate::files::listing;
-use crate::files::static_files::{FoundFile, Resolved};
+use crate::files::static_files::{self, FoundFile, Resolved};
 use crate::handler::{Handler, Reply};
 use crate::http::conditional::{self, Condition, Validators};
 use crate::http::encoding::{self, Coding};
@@ -102,7 +102,11 @@ pub fn answer(
     }
     // The fast path: a small file already in memory costs no syscall at all.
     let cache_control = ctx.files.options().cache_control.as_deref();
-    if let Some(entry) = ctx.cache.get(req.path(), ctx.files, ctx.now) {
+    let key = static_files::cache_key(req.path());
+    if let Some(entry) = key
+        .as_ref()
+        .and_then(|k| ctx.cache.get(k, ctx.files, ctx.now))
+    {
         return serve_cached(req, entry, out, &frame, cache_control);
     }
     let codings = encoding::preferred(req.accept_encoding);
@@ -128,7 +132,8 @@ pub fn answer(
             // listing can be large (a directory of thousands of files): it is queued as a
             // shared body, counted against the connection's high-water mark like a cached
             // file, rather than copied in beside the heads.
-            let html = match ctx.cache.listing(req.path(), &dir, listing::render) {
+            let key = key.as_deref().unwrap_or(dir.url_path.as_str());
+            let html = match ctx.cache.listing(key, &dir, listing::render) {
                 Ok(html) => html,
                 Err(e) => {
                     log::warn!("{}: cannot list the directory: {e}", req.target);
@@ -346,19 +351,19 @@ fn serve_file(
         content_type,
         coding,
         vary,
-        canonical,
     } = found;
     let frame = Frame::of(req, ctx, None);
     let cache_control = ctx.files.options().cache_control.as_deref();
     let len = meta.len();
     // Small plain files go into the cache, and are served from it from now on: under the
-    // one canonical spelling of their path, so that other spellings cannot fill it.
-    if coding.is_none() && !vary && canonical && ctx.cache.accepts(len) {
+    // normal form of their path, so that other spellings find the same entry.
+    let key = static_files::cache_key(req.path());
+    if let Some(key) = key.filter(|_| coding.is_none() && !vary && ctx.cache.accepts(len)) {
         let mut body = Vec::with_capacity(len as usize);
         match (&mut file).take(len).read_to_end(&mut body) {
             Ok(n) if n as u64 == len => {
                 let entry = CachedFile::new(&meta, body, content_type, ctx.now);
-                return match ctx.cache.insert(req.path().to_string(), entry, &file) {
+                return match ctx.cache.insert(key.into_owned(), entry, &file) {
                     Ok(entry) => serve_cached(req, entry, out, &frame, cache_control),
                     // Larger than the whole cache: served from the bytes just read, once.
                     Err(entry) => serve_cached(req, &entry, out, &frame, cache_control),

@@ -32,6 +32,7 @@
 //! /srv/site/current`) is followed within a second (with the cache's own re-check), like
 //! nginx resolving its root per request but without paying for it on every request.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::fs::{File, Metadata};
@@ -128,6 +129,30 @@ pub fn map_target(target: &str, serve_dotfiles: bool) -> Result<MappedPath, Http
     })
 }
 
+/// The key a request path is cached under: the same for every spelling of one path, so
+/// that `/a/./b`, `/a//b`, `/%61/b` and `/a/b` share one entry (and one rendered listing)
+/// instead of each filling the cache with a copy. It is [`MappedPath::url_path`], the
+/// normal form; a path already in that form, as nearly every request is, is its own key,
+/// found without decoding or allocating. `None` for a path that names nothing.
+pub fn cache_key(path: &str) -> Option<Cow<'_, str>> {
+    let is_normal = path.starts_with('/')
+        && !path.contains("//")
+        && !path.contains("/./")
+        && !path.contains("/../")
+        && !path.ends_with("/.")
+        && !path.ends_with("/..")
+        // Nothing that `url_path` would write percent-encoded (see `PATH_SEGMENT`), and so
+        // no `%` at all.
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"\"#%<>?\\`{}".contains(&b));
+    if is_normal {
+        return Some(Cow::Borrowed(path));
+    }
+    let mapped = map_target(path, true).ok()?;
+    Some(Cow::Owned(mapped.url_path(mapped.trailing_slash)))
+}
+
 /// The path part of an origin-form or absolute-form target, without query or fragment.
 fn origin_path(target: &str) -> Option<&str> {
     let without_query = target.split(['?', '#']).next().unwrap_or("");
@@ -206,10 +231,6 @@ pub struct FoundFile {
     pub coding: Option<Coding>,
     /// A sidecar exists, so the response depends on `Accept-Encoding` (`Vary`).
     pub vary: bool,
-    /// The target spelled the path the one canonical way (see [`MappedPath::url_path`]).
-    /// Only such a response may be cached under the target: otherwise `/a/./b`, `/a//b`
-    /// and `/%61/b` would each fill the cache with their own copy of `/a/b`.
-    pub canonical: bool,
 }
 
 /// Directory listings show at most this many entries unless configured otherwise.
@@ -332,7 +353,6 @@ impl StaticFiles {
     /// `codings` are the sidecar codings the client accepts, best first.
     pub fn open(&self, target: &str, codings: &[Coding]) -> Result<Resolved, HttpError> {
         let mapped = map_target(target, self.options.serve_dotfiles)?;
-        let canonical = origin_path(target) == Some(&*mapped.url_path(mapped.trailing_slash));
         let root = self.root_fd();
         let rel = mapped.to_path();
         let (file, meta) = self.open_inside(&root, &rel)?;
@@ -351,13 +371,7 @@ impl StaticFiles {
                 }
             });
             return match index_file {
-                Ok((file, meta)) => self.found(&root, file, meta, &index, codings, canonical),
-                // A listing is cached under its URL, and rendering one is the costliest thing
-                // the loop does: one spelling per directory, so another (`/d/./`) is sent to
-                // it rather than rendered and cached again.
-                Err(HttpError::NotFound) if self.options.list_directories && !canonical => {
-                    Ok(Resolved::Redirect(mapped.url_path(true)))
-                }
+                Ok((file, meta)) => self.found(&root, file, meta, &index, codings),
                 Err(HttpError::NotFound) if self.options.list_directories => {
                     Ok(Resolved::Directory(Box::new(Directory {
                         dir: file.into(),
@@ -376,7 +390,7 @@ impl StaticFiles {
             // `/file.txt/` names a directory that is not there.
             return Err(HttpError::NotFound);
         }
-        self.found(&root, file, meta, &rel, codings, canonical)
+        self.found(&root, file, meta, &rel, codings)
     }
 
     /// The metadata of the plain file a request for `target` would get now (no sidecar
@@ -397,7 +411,6 @@ impl StaticFiles {
         meta: Metadata,
         rel: &Path,
         codings: &[Coding],
-        canonical: bool,
     ) -> Result<Resolved, HttpError> {
         if !meta.is_file() {
             return Err(HttpError::NotFound); // no FIFOs, devices or sockets
@@ -426,7 +439,6 @@ impl StaticFiles {
                     content_type,
                     coding: Some(coding),
                     vary,
-                    canonical,
                 })));
             }
         }
@@ -436,7 +448,6 @@ impl StaticFiles {
             content_type,
             coding: None,
             vary,
-            canonical,
         })))
     }
 
@@ -583,6 +594,37 @@ pub fn content_type(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every spelling of one path has one cache key; a path already in normal form is its
+    /// own key, borrowed.
+    #[test]
+    fn cache_keys_are_one_per_path() {
+        for (spellings, key) in [
+            (
+                &[
+                    "/a/b.txt",
+                    "/a/./b.txt",
+                    "/a//b.txt",
+                    "/x/../a/b.txt",
+                    "/%61/b%2Etxt",
+                ][..],
+                "/a/b.txt",
+            ),
+            (&["/d/", "/d/./", "/d//", "/%64/", "/d/x/../"], "/d/"),
+            (&["/a%20b", "/a%20%62"], "/a%20b"),
+            (&["/it's(1)", "/it%27s%281%29"], "/it's(1)"),
+            (&["/%C3%A9", "/%c3%a9"], "/%C3%A9"),
+            (&["http://h/a/b.txt"], "/a/b.txt"),
+        ] {
+            for spelling in spellings {
+                assert_eq!(cache_key(spelling).as_deref(), Some(key), "{spelling}");
+            }
+        }
+        assert!(matches!(cache_key("/a/b.txt"), Some(Cow::Borrowed(_))));
+        assert!(matches!(cache_key("/it's(1)"), Some(Cow::Borrowed(_))));
+        assert_eq!(cache_key("/../x"), None);
+        assert_eq!(cache_key("/a%2fb"), None);
+    }
 
     fn mapped(target: &str) -> Result<String, HttpError> {
         map_target(target, false).map(|m| m.to_path().to_string_lossy().into_owned())
