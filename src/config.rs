@@ -16,6 +16,11 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 
+// The option types of the operations side live with the code that uses them; the command
+// line names them here.
+pub use crate::ops::access_log::{AccessLogFormat, AccessLogTarget};
+pub use crate::ops::proxy::{RealIpHeader, TrustedProxy};
+
 /// Where the server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenAddr {
@@ -62,158 +67,11 @@ impl std::fmt::Display for ListenAddr {
     }
 }
 
-/// Where access-log lines go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AccessLogTarget {
-    /// Standard output (`-`).
-    Stdout,
-    /// Appended to a file.
-    File(PathBuf),
-    /// No access log (`off`).
-    Off,
-}
-
-impl std::str::FromStr for AccessLogTarget {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "" => return Err("expected a path, '-' or 'off'".to_string()),
-            "-" => AccessLogTarget::Stdout,
-            "off" => AccessLogTarget::Off,
-            path => AccessLogTarget::File(PathBuf::from(path)),
-        })
-    }
-}
-
-/// The access log's line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum AccessLogFormat {
-    /// nginx's `combined`, plus the request time in microseconds.
-    Combined,
-    /// One JSON object per line with the same fields.
-    Json,
-}
-
-/// An address range in CIDR notation (`10.0.0.0/8`, `::1/128`, a bare address), or `unix`
-/// for clients of a Unix-socket listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TrustedProxy {
-    /// An IP network.
-    Net {
-        /// The network address.
-        addr: std::net::IpAddr,
-        /// The prefix length.
-        prefix: u8,
-    },
-    /// Unix-socket peers.
-    Unix,
-}
-
-impl TrustedProxy {
-    /// Whether `ip` is in this range.
-    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
-        use std::net::IpAddr;
-        let TrustedProxy::Net { addr, prefix } = *self else {
-            return false;
-        };
-        // An IPv4 client on an IPv6 socket shows up as ::ffff:a.b.c.d.
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        match (addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-impl std::str::FromStr for TrustedProxy {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        if s == "unix" {
-            return Ok(TrustedProxy::Unix);
-        }
-        let (addr, prefix) = match s.split_once('/') {
-            Some((addr, prefix)) => (addr, Some(prefix)),
-            None => (s, None),
-        };
-        let addr: std::net::IpAddr = addr
-            .parse()
-            .map_err(|_| format!("'{s}' is not an address or CIDR range"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("'{s}': the prefix length must be 0 to {max}"))?,
-        };
-        Ok(TrustedProxy::Net { addr, prefix })
-    }
-}
-
 /// The longest duration any flag takes: one day, in seconds. Deadlines are `Instant`s, and
 /// `Instant + Duration` panics when the sum does not fit; a day always fits, and no timeout a
 /// person means is longer. The command line refuses more (exit 2); [`Config`]'s duration
 /// methods clamp to it, for configurations built in code.
 pub const MAX_SECS: u64 = 24 * 60 * 60;
-
-/// Which request header names the real client behind a trusted proxy (`--real-ip-header`),
-/// as nginx's `real_ip_header`. Only this one header is ever believed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RealIpHeader {
-    /// `X-Forwarded-For`: a list; each proxy appends the address it saw.
-    #[default]
-    XForwardedFor,
-    /// `X-Real-IP`: one address, set by the proxy.
-    XRealIp,
-    /// `Forwarded` (RFC 7239): a list of elements with a `for=` parameter.
-    Forwarded,
-}
-
-impl RealIpHeader {
-    /// The header's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            RealIpHeader::XForwardedFor => "X-Forwarded-For",
-            RealIpHeader::XRealIp => "X-Real-IP",
-            RealIpHeader::Forwarded => "Forwarded",
-        }
-    }
-}
-
-impl std::str::FromStr for RealIpHeader {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [
-            RealIpHeader::XForwardedFor,
-            RealIpHeader::XRealIp,
-            RealIpHeader::Forwarded,
-        ]
-        .into_iter()
-        .find(|h| h.name().eq_ignore_ascii_case(s.trim()))
-        .ok_or_else(|| format!("'{s}': expected X-Forwarded-For, X-Real-IP or Forwarded"))
-    }
-}
-
-impl std::fmt::Display for RealIpHeader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// The log levels, by name; an error lists them.
 fn parse_level(s: &str) -> Result<log::LevelFilter, String> {

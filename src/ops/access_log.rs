@@ -20,9 +20,41 @@
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::config::{AccessLogFormat, AccessLogTarget};
+/// Where access-log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// Standard output (`-`).
+    Stdout,
+    /// Appended to a file.
+    File(PathBuf),
+    /// No access log (`off`).
+    Off,
+}
+
+impl std::str::FromStr for AccessLogTarget {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "" => return Err("expected a path, '-' or 'off'".to_string()),
+            "-" => AccessLogTarget::Stdout,
+            "off" => AccessLogTarget::Off,
+            path => AccessLogTarget::File(PathBuf::from(path)),
+        })
+    }
+}
+
+/// The access log's line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccessLogFormat {
+    /// nginx's `combined`, plus the request time in microseconds.
+    Combined,
+    /// One JSON object per line with the same fields.
+    Json,
+}
 
 /// One finished request, as the access log sees it.
 #[derive(Debug, Clone, Copy)]
