@@ -135,22 +135,47 @@ pub fn map_target(target: &str, serve_dotfiles: bool) -> Result<MappedPath, Http
 /// normal form; a path already in that form, as nearly every request is, is its own key,
 /// found without decoding or allocating. `None` for a path that names nothing.
 pub fn cache_key(path: &str) -> Option<Cow<'_, str>> {
-    let is_normal = path.starts_with('/')
-        && !path.contains("//")
-        && !path.contains("/./")
-        && !path.contains("/../")
-        && !path.ends_with("/.")
-        && !path.ends_with("/..")
-        // Nothing that `url_path` would write percent-encoded (see `PATH_SEGMENT`), and so
-        // no `%` at all.
-        && path
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && !b"\"#%<>?\\`{}".contains(&b));
-    if is_normal {
+    if is_normal_form(path) {
         return Some(Cow::Borrowed(path));
     }
     let mapped = map_target(path, true).ok()?;
     Some(Cow::Owned(mapped.url_path(mapped.trailing_slash)))
+}
+
+/// Whether `path` is already what [`MappedPath::url_path`] would write: no empty, `.` or
+/// `..` segment (a trailing slash aside), and only bytes it writes as they are (so no `%`).
+/// One pass, with no allocation: this runs on every request, cached ones included.
+fn is_normal_form(path: &str) -> bool {
+    /// The bytes `url_path` leaves as they are: visible ASCII outside `PATH_SEGMENT`.
+    const RAW: [bool; 256] = {
+        let mut raw = [false; 256];
+        let mut b = 0x21;
+        while b < 0x7f {
+            raw[b] = true;
+            b += 1;
+        }
+        let encoded = b"\"#%/<>?\\`{}";
+        let mut i = 0;
+        while i < encoded.len() {
+            raw[encoded[i] as usize] = false;
+            i += 1;
+        }
+        raw
+    };
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    let mut segments = rest.split('/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        if (segment.is_empty() && !last) || segment == "." || segment == ".." {
+            return false;
+        }
+        if !segment.bytes().all(|b| RAW[usize::from(b)]) {
+            return false;
+        }
+    }
+    true
 }
 
 /// The path part of an origin-form or absolute-form target, without query or fragment.
