@@ -162,16 +162,21 @@ fn is_normal_form(path: &str) -> bool {
         }
         raw
     };
-    let Some(rest) = path.strip_prefix('/') else {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
         return false;
-    };
-    let mut segments = rest.split('/').peekable();
-    while let Some(segment) = segments.next() {
-        let last = segments.peek().is_none();
-        if (segment.is_empty() && !last) || segment == "." || segment == ".." {
-            return false;
-        }
-        if !segment.bytes().all(|b| RAW[usize::from(b)]) {
+    }
+    let mut start = 1; // of the current segment
+    for i in 1..=bytes.len() {
+        let b = bytes.get(i).copied().unwrap_or(b'/');
+        if b == b'/' {
+            let segment = &bytes[start..i];
+            let last = i == bytes.len();
+            if (segment.is_empty() && !last) || segment == b"." || segment == b".." {
+                return false;
+            }
+            start = i + 1;
+        } else if !RAW[usize::from(b)] {
             return false;
         }
     }
