@@ -306,14 +306,15 @@ fn error_response(out: &mut OutBuf, e: HttpError, frame: &Frame<'_>) -> Outcome 
 
 /// Queues the error response to a request whose head could not be used: HTTP/1.1, with its
 /// page, and `Connection: close`, since nothing after it can be framed.
-pub fn write_error(out: &mut OutBuf, e: HttpError, date: &DateCache) {
+/// Returns the body bytes it queued, for the access log.
+pub fn write_error(out: &mut OutBuf, e: HttpError, date: &DateCache) -> u64 {
     let frame = Frame {
         version: Version::Http11,
         head_only: false,
         keep_alive: false,
         date,
     };
-    error_response(out, e, &frame);
+    error_response(out, e, &frame).body_bytes
 }
 
 /// What the response head of a file needs to know, wherever the bytes come from.
@@ -587,10 +588,11 @@ pub fn record(
     req: &Request<'_>,
     outcome: &Outcome,
     started: Instant,
-    count: bool,
+    site: bool,
 ) {
-    let logging = ctx.access_log.enabled();
-    let counting = count && ctx.metrics.is_some();
+    // Scrapes of the metrics listener are not the site's traffic: neither counted nor logged.
+    let logging = site && ctx.access_log.enabled();
+    let counting = site && ctx.metrics.is_some();
     if !logging && !counting {
         return;
     }

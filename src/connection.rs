@@ -634,6 +634,11 @@ impl<S: Transport> Connection<S> {
             self.token.0,
             Peer(self.peer)
         );
+        let sent_before = self.out.len();
+        let body_bytes = self.queue_error(e, ctx);
+        if let Some(metrics) = ctx.metrics.as_deref_mut() {
+            metrics.rejected(e, (self.out.len() - sent_before) as u64);
+        }
         if ctx.access_log.enabled() {
             let pending = self.input.pending();
             let line_end = pending
@@ -647,17 +652,12 @@ impl<S: Transport> Connection<S> {
                 peer_is_unix: self.peer.is_none(),
                 request_line: &pending[..line_end],
                 status: code,
-                body_bytes: 0,
+                body_bytes,
                 referer: None,
                 user_agent: None,
                 micros: 0,
             };
             ctx.access_log.log(&entry, ctx.wall);
-        }
-        let sent_before = self.out.len();
-        self.queue_error(e, ctx);
-        if let Some(metrics) = ctx.metrics.as_deref_mut() {
-            metrics.rejected(e, (self.out.len() - sent_before) as u64);
         }
         self.input.clear();
         self.start_writing("error response queued");
@@ -665,10 +665,11 @@ impl<S: Transport> Connection<S> {
 
     /// Queues the error response to a request that has no usable head (so HTTP/1.1, with a
     /// body, and closing: nothing after it can be framed).
-    fn queue_error(&mut self, e: HttpError, ctx: &Context<'_>) {
-        answer::write_error(&mut self.out, e, ctx.date);
+    /// Returns the body bytes queued.
+    fn queue_error(&mut self, e: HttpError, ctx: &Context<'_>) -> u64 {
         self.close_after_write = true;
         self.head_started = None;
+        answer::write_error(&mut self.out, e, ctx.date)
     }
 
     /// Goes to wait for more input, or sends queued output first if there is some.

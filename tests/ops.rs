@@ -493,3 +493,29 @@ fn metrics_honour_expect_continue_like_the_site() {
     handle.stop();
     thread.join().expect("join").expect("run");
 }
+
+/// The access log is the site's: a rejected request is logged with the body bytes its error
+/// page really had, and scrapes of the metrics listener are not logged at all.
+#[test]
+fn access_log_has_error_bytes_and_no_scrapes() {
+    let dir = fixture();
+    let log = dir.path().join("access.log");
+    let mut config = base_config(dir.path());
+    config.access_log = AccessLogTarget::File(log.clone());
+    config.metrics_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    let (addr, metrics, handle, thread) = spawn(config);
+    let (addr, metrics) = (addr.expect("tcp"), metrics.expect("metrics listener"));
+    scrape(metrics);
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    send(&mut s, "GET  / HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = read_response(&mut s, false);
+    assert_eq!(r.status, 400);
+    handle.stop();
+    drop(s);
+    thread.join().expect("thread").expect("run");
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(!text.contains("/metrics"), "a scrape was logged:\n{text}");
+    let line = text.lines().next().expect("the 400 is logged");
+    let want = format!("\"GET  / HTTP/1.1\" 400 {} ", r.body.len());
+    assert!(line.contains(&want), "{line}");
+}
