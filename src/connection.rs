@@ -332,7 +332,7 @@ impl<S: Transport> Connection<S> {
             Waiting::Head(_) => {
                 log::debug!("token={} header timeout", self.token.0);
                 count_timeout(ctx, TimeoutKind::Header);
-                self.queue_error(HttpError::Timeout, ctx);
+                self.reject(HttpError::Timeout, ctx);
                 self.start_writing("header timeout");
                 self.run(ctx);
             }
@@ -342,7 +342,7 @@ impl<S: Transport> Connection<S> {
                     // Its request is still unanswered: say why it never will be.
                     log::debug!("token={} body timeout", self.token.0);
                     self.discard = Discard::Done;
-                    self.queue_error(HttpError::Timeout, ctx);
+                    self.reject(HttpError::Timeout, ctx);
                     self.input.clear();
                     self.start_writing("body timeout");
                     self.run(ctx);
@@ -635,32 +635,39 @@ impl<S: Transport> Connection<S> {
             Peer(self.peer)
         );
         let sent_before = self.out.len();
-        let body_bytes = self.queue_error(e, ctx);
+        self.reject(e, ctx);
         if let Some(metrics) = ctx.metrics.as_deref_mut() {
             metrics.rejected(e, (self.out.len() - sent_before) as u64);
         }
-        if ctx.access_log.enabled() {
-            let pending = self.input.pending();
-            let line_end = pending
-                .iter()
-                .take(1024)
-                .position(|&b| b == b'\r' || b == b'\n')
-                .unwrap_or(pending.len().min(1024));
-            let (code, _) = e.status();
-            let entry = Entry {
-                peer: self.peer.map(|p| p.ip()),
-                peer_is_unix: self.peer.is_none(),
-                request_line: &pending[..line_end],
-                status: code,
-                body_bytes,
-                referer: None,
-                user_agent: None,
-                micros: 0,
-            };
-            ctx.access_log.log(&entry, ctx.wall);
-        }
         self.input.clear();
         self.start_writing("error response queued");
+    }
+
+    /// Answers a request that will get nothing else with the error `e`, and gives it its
+    /// access-log line: what arrived of its request line, the status and the error page's
+    /// bytes. Malformed requests and timeouts (408) are logged like any other answer.
+    fn reject(&mut self, e: HttpError, ctx: &mut Context<'_>) {
+        let body_bytes = self.queue_error(e, ctx);
+        if !ctx.access_log.enabled() {
+            return;
+        }
+        let pending = self.input.pending();
+        let line_end = pending
+            .iter()
+            .take(1024)
+            .position(|&b| b == b'\r' || b == b'\n')
+            .unwrap_or(pending.len().min(1024));
+        let entry = Entry {
+            peer: self.peer.map(|p| p.ip()),
+            peer_is_unix: self.peer.is_none(),
+            request_line: &pending[..line_end],
+            status: e.status().0,
+            body_bytes,
+            referer: None,
+            user_agent: None,
+            micros: 0,
+        };
+        ctx.access_log.log(&entry, ctx.wall);
     }
 
     /// Queues the error response to a request that has no usable head (so HTTP/1.1, with a

@@ -519,3 +519,25 @@ fn access_log_has_error_bytes_and_no_scrapes() {
     let want = format!("\"GET  / HTTP/1.1\" 400 {} ", r.body.len());
     assert!(line.contains(&want), "{line}");
 }
+
+/// A request that times out is answered 408 and logged like any other answer, with what
+/// arrived of its request line.
+#[test]
+fn a_header_timeout_gets_an_access_log_line() {
+    let dir = fixture();
+    let log = dir.path().join("access.log");
+    let mut config = base_config(dir.path());
+    config.access_log = AccessLogTarget::File(log.clone());
+    config.header_timeout = 1;
+    let (addr, _, handle, thread) = spawn(config);
+    let mut s = std::net::TcpStream::connect(addr.expect("tcp")).expect("connect");
+    send(&mut s, "GET /slow HTTP/1.1\r\nHost: t\r\n");
+    let r = read_response(&mut s, false);
+    assert_eq!(r.status, 408);
+    handle.stop();
+    drop(s);
+    thread.join().expect("thread").expect("run");
+    let text = std::fs::read_to_string(&log).expect("log");
+    let want = format!("\"GET /slow HTTP/1.1\" 408 {} ", r.body.len());
+    assert!(text.contains(&want), "{text}");
+}
