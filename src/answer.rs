@@ -13,6 +13,7 @@
 //! If-None-Match, else If-Modified-Since → 304), then Range (section 14, made conditional
 //! by If-Range) → 206 or 416, else 200.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::panic::{self, AssertUnwindSafe};
@@ -111,7 +112,7 @@ pub fn answer(
     }
     let codings = encoding::preferred(req.accept_encoding);
     match ctx.files.open(req.target, &codings) {
-        Ok(Resolved::File(found)) => serve_file(req, *found, out, file_slot, ctx),
+        Ok(Resolved::File(found)) => serve_file(req, *found, key, out, file_slot, ctx),
         Ok(Resolved::Redirect(location)) => {
             let page = response::error_page(301, "Moved Permanently");
             let headers = |head: &mut Vec<u8>| {
@@ -338,10 +339,12 @@ enum Source<'a> {
     Disk(File),
 }
 
-/// The response for a regular file: 304, 206, 416 or 200.
+/// The response for a regular file: 304, 206, 416 or 200. `key` is the request's cache key
+/// ([`static_files::cache_key`]), already worked out for the cache lookup.
 fn serve_file(
     req: &Request<'_>,
     found: FoundFile,
+    key: Option<Cow<'_, str>>,
     out: &mut OutBuf,
     file_slot: &mut Option<FileBody>,
     ctx: &mut Context<'_>,
@@ -358,7 +361,6 @@ fn serve_file(
     let len = meta.len();
     // Small plain files go into the cache, and are served from it from now on: under the
     // normal form of their path, so that other spellings find the same entry.
-    let key = static_files::cache_key(req.path());
     if let Some(key) = key.filter(|_| coding.is_none() && !vary && ctx.cache.accepts(len)) {
         let mut body = Vec::with_capacity(len as usize);
         match (&mut file).take(len).read_to_end(&mut body) {
