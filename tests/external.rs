@@ -86,6 +86,18 @@ fn swap(s: &str, from: &str, to: &str) -> String {
     s.replace(from, to)
 }
 
+/// The README's nginx-over-TCP block, pointed at readyserve on `rs_port` and listening on
+/// 127.0.0.1:`nginx_port`.
+fn readme_tcp_nginx(rs_port: u16, nginx_port: u16) -> String {
+    let block = &readme_blocks("nginx")[0];
+    let http = swap(block, "127.0.0.1:7878", &format!("127.0.0.1:{rs_port}"));
+    swap(
+        &http,
+        "listen 80;",
+        &format!("listen 127.0.0.1:{nginx_port};"),
+    )
+}
+
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
@@ -313,13 +325,7 @@ fn readme_nginx_over_tcp() {
             .stdout(Stdio::null()),
     );
     let mut rs = Killed(rs);
-    let block = &readme_blocks("nginx")[0];
-    let http = swap(block, "127.0.0.1:7878", &format!("127.0.0.1:{rs_port}"));
-    let http = swap(
-        &http,
-        "listen 80;",
-        &format!("listen 127.0.0.1:{nginx_port};"),
-    );
+    let http = readme_tcp_nginx(rs_port, nginx_port);
     let nginx = Nginx::start(&dir.path().join("nginx"), &http, &[nginx_port]);
 
     exercise_proxy(nginx_port);
@@ -592,13 +598,7 @@ fn keep_alive_race_through_nginx_gives_no_errors() {
             .stdout(Stdio::null()),
     );
     let mut rs = Killed(rs);
-    let block = &readme_blocks("nginx")[0];
-    let http = swap(block, "127.0.0.1:7878", &format!("127.0.0.1:{rs_port}"));
-    let http = swap(
-        &http,
-        "listen 80;",
-        &format!("listen 127.0.0.1:{nginx_port};"),
-    );
+    let http = readme_tcp_nginx(rs_port, nginx_port);
     let http = swap(&http, "keepalive_timeout 60s;", "keepalive_timeout 1s;");
     let nginx = Nginx::start(&dir.path().join("nginx"), &http, &[nginx_port]);
 

@@ -46,11 +46,7 @@ fn emfile_pauses_accepting_without_spinning_and_recovers() {
     // Let the flood go; the server must serve again.
     drop(flood);
     std::thread::sleep(Duration::from_millis(500));
-    let mut s = TcpStream::connect(&addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    send(&mut s, "GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n");
-    assert_eq!(read_response(&mut s, false).body_text(), INDEX);
+    assert_eq!(get_at(&addr, "/index.html").body_text(), INDEX);
 
     sigterm(&child);
     assert_eq!(child.wait().expect("wait").code(), Some(0));
@@ -133,11 +129,7 @@ fn fifty_stalled_readers_cost_bounded_memory() {
     assert!(grown < 20 * 1024, "RSS grew by {grown} KiB");
 
     // Others are still served.
-    let mut s = TcpStream::connect(&addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    send(&mut s, "GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n");
-    assert_eq!(read_response(&mut s, false).body_text(), INDEX);
+    assert_eq!(get_at(&addr, "/index.html").body_text(), INDEX);
 
     sigterm(&child);
     drop(stalled);

@@ -172,6 +172,16 @@ impl Response {
     }
 }
 
+/// One GET of `target` on a fresh connection to `addr` (as the binary printed it), with a
+/// read timeout so that a hung server fails the test.
+pub fn get_at(addr: &str, target: &str) -> Response {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    send(&mut s, &format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n"));
+    read_response(&mut s, false)
+}
+
 /// Reads one response. `head_only` is for HEAD requests (no body follows the head).
 /// Panics if the connection closes or times out before the response is complete.
 pub fn read_response(stream: &mut TcpStream, head_only: bool) -> Response {
