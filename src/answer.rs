@@ -88,6 +88,10 @@ pub fn answer(
     file_slot: &mut Option<FileBody>,
     ctx: &mut Context<'_>,
 ) -> Outcome {
+    // Health checks first: they must not depend on the handler or the files.
+    if is_health_check(req, ctx.health_path) {
+        return answer_health(req, out, ctx);
+    }
     let frame = Frame::of(req, ctx, None);
     if let Some(handler) = ctx.handler.as_mut() {
         match call_handler(&mut **handler, req) {
@@ -492,8 +496,58 @@ fn respond_with_file(
     respond(out, Some(file_slot), frame, status, headers, body)
 }
 
-/// The answer on the metrics listener: the counters at `/metrics`, 404 elsewhere.
+/// The health-check path of the metrics listener, whether or not `--health-path` is set.
+pub const METRICS_HEALTH_PATH: &str = "/healthz";
+
+/// The health path of the listener a request came in on: `--health-path` on the site's
+/// listener, [`METRICS_HEALTH_PATH`] on the metrics listener.
+fn health_path<'a>(ctx: &Context<'a>, site: bool) -> Option<&'a str> {
+    if site {
+        ctx.health_path
+    } else {
+        Some(METRICS_HEALTH_PATH)
+    }
+}
+
+/// Whether `req` is a health check: a GET or HEAD of `path`, whatever its query string
+/// (checkers add one to defeat caches).
+fn is_health_check(req: &Request<'_>, path: Option<&str>) -> bool {
+    matches!(req.method, Method::Get | Method::Head) && path.is_some_and(|p| req.path() == p)
+}
+
+/// The answer to a health check: `200 ok` while the server serves; `503 draining` from
+/// SIGTERM on (the drain delay, then the shutdown), so that a load balancer takes the
+/// server out while it still answers everything else. The 503 closes the connection: a
+/// checker that keeps one open should not keep it to a server that is going away.
+/// `no-store`: a cache between the checker and us must never answer for us.
+fn answer_health(req: &Request<'_>, out: &mut OutBuf, ctx: &Context<'_>) -> Outcome {
+    let mut frame = Frame::of(req, ctx, None);
+    let (status, body) = if ctx.draining || ctx.shutting_down {
+        frame.keep_alive = false;
+        ((503, "Service Unavailable"), "draining")
+    } else {
+        ((200, "OK"), "ok")
+    };
+    let headers = |head: &mut Vec<u8>| {
+        response::header(head, "Content-Type", "text/plain; charset=utf-8");
+        response::header(head, "Cache-Control", "no-store");
+    };
+    respond(
+        out,
+        None,
+        &frame,
+        status,
+        headers,
+        Body::Copy(body.as_bytes()),
+    )
+}
+
+/// The answer on the metrics listener: the counters at `/metrics`, health at
+/// [`METRICS_HEALTH_PATH`], 404 elsewhere.
 pub fn answer_metrics(req: &Request<'_>, out: &mut OutBuf, ctx: &mut Context<'_>) -> Outcome {
+    if is_health_check(req, Some(METRICS_HEALTH_PATH)) {
+        return answer_health(req, out, ctx);
+    }
     let Some(metrics) = ctx.metrics.as_deref() else {
         return error(out, HttpError::NotFound, req, ctx);
     };
@@ -582,8 +636,9 @@ fn write_reply(out: &mut OutBuf, reply: &Reply, frame: &Frame<'_>) -> Outcome {
     )
 }
 
-/// Records one answered request: in the counters (unless `count` is false: scrapes of the
-/// metrics are not traffic) and in the access log. The clock is read once, for both.
+/// Records one answered request: in the counters and in the access log, unless it is not
+/// the site's traffic (`site` is false on the metrics listener; health checks are counted
+/// apart). The clock is read once, for both.
 pub fn record(
     ctx: &mut Context<'_>,
     peer: Option<std::net::SocketAddr>,
@@ -592,6 +647,15 @@ pub fn record(
     started: Instant,
     site: bool,
 ) {
+    // A balancer's health checks every few hundred milliseconds would drown the site's
+    // lines and skew its counters: they get a counter of their own, and are treated like
+    // scrapes otherwise.
+    if is_health_check(req, health_path(ctx, site)) {
+        if let Some(metrics) = ctx.metrics.as_deref_mut() {
+            metrics.health_check(outcome.status);
+        }
+        return;
+    }
     // Scrapes of the metrics listener are not the site's traffic: neither counted nor logged.
     let logging = site && ctx.access_log.enabled();
     let counting = site && ctx.metrics.is_some();

@@ -146,6 +146,17 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=MAX_SECS))]
     pub write_timeout: u64,
 
+    /// A path answered `200 ok` for load-balancer health checks, before files and handlers,
+    /// and never access-logged; `503` while draining (see --drain-delay). Off if unset.
+    #[arg(long, env = "READYSERVE_HEALTH_PATH", value_parser = parse_health_path)]
+    pub health_path: Option<String>,
+
+    /// Seconds to keep serving after SIGTERM or SIGINT, with the health path answering 503,
+    /// so that a load balancer takes the server out before it stops accepting.
+    #[arg(long, env = "READYSERVE_DRAIN_DELAY", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_SECS))]
+    pub drain_delay: u64,
+
     /// Seconds in-flight responses may take to finish after SIGTERM or SIGINT.
     #[arg(long, env = "READYSERVE_SHUTDOWN_GRACE", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(0..=MAX_SECS))]
@@ -227,6 +238,8 @@ impl Default for Config {
             header_timeout: 10,
             keep_alive_timeout: 75,
             write_timeout: 30,
+            health_path: None,
+            drain_delay: 0,
             shutdown_grace: 10,
             max_header_bytes: 16 * 1024,
             max_body_bytes: 1024 * 1024,
@@ -350,6 +363,26 @@ fn parse_header_value(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// A health path is matched against the request's path, byte for byte, without its query:
+/// so it must be an absolute path, and one that a request can spell (no query, fragment,
+/// space or control character).
+pub fn parse_health_path(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') {
+        return Err(format!(
+            "{s:?} is not a path starting with '/', such as /healthz"
+        ));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| matches!(c, '?' | '#') || !c.is_ascii_graphic())
+    {
+        return Err(format!(
+            "{s:?} has {c:?}: a health path has no query, fragment, space or control character"
+        ));
+    }
+    Ok(s.to_string())
+}
+
 /// Seconds as a [`Duration`] of at most [`MAX_SECS`].
 fn seconds(secs: u64) -> Duration {
     Duration::from_secs(secs.min(MAX_SECS))
@@ -369,6 +402,11 @@ impl Config {
     /// The write timeout as a [`Duration`] (at most [`MAX_SECS`]).
     pub fn write_timeout(&self) -> Duration {
         seconds(self.write_timeout)
+    }
+
+    /// The drain delay as a [`Duration`] (at most [`MAX_SECS`]).
+    pub fn drain_delay(&self) -> Duration {
+        seconds(self.drain_delay)
     }
 
     /// The shutdown grace period as a [`Duration`] (at most [`MAX_SECS`]).
@@ -414,10 +452,12 @@ mod tests {
         let config = Config {
             write_timeout: u64::MAX,
             shutdown_grace: u64::MAX,
+            drain_delay: u64::MAX,
             ..Config::default()
         };
         assert_eq!(config.write_timeout(), Duration::from_secs(MAX_SECS));
         assert_eq!(config.shutdown_grace(), Duration::from_secs(MAX_SECS));
+        assert_eq!(config.drain_delay(), Duration::from_secs(MAX_SECS));
     }
 
     #[test]
@@ -463,6 +503,12 @@ mod tests {
             &["readyserve", "--keep-alive-timeout", "86401"],
             &["readyserve", "--write-timeout", "86401"],
             &["readyserve", "--shutdown-grace", "86401"],
+            &["readyserve", "--drain-delay", "86401"],
+            &["readyserve", "--drain-delay", "-1"],
+            &["readyserve", "--health-path", "healthz"],
+            &["readyserve", "--health-path", ""],
+            &["readyserve", "--health-path", "/health?x=1"],
+            &["readyserve", "--health-path", "/he alth"],
         ] {
             assert!(
                 Config::try_parse_from(args).is_err(),

@@ -96,6 +96,11 @@ pub struct Context<'a> {
     pub trusted: &'a [TrustedProxy],
     /// `--real-ip-header`: the one header that names the client behind a trusted proxy.
     pub real_ip_header: RealIpHeader,
+    /// `--health-path`, answered before files and handlers.
+    pub health_path: Option<&'a str>,
+    /// The server got SIGTERM and is in its `--drain-delay`: it still serves, but its
+    /// health checks fail, so that load balancers take it out.
+    pub draining: bool,
 }
 
 impl<'a> Context<'a> {
@@ -125,6 +130,8 @@ impl<'a> Context<'a> {
             open_connections: 0,
             trusted: &[],
             real_ip_header: RealIpHeader::XForwardedFor,
+            health_path: None,
+            draining: false,
         }
     }
 
@@ -149,6 +156,13 @@ impl<'a> Context<'a> {
     pub fn with_proxies(mut self, trusted: &'a [TrustedProxy], header: RealIpHeader) -> Self {
         self.trusted = trusted;
         self.real_ip_header = header;
+        self
+    }
+
+    /// Answers health checks at `path`; `draining` makes them fail (503).
+    pub fn with_health(mut self, path: Option<&'a str>, draining: bool) -> Self {
+        self.health_path = path;
+        self.draining = draining;
         self
     }
 

@@ -77,6 +77,8 @@ pub enum StartError {
     MetricsBind(SocketAddr, io::Error),
     /// Setting up the poller, waker or signal handling failed.
     Setup(io::Error),
+    /// `--health-path` is not a path a request can ask for (it must start with '/').
+    HealthPath(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -96,6 +98,7 @@ impl std::fmt::Display for StartError {
                 )
             }
             StartError::Setup(e) => write!(f, "cannot set up the event loop: {e}"),
+            StartError::HealthPath(why) => write!(f, "--health-path: {why}"),
         }
     }
 }
@@ -110,8 +113,9 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    /// Asks the server to shut down gracefully: stop accepting, finish in-flight responses
-    /// (up to `--shutdown-grace`), then return from [`Server::run`].
+    /// Asks the server to shut down gracefully, as SIGTERM does: serve on for
+    /// `--drain-delay` with failing health checks, then stop accepting, finish in-flight
+    /// responses (up to `--shutdown-grace`), and return from [`Server::run`].
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Err(e) = self.waker.wake() {
@@ -166,6 +170,10 @@ impl Server {
     /// Checks the root, opens the access log, and binds the listener. Nothing is accepted
     /// until [`Server::run`].
     pub fn bind(config: Config) -> Result<Server, StartError> {
+        // The command line checks it already; a configuration built in code is checked here.
+        if let Some(path) = &config.health_path {
+            crate::config::parse_health_path(path).map_err(StartError::HealthPath)?;
+        }
         let options = Options {
             serve_dotfiles: config.serve_dotfiles,
             follow_symlinks: config.follow_symlinks,
@@ -301,6 +309,8 @@ impl Server {
         let mut accept_again = false;
         let mut accept_paused_until: Option<Instant> = None;
         let mut fd_exhausted_logged = false;
+        // SIGTERM (or `stop`) starts the drain delay; when it is over, the shutdown starts.
+        let mut drain_until: Option<Instant> = None;
         let mut shutdown_deadline: Option<Instant> = None;
         // Connections from the metrics listener; the rest of the slab is the site's.
         let mut metrics_open = 0;
@@ -314,6 +324,10 @@ impl Server {
                 [
                     schedule.timers.poll_timeout(now),
                     accept_paused_until.map(|t| t.saturating_duration_since(now)),
+                    // Wake up when the drain delay is over, even if nothing else happens.
+                    drain_until
+                        .filter(|_| shutdown_deadline.is_none())
+                        .map(|t| t.saturating_duration_since(now)),
                     shutdown_deadline.map(|t| t.saturating_duration_since(now)),
                 ]
                 .into_iter()
@@ -353,6 +367,7 @@ impl Server {
             .with_handler(handler)
             .with_metrics(metrics.as_mut(), slots.len() - metrics_open)
             .with_proxies(&self.config.trust_proxy, self.config.real_ip_header)
+            .with_health(self.config.health_path.as_deref(), drain_until.is_some())
             .shutting_down(shutdown_deadline.is_some());
 
             // ---- 2. connections that yielded last turn
@@ -393,7 +408,7 @@ impl Server {
                                     continue;
                                 }
                                 log::info!("received signal {signal}");
-                                if shutdown_deadline.is_some() {
+                                if drain_until.is_some() {
                                     log::warn!("second signal: stopping now");
                                     return Ok(());
                                 }
@@ -431,8 +446,24 @@ impl Server {
                 schedule.settle(registry, key, slot, &self.limits);
             }
 
+            // ---- drain: serve on, but fail health checks, until the balancers took us out
+            if begin_shutdown && drain_until.is_none() {
+                let delay = self.config.drain_delay();
+                drain_until = Some(now + delay);
+                if !delay.is_zero() {
+                    log::info!(
+                        "draining: health checks answer 503, serving on for {}s",
+                        delay.as_secs()
+                    );
+                }
+            }
+            let drained = drain_until.is_some_and(|t| t <= now);
+            if drained && shutdown_deadline.is_none() && !self.config.drain_delay().is_zero() {
+                log::info!("drain delay over");
+            }
+
             // ---- shutdown: stop accepting, close the idle, let the rest finish
-            if begin_shutdown && shutdown_deadline.is_none() {
+            if drained && shutdown_deadline.is_none() {
                 let grace = self.config.shutdown_grace();
                 shutdown_deadline = Some(now + grace);
                 if let Some(mut listener) = self.listener.take() {

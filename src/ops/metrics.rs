@@ -80,6 +80,8 @@ pub struct Metrics {
     duration_count: u64,
     iterations: u64,
     events: u64,
+    /// Health checks answered 200, and answered 503 (draining).
+    health_checks: [u64; 2],
 }
 
 impl Metrics {
@@ -119,6 +121,12 @@ impl Metrics {
         if let Some(i) = TimeoutKind::ALL.iter().position(|k| *k == kind) {
             self.timeouts[i] += 1;
         }
+    }
+
+    /// A health check was answered with `status` (200, or 503 while draining). Health
+    /// checks are not counted as requests.
+    pub fn health_check(&mut self, status: u16) {
+        self.health_checks[usize::from(status != 200)] += 1;
     }
 
     /// A connection was accepted.
@@ -239,6 +247,19 @@ impl Metrics {
         );
         family(
             &mut out,
+            "readyserve_health_checks_total",
+            "counter",
+            "Health checks answered (--health-path, /healthz here), by status; not in requests.",
+        );
+        for (i, status) in ["200", "503"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "readyserve_health_checks_total{{status=\"{status}\"}} {}",
+                self.health_checks[i]
+            );
+        }
+        family(
+            &mut out,
             "readyserve_loop_iterations_total",
             "counter",
             "Turns of the event loop.",
@@ -273,6 +294,9 @@ mod tests {
         m.rejected(HttpError::UriTooLong, 50);
         m.timeout(TimeoutKind::Header);
         m.iteration(3);
+        m.health_check(200);
+        m.health_check(503);
+        m.health_check(503);
         let text = m.render(7);
         for line in [
             "readyserve_requests_total{method=\"GET\",class=\"2xx\"} 1",
@@ -286,6 +310,8 @@ mod tests {
             "readyserve_request_duration_seconds_bucket{le=\"0.0025\"} 2",
             "readyserve_request_duration_seconds_count 2",
             "readyserve_loop_events_total 3",
+            "readyserve_health_checks_total{status=\"200\"} 1",
+            "readyserve_health_checks_total{status=\"503\"} 2",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
