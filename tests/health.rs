@@ -16,6 +16,45 @@ use readyserve::http::request::Request;
 use readyserve::server::StartError;
 use readyserve::{Config, Server};
 
+/// Kills the server when the test ends, pass or fail: a failed assertion must not leave a
+/// process behind.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the binary over the fixture in `dir` with `args`; see [`spawn_binary`].
+fn start(
+    dir: &std::path::Path,
+    args: &[&str],
+) -> (Killed, String, std::thread::JoinHandle<String>) {
+    let (child, addr, stderr) = spawn_binary(dir, args);
+    (Killed(child), addr, stderr)
+}
+
+/// Runs the binary with `args` (and `env`) to its end, which must come within 10 s: its exit
+/// code and stderr.
+fn run_to_end(args: &[&str], env: Option<(&str, &str)>) -> (Option<i32>, String) {
+    use std::io::Read;
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+    if let Some((name, value)) = env {
+        cmd.env(name, value);
+    }
+    let mut child = Killed(cmd.spawn().expect("spawn"));
+    let status = wait_exit(&mut child.0, Duration::from_secs(10));
+    let mut err = String::new();
+    if let Some(mut pipe) = child.0.stderr.take() {
+        let _ = pipe.read_to_string(&mut err);
+    }
+    let status = status.unwrap_or_else(|| panic!("still running after 10 s: {err}"));
+    (status.code(), err)
+}
+
 /// Sends `request` on a fresh connection to `addr` and reads one response.
 fn ask(addr: &str, request: &str, head_only: bool) -> Response {
     let mut s = TcpStream::connect(addr).expect("connect");
@@ -77,7 +116,7 @@ fn health_path_answers_ok_before_files_and_stays_out_of_the_access_log() {
     std::fs::write(dir.path().join("root/healthz"), "a file").expect("write");
     let log = dir.path().join("access.log");
     let metrics = format!("127.0.0.1:{}", free_port());
-    let (mut child, addr, _stderr) = spawn_binary(
+    let (mut child, addr, _stderr) = start(
         dir.path(),
         &[
             "--health-path",
@@ -126,8 +165,8 @@ fn health_path_answers_ok_before_files_and_stays_out_of_the_access_log() {
         ),
         0
     );
-    sigterm(&child);
-    assert_eq!(child.wait().expect("wait").code(), Some(0));
+    sigterm(&child.0);
+    assert_eq!(child.0.wait().expect("wait").code(), Some(0));
     let text = std::fs::read_to_string(&log).expect("access log");
     assert!(!text.contains("healthz "), "health check logged:\n{text}");
     assert!(text.contains("\"GET /index.html HTTP/1.1\" 200"), "{text}");
@@ -153,8 +192,10 @@ fn health_path_comes_before_the_handler() {
 fn without_health_path_the_path_is_the_sites_and_metrics_has_healthz() {
     let dir = fixture();
     let metrics = format!("127.0.0.1:{}", free_port());
-    let (mut child, addr, _stderr) =
-        spawn_binary(dir.path(), &["--metrics-listen", &metrics, "--access-log", "off"]);
+    let (mut child, addr, _stderr) = start(
+        dir.path(),
+        &["--metrics-listen", &metrics, "--access-log", "off"],
+    );
     assert_eq!(get(&addr, "/healthz").status, 404);
     assert_health(&get(&metrics, "/healthz"), 200, "ok");
     assert_health(&get(&metrics, "/healthz?x"), 200, "ok");
@@ -166,8 +207,8 @@ fn without_health_path_the_path_is_the_sites_and_metrics_has_healthz() {
         metric(&metrics, "readyserve_health_checks_total{status=\"200\"}"),
         3
     );
-    sigterm(&child);
-    assert_eq!(child.wait().expect("wait").code(), Some(0));
+    sigterm(&child.0);
+    assert_eq!(child.0.wait().expect("wait").code(), Some(0));
 }
 
 /// The drain, as a load balancer sees it. With `--drain-delay 2`: after SIGTERM the health
@@ -178,7 +219,7 @@ fn without_health_path_the_path_is_the_sites_and_metrics_has_healthz() {
 fn drain_delay_fails_health_checks_but_keeps_serving() {
     let dir = fixture();
     let metrics = format!("127.0.0.1:{}", free_port());
-    let (mut child, addr, stderr) = spawn_binary(
+    let (mut child, addr, stderr) = start(
         dir.path(),
         &[
             "--health-path",
@@ -202,7 +243,7 @@ fn drain_delay_fails_health_checks_but_keeps_serving() {
     assert_eq!(read_response(&mut before, false).status, 200);
 
     let signalled = Instant::now();
-    sigterm(&child);
+    sigterm(&child.0);
     // The signal is handled on the loop's next turn: wait for the first 503.
     let deadline = Instant::now() + Duration::from_secs(10);
     let draining = loop {
@@ -218,7 +259,11 @@ fn drain_delay_fails_health_checks_but_keeps_serving() {
     let file = get(&addr, "/index.html");
     assert_eq!(file.status, 200);
     assert_eq!(file.body_text(), INDEX);
-    assert_eq!(file.header("Connection"), None, "files keep their keep-alive");
+    assert_eq!(
+        file.header("Connection"),
+        None,
+        "files keep their keep-alive"
+    );
     send(&mut before, "GET /style.css HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(read_response(&mut before, false).status, 200);
     send(&mut before, "HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -232,7 +277,7 @@ fn drain_delay_fails_health_checks_but_keeps_serving() {
         3
     );
 
-    let status = wait_exit(&mut child, Duration::from_secs(30)).expect("exits after the drain");
+    let status = wait_exit(&mut child.0, Duration::from_secs(30)).expect("exits after the drain");
     assert_eq!(status.code(), Some(0));
     let took = signalled.elapsed();
     let log = stderr.join().expect("stderr");
@@ -251,32 +296,51 @@ fn drain_delay_fails_health_checks_but_keeps_serving() {
 #[test]
 fn no_drain_delay_stops_accepting_at_once() {
     let dir = fixture();
-    let (mut child, addr, stderr) =
-        spawn_binary(dir.path(), &["--health-path", "/healthz", "--access-log", "off"]);
-    sigterm(&child);
-    let status = wait_exit(&mut child, Duration::from_secs(10)).expect("exits");
+    let (mut child, addr, stderr) = start(
+        dir.path(),
+        &["--health-path", "/healthz", "--access-log", "off"],
+    );
+    sigterm(&child.0);
+    let status = wait_exit(&mut child.0, Duration::from_secs(10)).expect("exits");
     assert_eq!(status.code(), Some(0));
     assert!(TcpStream::connect(&addr).is_err(), "still accepting");
     let log = stderr.join().expect("stderr");
     assert!(!log.contains("draining"), "{log}");
 }
 
+/// An idle server (no connection, so no connection deadline to wake it) still wakes up when
+/// the drain delay is over, and exits.
+#[test]
+fn an_idle_server_wakes_up_when_the_drain_delay_ends() {
+    let dir = fixture();
+    let (mut child, addr, stderr) =
+        start(dir.path(), &["--drain-delay", "1", "--access-log", "off"]);
+    assert_eq!(get(&addr, "/index.html").status, 200);
+    // Let the server see that connection close, so that nothing is left to wake it.
+    std::thread::sleep(Duration::from_millis(200));
+    sigterm(&child.0);
+    let status = wait_exit(&mut child.0, Duration::from_secs(20));
+    let log = stderr.join().expect("stderr");
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{log}");
+    assert!(log.contains("drain delay over"), "{log}");
+}
+
 /// A second SIGTERM during the drain delay stops the server at once.
 #[test]
 fn a_second_signal_during_the_drain_stops_at_once() {
     let dir = fixture();
-    let (mut child, addr, _stderr) = spawn_binary(
+    let (mut child, addr, _stderr) = start(
         dir.path(),
         &["--health-path", "/healthz", "--drain-delay", "600"],
     );
-    sigterm(&child);
+    sigterm(&child.0);
     let deadline = Instant::now() + Duration::from_secs(10);
     while get(&addr, "/healthz").status != 503 {
         assert!(Instant::now() < deadline, "no drain");
         std::thread::sleep(Duration::from_millis(20));
     }
-    sigterm(&child);
-    let status = wait_exit(&mut child, Duration::from_secs(10)).expect("stops at once");
+    sigterm(&child.0);
+    let status = wait_exit(&mut child.0, Duration::from_secs(10)).expect("stops at once");
     assert_eq!(status.code(), Some(0));
 }
 
@@ -317,37 +381,22 @@ fn server_handle_stop_drains_too() {
 fn bad_health_path_is_refused_at_start_up() {
     let dir = fixture();
     let root = dir.path().join("root");
-    let out = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--health-path", "healthz", "--root"])
-        .arg(&root)
-        .stdout(Stdio::null())
-        .output()
-        .expect("run");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let root_arg = root.to_string_lossy();
+    let base = ["--listen", "127.0.0.1:0", "--root", &root_arg];
+    let (code, err) = run_to_end(&[&base[..], &["--health-path", "healthz"]].concat(), None);
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--health-path"), "{err}");
     assert!(err.contains("starting with '/'"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 
     // From the environment, the error names the variable.
-    let out = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--root"])
-        .arg(&root)
-        .env("READYSERVE_HEALTH_PATH", "/up?now")
-        .stdout(Stdio::null())
-        .output()
-        .expect("run");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, err) = run_to_end(&base, Some(("READYSERVE_HEALTH_PATH", "/up?now")));
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("READYSERVE_HEALTH_PATH"), "{err}");
 
-    let out = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--drain-delay", "86401", "--root"])
-        .arg(&root)
-        .stdout(Stdio::null())
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
+    let (code, err) = run_to_end(&[&base[..], &["--drain-delay", "86401"]].concat(), None);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--drain-delay"), "{err}");
 
     // Built in code: refused by bind.
     let config = Config {
