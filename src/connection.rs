@@ -541,6 +541,9 @@ impl<S: Transport> Connection<S> {
             },
             Err(e) => {
                 log::debug!("token={} {} refused: {e}", self.token.0, Peer(self.peer));
+                if let Some(metrics) = ctx.metrics.as_deref_mut() {
+                    metrics.proxy_refused(false);
+                }
                 self.close("bad PROXY header")
             }
         }

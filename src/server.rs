@@ -662,6 +662,9 @@ fn accept_all(
         if limits.proxy_protocol && !proxy::is_trusted(peer, trusted) {
             // Only a trusted proxy may say who the client is. Dropping the stream closes it.
             log::debug!("--proxy-protocol: refused {peer:?}, not in --trust-proxy");
+            if let Some(m) = metrics.as_deref_mut() {
+                m.proxy_refused(true);
+            }
             continue;
         }
         insert_connection(stream, peer, false, registry, slots, now, limits, timers);

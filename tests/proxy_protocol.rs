@@ -266,3 +266,47 @@ fn a_unix_socket_listener_takes_the_header_from_a_trusted_unix_peer() {
     let text = std::fs::read_to_string(&log).expect("log");
     assert!(text.starts_with("203.0.113.5 - - ["), "{text}");
 }
+
+#[test]
+fn refusals_are_counted_in_the_metrics() {
+    let dir = fixture();
+    let config = readyserve::Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        root: dir.path().join("root"),
+        access_log: AccessLogTarget::Off,
+        proxy_protocol: true,
+        trust_proxy: vec!["127.0.0.1".parse().expect("trusted")],
+        metrics_listen: Some("127.0.0.1:0".parse().expect("addr")),
+        ..readyserve::Config::default()
+    };
+    let server = readyserve::Server::bind(config).expect("bind");
+    let addr = server.local_addr().expect("addr");
+    let metrics = server.metrics_addr().expect("metrics");
+    let handle = server.handle();
+    let thread = std::thread::spawn(move || server.run());
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        assert!(exchange(&mut s, GET, usize::MAX).is_empty());
+    }
+    // 127.0.0.2 is not trusted: refused at accept.
+    let local = std::net::SocketAddr::from(([127, 0, 0, 2], 0));
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.bind(&local.into()).expect("bind 127.0.0.2");
+    socket.connect(&addr.into()).expect("connect");
+    let mut s: TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    assert!(exchange(&mut s, b"PROXY UNKNOWN\r\n", usize::MAX).is_empty());
+    let page = get_at(&metrics.to_string(), "/metrics").body_text();
+    assert!(
+        page.contains("readyserve_proxy_protocol_refused_total{reason=\"untrusted_peer\"} 1\n")
+            && page
+                .contains("readyserve_proxy_protocol_refused_total{reason=\"invalid_header\"} 3\n"),
+        "{page}"
+    );
+    handle.stop();
+    thread.join().expect("join").expect("run");
+}

@@ -80,6 +80,8 @@ pub struct Metrics {
     duration_count: u64,
     iterations: u64,
     events: u64,
+    /// Connections refused under `--proxy-protocol`: [untrusted peer, invalid header].
+    proxy_refused: [u64; 2],
 }
 
 impl Metrics {
@@ -119,6 +121,12 @@ impl Metrics {
         if let Some(i) = TimeoutKind::ALL.iter().position(|k| *k == kind) {
             self.timeouts[i] += 1;
         }
+    }
+
+    /// A connection was refused under `--proxy-protocol`: its peer is not trusted
+    /// (`untrusted`), or its PROXY header was not valid.
+    pub fn proxy_refused(&mut self, untrusted: bool) {
+        self.proxy_refused[usize::from(!untrusted)] += 1;
     }
 
     /// A connection was accepted.
@@ -193,6 +201,19 @@ impl Metrics {
                 "readyserve_timeouts_total{{kind=\"{}\"}} {}",
                 kind.label(),
                 self.timeouts[i]
+            );
+        }
+        family(
+            &mut out,
+            "readyserve_proxy_protocol_refused_total",
+            "counter",
+            "Connections refused under --proxy-protocol: peer not trusted, or header invalid.",
+        );
+        for (i, reason) in ["untrusted_peer", "invalid_header"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "readyserve_proxy_protocol_refused_total{{reason=\"{reason}\"}} {}",
+                self.proxy_refused[i]
             );
         }
         family(
