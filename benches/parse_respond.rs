@@ -28,6 +28,7 @@ fn main() -> io::Result<()> {
         header_timeout: Duration::from_secs(10),
         keep_alive_timeout: Duration::from_secs(5),
         write_timeout: Duration::from_secs(30),
+        proxy_protocol: false,
     };
     let date = DateCache::new();
     let mut log = AccessLog::with_writer(None);

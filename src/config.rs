@@ -108,6 +108,12 @@ pub struct Config {
     #[arg(long, env = "READYSERVE_TRUST_PROXY", value_delimiter = ',')]
     pub trust_proxy: Vec<TrustedProxy>,
 
+    /// Every connection must begin with a PROXY protocol header (v1 or v2), as HAProxy's
+    /// `send-proxy`/`send-proxy-v2` sends; its source address is the client. Only peers in
+    /// --trust-proxy may connect (so it needs --trust-proxy).
+    #[arg(long, env = "READYSERVE_PROXY_PROTOCOL", value_parser = BoolishValueParser::new())]
+    pub proxy_protocol: bool,
+
     /// The one header that names the client behind a --trust-proxy peer: X-Forwarded-For,
     /// X-Real-IP or Forwarded (RFC 7239).
     #[arg(
@@ -230,6 +236,7 @@ impl Default for Config {
             unix_mode: 0o660,
             reuse_port: false,
             trust_proxy: Vec::new(),
+            proxy_protocol: false,
             real_ip_header: RealIpHeader::XForwardedFor,
             metrics_listen: None,
             access_log_format: AccessLogFormat::Combined,
@@ -293,6 +300,14 @@ impl Config {
                 "error: --unix-mode applies to a unix: listener, and --listen is {}",
                 config.listen
             )));
+        }
+        if config.proxy_protocol && config.trust_proxy.is_empty() {
+            // Anyone who can connect could otherwise claim to be anyone.
+            return Err(CommandLineError::Invalid(
+                "error: --proxy-protocol needs --trust-proxy: the peers allowed to send a PROXY \
+                 header (for example --trust-proxy 127.0.0.1)"
+                    .to_string(),
+            ));
         }
         Ok(config)
     }

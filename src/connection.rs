@@ -8,6 +8,17 @@
 //!  any state ── EOF / I/O error / timeout ──▶ Closed ──▶ slot freed at the end of the turn
 //! ```
 //!
+//! With `--proxy-protocol`, a connection starts one step earlier, in ProxyHeader: it reads
+//! the header a TCP proxy sends before the client's first byte ([`crate::ops::proxy_protocol`]),
+//! takes the client's address from it, and only then goes on to Reading (or straight to
+//! Parsing, when the client's request came in the same read). A missing, malformed or
+//! late header closes the connection: nothing of the client's is read before it.
+//!
+//! ```text
+//!  accept ─▶ ProxyHeader ──header complete──▶ Reading / Parsing ─▶ …as above
+//!               └── not a PROXY header / header timeout / EOF ──▶ Closed
+//! ```
+//!
 //! The connection never blocks and never waits by itself. The event loop
 //! ([`crate::server`]) calls [`Connection::ready`] when mio reports readiness; the connection
 //! then runs its state machine as far as it can without blocking, and stops when the socket
@@ -90,6 +101,9 @@ fn peer_gone(e: &io::Error) -> bool {
 /// Where a connection is (see the diagram in the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
+    /// With `--proxy-protocol`: reading the PROXY header that comes before the client's
+    /// bytes. Nothing else is read or answered until it is complete.
+    ProxyHeader,
     /// Waiting for bytes from the client: the start of a request, more of one, or a body.
     Reading,
     /// Bytes are buffered: turning them into requests and queueing responses.
@@ -106,6 +120,7 @@ pub enum State {
 impl fmt::Display for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            State::ProxyHeader => "ProxyHeader",
             State::Reading => "Reading",
             State::Parsing => "Parsing",
             State::Writing => "Writing",
@@ -126,10 +141,23 @@ enum Step {
     Yield,
 }
 
+/// What one read into the input buffer gave (see `Connection::read_input`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Filled {
+    /// New bytes are in the buffer.
+    Bytes,
+    /// The buffer is at the head limit and cannot take more.
+    Full,
+    /// Nothing was read: wait, yield, or (after EOF or an error) the connection is closed.
+    Nothing(Step),
+}
+
 /// What a connection is waiting for, and since when: the one source of both its deadline
 /// ([`Connection::deadline`]) and what happens when that passes ([`Connection::timed_out`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Waiting {
+    /// The PROXY header, on a connection accepted then.
+    ProxyHeader(Instant),
     /// The rest of a request head that started arriving then. Not reset by later bytes: a
     /// client trickling one byte a second is still cut off (slowloris).
     Head(Instant),
@@ -249,6 +277,13 @@ impl<S: Transport> Connection<S> {
         }
     }
 
+    /// Makes this a connection that must begin with a PROXY header (`--proxy-protocol`): it
+    /// starts in [`State::ProxyHeader`] instead of Reading. Part of construction, before the
+    /// first event.
+    pub fn expect_proxy_header(&mut self) {
+        self.state = State::ProxyHeader;
+    }
+
     /// Makes this a metrics connection: `GET /metrics` gets the counters, anything else 404.
     pub fn serve_metrics_only(&mut self) {
         self.metrics_only = true;
@@ -286,13 +321,19 @@ impl<S: Transport> Connection<S> {
     pub fn interest(&self) -> Interest {
         match self.state {
             State::Writing => Interest::WRITABLE,
-            State::Reading | State::Parsing | State::Closing | State::Closed => Interest::READABLE,
+            State::ProxyHeader
+            | State::Reading
+            | State::Parsing
+            | State::Closing
+            | State::Closed => Interest::READABLE,
         }
     }
 
     /// What the connection waits for now, and since when (see [`Waiting`]).
     fn waiting_for(&self) -> Waiting {
         match self.state {
+            // From the accept: a proxy sends its header at once.
+            State::ProxyHeader => Waiting::ProxyHeader(self.idle_since),
             State::Writing => Waiting::Room(self.progress_at),
             State::Closing => Waiting::Linger(self.progress_at),
             State::Closed => Waiting::Nothing,
@@ -315,7 +356,9 @@ impl<S: Transport> Connection<S> {
     /// whatever it is waiting for.
     pub fn deadline(&self, limits: &Limits) -> Option<Instant> {
         Some(match self.waiting_for() {
-            Waiting::Head(since) | Waiting::Body(since) => since + limits.header_timeout,
+            Waiting::ProxyHeader(since) | Waiting::Head(since) | Waiting::Body(since) => {
+                since + limits.header_timeout
+            }
             Waiting::NextRequest(since) => since + limits.keep_alive_timeout,
             // A connection that never sends a byte gets the header timeout.
             Waiting::FirstRequest(since) => since + limits.header_timeout,
@@ -329,6 +372,12 @@ impl<S: Transport> Connection<S> {
     pub fn timed_out(&mut self, ctx: &mut Context<'_>) {
         self.now = ctx.now;
         match self.waiting_for() {
+            Waiting::ProxyHeader(_) => {
+                // No HTTP has been spoken: a 408 would be read as the client's by the proxy.
+                log::debug!("token={} PROXY header timeout", self.token.0);
+                count_timeout(ctx, TimeoutKind::Header);
+                self.close("PROXY header timeout");
+            }
             Waiting::Head(_) => {
                 log::debug!("token={} header timeout", self.token.0);
                 count_timeout(ctx, TimeoutKind::Header);
@@ -408,6 +457,7 @@ impl<S: Transport> Connection<S> {
         self.turn_bytes = 0;
         self.stopped = loop {
             let step = match self.state {
+                State::ProxyHeader => self.on_proxy_header(ctx),
                 State::Reading => self.on_reading(ctx),
                 State::Parsing => self.on_parsing(ctx),
                 State::Writing => self.on_writing(ctx),
@@ -458,23 +508,79 @@ impl<S: Transport> Connection<S> {
         Step::Wait
     }
 
+    // ----- ProxyHeader ------------------------------------------------------------------
+
+    /// ProxyHeader: read until the PROXY header is complete, then take the client's address
+    /// from it. The bytes after it are the client's, and are parsed as usual.
+    fn on_proxy_header(&mut self, ctx: &mut Context<'_>) -> Step {
+        use crate::ops::proxy_protocol::{self, Parsed, Source};
+        match proxy_protocol::parse(self.input.pending(), ctx.limits.max_head) {
+            Ok(Parsed::Complete { source, len }) => {
+                self.input.consume(len);
+                match source {
+                    Source::Addr(addr) => self.peer = Some(addr),
+                    Source::Unix => self.peer = None,
+                    Source::Connection => {}
+                }
+                log::trace!(
+                    "token={} PROXY header: client {}",
+                    self.token.0,
+                    Peer(self.peer)
+                );
+                if self.input.is_empty() {
+                    self.start_reading("PROXY header read", ctx.pool);
+                } else {
+                    self.set_state(State::Parsing, "PROXY header read; request bytes follow");
+                }
+                Step::Continue
+            }
+            Ok(Parsed::Partial) => match self.read_input(ctx) {
+                Filled::Bytes => Step::Continue,
+                Filled::Full => self.close("PROXY header too long"),
+                Filled::Nothing(step) => step,
+            },
+            Err(e) => {
+                log::debug!("token={} {} refused: {e}", self.token.0, Peer(self.peer));
+                if let Some(metrics) = ctx.metrics.as_deref_mut() {
+                    metrics.proxy_refused(false);
+                }
+                self.close("bad PROXY header")
+            }
+        }
+    }
+
     // ----- Reading -----------------------------------------------------------------------
 
     /// Reading: pull bytes from the socket into the read buffer.
     fn on_reading(&mut self, ctx: &mut Context<'_>) -> Step {
+        match self.read_input(ctx) {
+            Filled::Bytes => {
+                self.head_incomplete = false;
+                self.set_state(State::Parsing, "bytes in");
+                Step::Continue
+            }
+            Filled::Full => {
+                // Cannot happen for a well-formed state: the parser rejects a head over the
+                // limit before the buffer is full. Treat it as the limit it protects.
+                self.fail(HttpError::HeadersTooLarge, ctx);
+                Step::Continue
+            }
+            Filled::Nothing(step) => step,
+        }
+    }
+
+    /// One read from the socket into the read buffer, for Reading and ProxyHeader.
+    fn read_input(&mut self, ctx: &mut Context<'_>) -> Filled {
         if !self.read_more {
-            return Step::Wait; // until the next readable edge
+            return Filled::Nothing(Step::Wait); // until the next readable edge
         }
         if self.turn_bytes >= MAX_BYTES_PER_TURN {
-            return Step::Yield;
+            return Filled::Nothing(Step::Yield);
         }
         // One byte over the head limit must fit, or the parser could never see that a head
         // is too large.
         if !self.input.make_room(ctx.limits.max_head + 1, ctx.pool) {
-            // Cannot happen for a well-formed state: the parser rejects a head over the
-            // limit before the buffer is full. Treat it as the limit it protects.
-            self.fail(HttpError::HeadersTooLarge, ctx);
-            return Step::Continue;
+            return Filled::Full;
         }
         let spare = self.input.spare();
         let room = spare.len();
@@ -485,7 +591,7 @@ impl<S: Transport> Connection<S> {
                 if !self.input.is_empty() || !self.discard.is_done() {
                     log::debug!("token={} client closed mid-request", self.token.0);
                 }
-                self.close("client closed")
+                Filled::Nothing(self.close("client closed"))
             }
             Ok(n) => {
                 // A short read means the kernel's queue is now empty, and the next byte to
@@ -499,17 +605,15 @@ impl<S: Transport> Connection<S> {
                 log::trace!("token={} read {n} bytes", self.token.0);
                 self.input.filled(n);
                 self.turn_bytes += n;
-                self.head_incomplete = false;
-                self.set_state(State::Parsing, "bytes in");
-                Step::Continue
+                Filled::Bytes
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.read_more = false;
-                Step::Wait
+                Filled::Nothing(Step::Wait)
             }
             Err(e) => {
                 log::debug!("token={} {} read error: {e}", self.token.0, Peer(self.peer));
-                self.close("read error")
+                Filled::Nothing(self.close("read error"))
             }
         }
     }
@@ -966,6 +1070,7 @@ mod tests {
                     header_timeout: Duration::from_secs(10),
                     keep_alive_timeout: Duration::from_secs(10),
                     write_timeout: Duration::from_secs(10),
+                    proxy_protocol: false,
                 },
                 files,
                 date: DateCache::new(),
@@ -1080,6 +1185,51 @@ mod tests {
             assert_eq!(lines, statuses, "{name}: responses");
             assert_eq!(conn.interest(), interest, "{name}: interest");
             assert_eq!(conn.wants_resume(), resume, "{name}: resume");
+        }
+    }
+
+    /// `--proxy-protocol`: the step before Reading, with the header and the request in one
+    /// read or apart, and a connection that does not start with one.
+    #[test]
+    fn proxy_header_comes_first() {
+        let header = "PROXY TCP4 192.0.2.1 127.0.0.1 5000 80\r\n";
+        let together = format!("{header}{GET}");
+        let rows: &[(&str, &[&str], &str, &str)] = &[
+            (
+                "header and request together",
+                &[&together],
+                "Parsing Writing Reading",
+                "200 OK",
+            ),
+            (
+                "header in two pieces, then the request",
+                &["PROXY TCP4 192.0.2.1 ", "127.0.0.1 5000 80\r\n", GET],
+                "Reading Parsing Writing Reading",
+                "200 OK",
+            ),
+            ("no header", &[GET], "Closed", ""),
+        ];
+        for &(name, chunks, trail, status) in rows {
+            let mut fx = Fixture::new(10, 0, 1 << 20);
+            fx.limits.proxy_protocol = true;
+            let mut conn = connection(ALL);
+            conn.expect_proxy_header();
+            assert_eq!(conn.interest(), Interest::READABLE);
+            for chunk in chunks {
+                conn.socket_mut().input.extend(chunk.as_bytes());
+                conn.ready(READABLE, &mut fx.ctx());
+            }
+            let seen: Vec<String> = conn.trail.iter().map(State::to_string).collect();
+            assert_eq!(seen.join(" "), trail, "{name}: transitions");
+            let out = String::from_utf8_lossy(&conn.socket().output);
+            assert!(
+                out.starts_with(&format!("HTTP/1.1 {status}"))
+                    || status.is_empty() && out.is_empty(),
+                "{name}: {out}"
+            );
+            if !status.is_empty() {
+                assert_eq!(conn.peer, Some("192.0.2.1:5000".parse().unwrap()), "{name}");
+            }
         }
     }
 

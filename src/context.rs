@@ -28,6 +28,8 @@ pub struct Limits {
     pub keep_alive_timeout: Duration,
     /// `--write-timeout`.
     pub write_timeout: Duration,
+    /// `--proxy-protocol`: connections begin with a PROXY header.
+    pub proxy_protocol: bool,
 }
 
 impl From<&crate::config::Config> for Limits {
@@ -38,6 +40,7 @@ impl From<&crate::config::Config> for Limits {
             header_timeout: config.header_timeout(),
             keep_alive_timeout: config.keep_alive_timeout(),
             write_timeout: config.write_timeout(),
+            proxy_protocol: config.proxy_protocol,
         }
     }
 }

@@ -33,7 +33,7 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use slab::Slab;
 
 use crate::buffers::BufferPool;
-use crate::config::{AccessLogTarget, Config, ListenAddr};
+use crate::config::{AccessLogTarget, Config, ListenAddr, TrustedProxy};
 use crate::connection::{Connection, Readiness};
 use crate::context::{Clock, Context, Limits};
 use crate::files::cache::FileCache;
@@ -43,6 +43,7 @@ use crate::http::response::DateCache;
 use crate::listener::{BindOptions, Listener, Stream};
 use crate::ops::access_log::AccessLog;
 use crate::ops::metrics::Metrics;
+use crate::ops::proxy;
 use crate::timers::Timers;
 
 /// The listening socket's token. Connection tokens are slab keys, which stay far below these.
@@ -515,6 +516,7 @@ impl Server {
             {
                 let outcome = accept_all(
                     listener,
+                    &self.config.trust_proxy,
                     registry,
                     &mut slots,
                     max_connections + metrics_open,
@@ -660,6 +662,7 @@ enum AcceptOutcome {
 #[allow(clippy::too_many_arguments)]
 fn accept_all(
     listener: &Listener,
+    trusted: &[TrustedProxy],
     registry: &Registry,
     slots: &mut Slab<Slot>,
     slab_cap: usize,
@@ -686,6 +689,14 @@ fn accept_all(
         };
         if let Some(m) = metrics.as_deref_mut() {
             m.accepted();
+        }
+        if limits.proxy_protocol && !proxy::is_trusted(peer, trusted) {
+            // Only a trusted proxy may say who the client is. Dropping the stream closes it.
+            log::debug!("--proxy-protocol: refused {peer:?}, not in --trust-proxy");
+            if let Some(m) = metrics.as_deref_mut() {
+                m.proxy_refused(true);
+            }
+            continue;
         }
         insert_connection(stream, peer, false, registry, slots, now, limits, timers);
     }
@@ -753,6 +764,8 @@ fn insert_connection(
     let mut conn = Connection::new(stream, Token(key), peer, now);
     if metrics_only {
         conn.serve_metrics_only();
+    } else if limits.proxy_protocol {
+        conn.expect_proxy_header();
     }
     let deadline = conn.deadline(limits);
     if let Some(when) = deadline {

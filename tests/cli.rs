@@ -217,6 +217,12 @@ fn errors_say_where_the_bad_value_came_from() {
         run_to_exit(Command::new(BIN).args(["--listen", "127.0.0.1:0", "--unix-mode", "600"]));
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--unix-mode"), "{err}");
+    let (code, err) = run_to_exit(Command::new(BIN).args(["--proxy-protocol"]));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--proxy-protocol needs --trust-proxy"),
+        "{err}"
+    );
     for (code, err) in
         [&["--help"][..], &["--version"]].map(|a| run_to_exit(Command::new(BIN).args(a)))
     {

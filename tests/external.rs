@@ -580,6 +580,49 @@ fn readme_haproxy_config() {
     }
 }
 
+/// `curl --haproxy-protocol` sends a PROXY v1 header before its request: readyserve with
+/// `--proxy-protocol` answers it, and plain curl (no header) gets nothing.
+#[test]
+#[ignore = "needs curl (apt-get install curl)"]
+fn curl_haproxy_protocol() {
+    let dir = fixture();
+    let log = dir.path().join("access.log");
+    let port = free_port();
+    let (rs, _, _) = spawn_server(
+        Command::new(BIN)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--root"])
+            .arg(dir.path().join("root"))
+            .arg("--access-log")
+            .arg(&log)
+            .args(["--proxy-protocol", "--trust-proxy", "127.0.0.1"])
+            .stdout(Stdio::null()),
+    );
+    let mut rs = Killed(rs);
+    let url = format!("http://127.0.0.1:{port}/index.html");
+    let curl = |extra: &[&str]| {
+        Command::new("curl")
+            .args(["-s", "-S", "-m", "10", "-o", "-", "-w", "\n%{http_code}"])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("run curl (is it installed?)")
+    };
+    let with = curl(&["--haproxy-protocol"]);
+    let text = String::from_utf8_lossy(&with.stdout);
+    assert!(with.status.success(), "{text}");
+    assert!(text.ends_with("\n200"), "{text}");
+    let without = curl(&[]);
+    assert!(
+        !without.status.success(),
+        "a request without the header is answered"
+    );
+    sigterm(&rs.0);
+    assert_eq!(rs.0.wait().expect("wait").code(), Some(0));
+    let logged = std::fs::read_to_string(&log).expect("access log");
+    assert_eq!(logged.lines().count(), 1, "{logged}");
+    assert!(logged.starts_with("127.0.0.1 - - ["), "{logged}");
+}
+
 /// The keep-alive race, with short timeouts: nginx's upstream `keepalive_timeout` (1 s) below
 /// readyserve's `--keep-alive-timeout` (2 s), as the README orders them. Requests come after
 /// idle gaps just under and over each timeout; with the proxy closing first, none fails.

@@ -54,6 +54,9 @@ fn run(data: &[u8], cache: &mut FileCache) {
         header_timeout: Duration::from_secs(10),
         keep_alive_timeout: Duration::from_secs(5),
         write_timeout: Duration::from_secs(30),
+        // A script whose first chunk starts like a PROXY header (v1 or v2) runs the
+        // connection with --proxy-protocol, so that the step before Reading is fuzzed too.
+        proxy_protocol: data.get(1..).is_some_and(|d| d.starts_with(b"PROXY") || d.starts_with(b"\r\n\r\n")),
     };
     let date = DateCache::new();
     let mut log = AccessLog::with_writer(None);
@@ -61,6 +64,9 @@ fn run(data: &[u8], cache: &mut FileCache) {
     let mem = MemSocket { room: 0, ..MemSocket::new() };
     let now = Instant::now();
     let mut conn = Connection::new(mem, mio::Token(0), None, now);
+    if limits.proxy_protocol {
+        conn.expect_proxy_header();
+    }
     let mut rest = data;
     let mut steps = 0;
     while let Some((&op, tail)) = rest.split_first() {

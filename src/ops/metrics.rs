@@ -82,6 +82,8 @@ pub struct Metrics {
     events: u64,
     /// Health checks answered 200, and answered 503 (draining).
     health_checks: [u64; 2],
+    /// Connections refused under `--proxy-protocol`: [untrusted peer, invalid header].
+    proxy_refused: [u64; 2],
 }
 
 impl Metrics {
@@ -127,6 +129,12 @@ impl Metrics {
     /// checks are not counted as requests.
     pub fn health_check(&mut self, status: u16) {
         self.health_checks[usize::from(status != 200)] += 1;
+    }
+
+    /// A connection was refused under `--proxy-protocol`: its peer is not trusted
+    /// (`untrusted`), or its PROXY header was not valid.
+    pub fn proxy_refused(&mut self, untrusted: bool) {
+        self.proxy_refused[usize::from(!untrusted)] += 1;
     }
 
     /// A connection was accepted.
@@ -201,6 +209,19 @@ impl Metrics {
                 "readyserve_timeouts_total{{kind=\"{}\"}} {}",
                 kind.label(),
                 self.timeouts[i]
+            );
+        }
+        family(
+            &mut out,
+            "readyserve_proxy_protocol_refused_total",
+            "counter",
+            "Connections refused under --proxy-protocol: peer not trusted, or header invalid.",
+        );
+        for (i, reason) in ["untrusted_peer", "invalid_header"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "readyserve_proxy_protocol_refused_total{{reason=\"{reason}\"}} {}",
+                self.proxy_refused[i]
             );
         }
         family(
