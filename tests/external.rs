@@ -830,3 +830,259 @@ fn goaccess_parses_the_access_log_with_no_failed_lines() {
     );
     assert_eq!(number("failed_requests"), 0);
 }
+
+/// A server's status as HAProxy sees it (`UP`, `DOWN`, `UP 1/2`...), from `show stat` on
+/// its stats socket: the `status` column of backend `readyserve`, row `server`.
+fn haproxy_status(socket: &Path, server: &str) -> String {
+    use std::io::Read;
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(socket) else {
+        return "no stats socket".into();
+    };
+    let mut csv = String::new();
+    if s.write_all(b"show stat\n").is_err() || s.read_to_string(&mut csv).is_err() {
+        return "no answer".into();
+    }
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("# ")
+        .split(',')
+        .collect();
+    let column = |name: &str| header.iter().position(|h| *h == name);
+    let (Some(px), Some(sv), Some(status)) = (column("pxname"), column("svname"), column("status"))
+    else {
+        return format!("unexpected stats header: {header:?}");
+    };
+    lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|f| f.len() > status && f[px] == "readyserve" && f[sv] == server)
+        .map(|f| f[status].to_string())
+        .unwrap_or_else(|| format!("no row for {server}"))
+}
+
+/// Waits (20 s at most) until HAProxy has `server` UP.
+fn wait_until_up(socket: &Path, server: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = haproxy_status(socket, server);
+        if status == "UP" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{server} is {status} after 20 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What wrk reported.
+#[derive(Debug)]
+struct WrkReport {
+    requests: u64,
+    /// connect, read, write, timeout (all 0 when wrk prints no "Socket errors:" line).
+    socket_errors: [u64; 4],
+    non_2xx_3xx: u64,
+}
+
+/// Reads wrk's summary: "N requests in ...", "Socket errors: connect A, read B, write C,
+/// timeout D" (printed only when one is non-zero) and "Non-2xx or 3xx responses: N" (same).
+fn parse_wrk(out: &str) -> WrkReport {
+    let requests = out
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no request count in wrk's output:\n{out}"));
+    let mut socket_errors = [0; 4];
+    if let Some(line) = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Socket errors:"))
+    {
+        for (i, part) in line.split(',').enumerate().take(4) {
+            socket_errors[i] = part
+                .split_whitespace()
+                .nth(1)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("socket errors {line:?}"));
+        }
+    }
+    let non_2xx_3xx = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
+        .map(|n| n.trim().parse().expect("non-2xx count"))
+        .unwrap_or(0);
+    WrkReport {
+        requests,
+        socket_errors,
+        non_2xx_3xx,
+    }
+}
+
+#[test]
+fn wrk_output_is_parsed() {
+    let clean = "Running 9s test @ http://127.0.0.1:1/\n  2 threads and 32 connections\n\
+                 \x20 Thread Stats   Avg      Stdev     Max   +/- Stdev\n\
+                 \x20 181034 requests in 9.00s, 52.14MB read\nRequests/sec:  20113.86\n";
+    let r = parse_wrk(clean);
+    assert_eq!(
+        (r.requests, r.socket_errors, r.non_2xx_3xx),
+        (181034, [0; 4], 0)
+    );
+    let bad = "  99 requests in 9.00s, 1MB read\n\
+               \x20 Socket errors: connect 3, read 17, write 0, timeout 2\n\
+               \x20 Non-2xx or 3xx responses: 41\n";
+    let r = parse_wrk(bad);
+    assert_eq!(
+        (r.requests, r.socket_errors, r.non_2xx_3xx),
+        (99, [3, 17, 0, 2], 41)
+    );
+}
+
+/// Zero-downtime restarts, for real: two readyserve instances behind the README's HAProxy
+/// block (checks every 200 ms, PROXY v2 on requests and checks), wrk for 9 s through
+/// HAProxy, and while it runs each instance in turn gets SIGTERM (`--drain-delay 1`), exits,
+/// and a new one starts on the same port. wrk must see no socket error and no non-2xx
+/// response.
+///
+/// `READYSERVE_TEST_DRAIN_DELAY=0` runs the same with no drain delay, to see what the delay
+/// is for (see the README).
+#[test]
+#[ignore = "needs haproxy and wrk (apt-get install haproxy wrk)"]
+fn zero_downtime_restarts_behind_haproxy() {
+    let drain = std::env::var("READYSERVE_TEST_DRAIN_DELAY").unwrap_or_else(|_| "1".into());
+    let dir = fixture();
+    let root = dir.path().join("root");
+    let ports = [free_port(), free_port()];
+    let front = free_port();
+    let stats = dir.path().join("haproxy.sock");
+    // Each generation of each instance logs to its own file, to show who served.
+    let start = |i: usize, generation: u32| -> (Killed, PathBuf) {
+        let log = dir.path().join(format!("rs{}-{generation}.log", i + 1));
+        let (child, _, _stderr) = spawn_server(
+            Command::new(BIN)
+                .args(["--listen", &format!("127.0.0.1:{}", ports[i]), "--root"])
+                .arg(&root)
+                .arg("--access-log")
+                .arg(&log)
+                .args(["--health-path", "/healthz", "--drain-delay", &drain])
+                .args(["--proxy-protocol", "--trust-proxy", "127.0.0.1"])
+                .stdout(Stdio::null()),
+        );
+        (Killed(child), log)
+    };
+    let mut instances = [start(0, 1), start(1, 1)];
+
+    let block = &readme_blocks("haproxy")[0];
+    let conf = swap(block, "bind :80", &format!("bind 127.0.0.1:{front}"));
+    let conf = swap(
+        &conf,
+        "    maxconn 4096\n",
+        &format!(
+            "    maxconn 4096\n    stats socket {} mode 600 level admin\n",
+            stats.display()
+        ),
+    );
+    let conf = swap(
+        &conf,
+        "default-server check inter 1s fall 1 rise 2",
+        "default-server check inter 200ms fall 1 rise 2 send-proxy-v2 check-send-proxy",
+    );
+    let conf = swap(
+        &conf,
+        "    server rs1 127.0.0.1:7878\n",
+        &format!(
+            "    server rs1 127.0.0.1:{}\n    server rs2 127.0.0.1:{}\n",
+            ports[0], ports[1]
+        ),
+    );
+    let conf_path = dir.path().join("haproxy.cfg");
+    std::fs::write(&conf_path, &conf).expect("write haproxy.cfg");
+    let check = Command::new("haproxy")
+        .arg("-c")
+        .arg("-f")
+        .arg(&conf_path)
+        .output()
+        .expect("run haproxy (is it installed?)");
+    let said = String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "{said}\n{conf}");
+    let _haproxy = Killed(
+        Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&conf_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start haproxy"),
+    );
+    wait_for_port(front);
+    wait_until_up(&stats, "rs1");
+    wait_until_up(&stats, "rs2");
+
+    // wrk stops by itself after 9 s, whatever happens to the test.
+    let mut wrk = Command::new("wrk")
+        .args(["-t2", "-c32", "-d9s"])
+        .arg(format!("http://127.0.0.1:{front}/index.html"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run wrk (is it installed?)");
+    std::thread::sleep(Duration::from_secs(1));
+    let mut logs = Vec::new();
+    for (i, instance) in instances.iter_mut().enumerate() {
+        let name = format!("rs{}", i + 1);
+        sigterm(&instance.0.0);
+        // The balancer takes it out while it still serves (the drain delay), then it exits.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut down_while_running = false;
+        let status = loop {
+            if let Some(status) = instance.0.0.try_wait().expect("try_wait") {
+                break status;
+            }
+            down_while_running |= haproxy_status(&stats, &name).starts_with("DOWN");
+            assert!(
+                Instant::now() < deadline,
+                "{name} still running 20 s after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(0), "{name} exit");
+        if drain != "0" {
+            assert!(
+                down_while_running,
+                "HAProxy never saw {name} down before it exited"
+            );
+        }
+        // The same port at once: the new listener must bind although connections of the old
+        // one are in TIME_WAIT.
+        let (new, log) = start(i, 2);
+        logs.push(std::mem::replace(&mut instance.1, log));
+        instance.0 = new;
+        wait_until_up(&stats, &name);
+    }
+    assert!(
+        wrk.try_wait().expect("try_wait").is_none(),
+        "wrk ended before both restarts were done: the run proves nothing"
+    );
+    let out = wrk.wait_with_output().expect("wrk output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "wrk failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = parse_wrk(&text);
+    println!("zero-downtime run (--drain-delay {drain}): {report:?}\n{text}");
+    // Every generation of both instances served part of the load.
+    logs.extend(instances.iter().map(|(_, log)| log.clone()));
+    drop(instances);
+    for log in &logs {
+        let lines = std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        println!("{}: {lines} requests", log.display());
+        assert!(lines > 0, "{} served nothing", log.display());
+    }
+    assert_eq!(report.socket_errors, [0; 4], "socket errors:\n{text}");
+    assert_eq!(report.non_2xx_3xx, 0, "non-2xx responses:\n{text}");
+    assert!(report.requests > 0, "{text}");
+}
