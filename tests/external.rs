@@ -1,7 +1,7 @@
 //! Tests against real outside programs: the README's deployment blocks (nginx over TCP and
 //! over a Unix socket, HAProxy, the systemd units in `deploy/systemd/`) run as written
 //! against real nginx, haproxy and systemd-analyze; promtool on the metrics; goaccess on the
-//! access log. Those needing a program are `#[ignore]`d so that `cargo test` passes on a
+//! access log; restarts behind HAProxy under wrk, without a failed request. Those needing a program are `#[ignore]`d so that `cargo test` passes on a
 //! machine without them; `.ci/run` installs the programs and runs them with
 //! `cargo test -- --include-ignored`. The blocks are read out of README.md, so a README
 //! that stops working fails here.
