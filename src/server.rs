@@ -461,6 +461,7 @@ impl Server {
                 if slot.metrics {
                     metrics_open -= 1;
                 }
+                slot.conn.log_cut_short(&mut ctx);
                 slot.conn.recycle(ctx.pool);
                 if let Err(e) = registry.deregister(slot.conn.socket_mut()) {
                     log::debug!("token={key} deregister failed: {e}");
@@ -511,7 +512,7 @@ impl Server {
             }
 
             // ---- 6. access log: one write per turn, not one per request
-            self.access_log.flush();
+            ctx.access_log.flush();
 
             if let Some(deadline) = shutdown_deadline {
                 if slots.is_empty() {
@@ -523,6 +524,10 @@ impl Server {
                         "shutdown grace period over: cutting {} connections short",
                         slots.len()
                     );
+                    for (_, slot) in slots.iter_mut() {
+                        slot.conn.log_cut_short(&mut ctx);
+                    }
+                    ctx.access_log.flush();
                     return Ok(());
                 }
             }
