@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use readyserve::config::CommandLineError;
+use readyserve::config::{CommandLineError, ListenAddr};
 use readyserve::{Config, Server};
 
 fn main() -> ExitCode {
@@ -38,7 +38,21 @@ fn main() -> ExitCode {
         None => log::info!("open-file limit: unlimited"),
     }
 
-    let mut server = match Server::bind(config) {
+    let activated = matches!(config.listen, ListenAddr::Systemd);
+    let bound = Server::bind(config);
+    if activated {
+        // sd_listen_fds(3) unsets its variables once the sockets are taken, so that a child
+        // process cannot mistake them for its own; do the same.
+        // SAFETY: changing the environment is unsound only while another thread may read it,
+        // and there is none: nothing before this point starts a thread (clap, the logger and
+        // `Server::bind` run on this one; signal handling is set up below).
+        unsafe {
+            for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+                std::env::remove_var(var);
+            }
+        }
+    }
+    let mut server = match bound {
         Ok(server) => server,
         Err(e) => {
             log::error!("{e}");
