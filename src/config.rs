@@ -516,12 +516,17 @@ mod tests {
     #[test]
     fn inherited_listeners_refuse_unix_mode_and_reuse_port() {
         for listen in ["systemd", "fd:3"] {
-            for flag in [&["--unix-mode", "600"][..], &["--reuse-port"]] {
+            // The error names the flag, the listener, and where the setting belongs instead.
+            for (flag, instead) in [
+                (&["--unix-mode", "600"][..], "SocketMode="),
+                (&["--reuse-port"], "ReusePort="),
+            ] {
                 let args = [&["readyserve", "--listen", listen][..], flag].concat();
                 match Config::from_command_line(args) {
                     Err(CommandLineError::Invalid(line)) => {
                         assert!(line.contains(flag[0]), "{line}");
                         assert!(line.contains(listen), "{line}");
+                        assert!(line.contains(instead), "{line}");
                     }
                     other => panic!("{listen} {flag:?} gave {other:?}"),
                 }
