@@ -261,6 +261,9 @@ fn env_number(var: &'static str) -> Result<u32, InheritError> {
 /// Takes over the listening socket on descriptor `fd`: checks that it is a listening stream
 /// socket, sets close-on-exec and non-blocking, and wraps it by its address family.
 fn inherit(fd: RawFd) -> Result<Listener, InheritError> {
+    use rustix::fs::FileType;
+    use rustix::net::{AddressFamily, SocketType, sockopt};
+
     // SAFETY: fcntl(F_GETFD) with any integer is sound: it reads the descriptor's flags and
     // touches no memory; for a number that is not open it fails with EBADF. It is asked on
     // the raw number because nothing may own the descriptor before we know it is open.
@@ -276,8 +279,6 @@ fn inherit(fd: RawFd) -> Result<Listener, InheritError> {
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let sys = |e: rustix::io::Errno| InheritError::Sys(fd, e.into());
 
-    use rustix::fs::FileType;
-    use rustix::net::{AddressFamily, SocketType, sockopt};
     let kind = FileType::from_raw_mode(rustix::fs::fstat(&owned).map_err(sys)?.st_mode);
     let what = match kind {
         FileType::Socket => None,
@@ -294,7 +295,11 @@ fn inherit(fd: RawFd) -> Result<Listener, InheritError> {
     if sockopt::socket_type(&owned).map_err(sys)? != SocketType::STREAM {
         return Err(InheritError::NotAStream(fd));
     }
-    let family = sockopt::socket_domain(&owned).map_err(sys)?;
+    let unix = match sockopt::socket_domain(&owned).map_err(sys)? {
+        AddressFamily::INET | AddressFamily::INET6 => false,
+        AddressFamily::UNIX => true,
+        other => return Err(InheritError::Family(fd, other)),
+    };
     if !sockopt::socket_acceptconn(&owned).map_err(sys)? {
         return Err(InheritError::NotListening(fd));
     }
@@ -303,24 +308,20 @@ fn inherit(fd: RawFd) -> Result<Listener, InheritError> {
     // WouldBlock. (O_NONBLOCK is shared with systemd's copy, which systemd does not mind.)
     rustix::io::fcntl_setfd(&owned, rustix::io::FdFlags::CLOEXEC).map_err(sys)?;
     rustix::io::ioctl_fionbio(&owned, true).map_err(sys)?;
-    match family {
-        AddressFamily::INET | AddressFamily::INET6 => Ok(Listener::Tcp(TcpListener::from_std(
-            std::net::TcpListener::from(owned),
-        ))),
-        AddressFamily::UNIX => {
-            let listener = std::os::unix::net::UnixListener::from(owned);
-            let path = listener
-                .local_addr()
-                .map(|a| unix_path(&a))
-                .map_err(|e| InheritError::Sys(fd, e))?;
-            Ok(Listener::Unix {
-                listener: UnixListener::from_std(listener),
-                path,
-                remove_on_drop: false,
-            })
-        }
-        other => Err(InheritError::Family(fd, other)),
+    if !unix {
+        let listener = std::net::TcpListener::from(owned);
+        return Ok(Listener::Tcp(TcpListener::from_std(listener)));
     }
+    let listener = std::os::unix::net::UnixListener::from(owned);
+    let path = listener
+        .local_addr()
+        .map(|a| unix_path(&a))
+        .map_err(|e| InheritError::Sys(fd, e))?;
+    Ok(Listener::Unix {
+        listener: UnixListener::from_std(listener),
+        path,
+        remove_on_drop: false,
+    })
 }
 
 /// A Unix socket's address for people: its path, or `@name` for an abstract socket.

@@ -773,11 +773,7 @@ fn systemd_socket_activate_runs_the_socket_unit_and_drop_in() {
         .unwrap_or_else(|| panic!("no response through the activated socket:\n{}", said()));
     assert_eq!((r.status, r.body_text()), (200, INDEX.to_string()));
     drop(s);
-    assert!(
-        said().contains("took the listening socket from systemd"),
-        "{}",
-        said()
-    );
+    assert!(said().contains("from systemd"), "{}", said());
 
     // systemd-socket-activate exec'd readyserve in its own process: the PID is readyserve's.
     sigterm(&child.0);
