@@ -164,9 +164,17 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Checks the root, opens the access log, and binds the listener. Nothing is accepted
-    /// until [`Server::run`].
+    /// Binds the listener (or takes the inherited one), checks the root, and opens the
+    /// access log. Nothing is accepted until [`Server::run`].
     pub fn bind(config: Config) -> Result<Server, StartError> {
+        // The listener first: an inherited one (`--listen systemd`, `fd:N`) is claimed by its
+        // number, and a file opened before it could take that number if it was not inherited.
+        let bind_options = BindOptions {
+            reuse_port: config.reuse_port,
+            unix_mode: config.unix_mode,
+        };
+        let mut listener = Listener::bind(&config.listen, bind_options)
+            .map_err(|e| StartError::Bind(config.listen.clone(), e))?;
         let options = Options {
             serve_dotfiles: config.serve_dotfiles,
             follow_symlinks: config.follow_symlinks,
@@ -182,12 +190,6 @@ impl Server {
                 _ => StartError::AccessLog("-".into(), e),
             },
         )?;
-        let bind_options = BindOptions {
-            reuse_port: config.reuse_port,
-            unix_mode: config.unix_mode,
-        };
-        let mut listener = Listener::bind(&config.listen, bind_options)
-            .map_err(|e| StartError::Bind(config.listen.clone(), e))?;
         let poll = Poll::new().map_err(StartError::Setup)?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
