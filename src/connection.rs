@@ -855,10 +855,12 @@ impl<S: Transport> Connection<S> {
     /// Sends queued output until it is all sent, the socket would block, or the turn's
     /// share is used up.
     fn send_output(&mut self, ctx: &mut Context<'_>) -> Step {
-        let mut wrote = 0;
+        // For `--trace`: what this call sent, by writev and sendfile alike.
+        let before = self.sent;
         loop {
             if !self.out.is_empty() {
                 if self.turn_bytes >= MAX_BYTES_PER_TURN {
+                    self.trace_wrote(before, "turn's share used");
                     return Step::Yield;
                 }
                 // Heads and bodies, owned and shared, in one writev(2). On the stack: the
@@ -874,14 +876,13 @@ impl<S: Transport> Connection<S> {
                         self.out.advance(n);
                         self.sent += n as u64;
                         self.turn_bytes += n;
-                        wrote += n;
                         self.progress_at = self.now;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         // The socket's send buffer is full: the client reads slower than we
                         // write. Wait for a writable edge. While we wait we are not told about
                         // input, so look for it again afterwards.
-                        log::trace!("token={} wrote {wrote} bytes (WouldBlock)", self.token.0);
+                        self.trace_wrote(before, "WouldBlock");
                         self.read_more = true;
                         return Step::Wait;
                     }
@@ -897,13 +898,14 @@ impl<S: Transport> Connection<S> {
                 continue;
             }
             if self.turn_bytes >= MAX_BYTES_PER_TURN && self.file.is_some() {
+                self.trace_wrote(before, "turn's share used");
                 return Step::Yield;
             }
             match self.send_file_body() {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    log::trace!("token={} wrote {wrote} bytes (WouldBlock)", self.token.0);
+                    self.trace_wrote(before, "WouldBlock");
                     self.read_more = true;
                     return Step::Wait;
                 }
@@ -923,8 +925,17 @@ impl<S: Transport> Connection<S> {
                 }
             }
         }
-        log::trace!("token={} wrote {wrote} bytes (all sent)", self.token.0);
+        self.trace_wrote(before, "all sent");
         self.after_output(ctx)
+    }
+
+    /// `--trace`: the bytes sent since `before`, and why sending stopped.
+    fn trace_wrote(&self, before: u64, why: &str) {
+        log::trace!(
+            "token={} wrote {} bytes ({why})",
+            self.token.0,
+            self.sent - before
+        );
     }
 
     /// Everything queued has gone out: what next? The one place that decides between
@@ -971,6 +982,7 @@ impl<S: Transport> Connection<S> {
             match retrying(|| self.socket.send_file(&mut body.file, count)) {
                 Ok(0) => return Err(shrank()),
                 Ok(n) => {
+                    log::trace!("token={} sendfile {n} bytes", self.token.0);
                     body.remaining -= n as u64;
                     self.sent += n as u64;
                     self.turn_bytes += n;

@@ -307,6 +307,8 @@ impl Server {
         let mut shutdown_deadline: Option<Instant> = None;
         // Connections from the metrics listener; the rest of the slab is the site's.
         let mut metrics_open = 0;
+        // Turns of the loop, for `--trace`.
+        let mut turn: u64 = 0;
 
         loop {
             // ---- 1. sleep until something is ready, or until the nearest deadline
@@ -330,6 +332,8 @@ impl Server {
             }
             let clock = Clock::read();
             let now = clock.now;
+            turn += 1;
+            log::trace!("turn {turn}: {} events", events.iter().count());
             date.update(clock.wall);
             if let Some(m) = metrics.as_mut() {
                 m.iteration(events.iter().count());
@@ -471,6 +475,7 @@ impl Server {
                 if let Some(when) = slot.timer {
                     schedule.timers.reschedule(Token(key), Some(when), None);
                 }
+                log::trace!("token={key} freed");
                 // Dropping the socket closes it.
             }
             if freed {
@@ -562,6 +567,11 @@ impl Schedule {
         }
         let wanted = slot.conn.interest();
         if wanted != slot.interest {
+            log::trace!(
+                "token={key} interest {}=>{}",
+                short(slot.interest),
+                short(wanted)
+            );
             match registry.reregister(slot.conn.socket_mut(), token, wanted) {
                 Ok(()) => slot.interest = wanted,
                 Err(e) => {
@@ -585,9 +595,19 @@ impl Schedule {
             }
         }
         if slot.conn.wants_resume() && !slot.queued {
+            log::trace!("token={key} yields (budget)");
             slot.queued = true;
             self.resume.push(key);
         }
+    }
+}
+
+/// An interest as `--trace` shows it: `R`, `W` or `RW`.
+fn short(interest: Interest) -> &'static str {
+    match (interest.is_readable(), interest.is_writable()) {
+        (true, true) => "RW",
+        (false, true) => "W",
+        _ => "R",
     }
 }
 
