@@ -374,7 +374,10 @@ fn the_welcome_pages_reading_list_matches_the_readmes() {
         .expect("section");
     let from_readme: Vec<String> = section
         .lines()
-        .filter(|l| l.split_once(". ").is_some_and(|(n, _)| n.parse::<u32>().is_ok()))
+        .filter(|l| {
+            l.split_once(". ")
+                .is_some_and(|(n, _)| n.parse::<u32>().is_ok())
+        })
         .filter_map(|l| Some(l.split('`').find(|w| w.starts_with("src/"))?.to_string()))
         .collect();
     let list = page
