@@ -18,7 +18,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::buffers::OutBuf;
 use crate::context::Context;
@@ -636,17 +636,18 @@ fn write_reply(out: &mut OutBuf, reply: &Reply, frame: &Frame<'_>) -> Outcome {
     )
 }
 
-/// Records one answered request: in the counters and in the access log, unless it is not
-/// the site's traffic (`site` is false on the metrics listener; health checks are counted
-/// apart). The clock is read once, for both.
-pub fn record(
+/// Records one answered request in the counters (unless `site` is false: scrapes of the
+/// metrics are not traffic; health checks are counted apart), and returns its access-log
+/// entry when there is a log (and it is the site's, and not a health check). The connection
+/// writes that line once the response has gone out (see [`crate::ops::access_log::Unsent`]).
+pub fn record<'r>(
     ctx: &mut Context<'_>,
     peer: Option<std::net::SocketAddr>,
-    req: &Request<'_>,
+    req: &'r Request<'_>,
     outcome: &Outcome,
     started: Instant,
     site: bool,
-) {
+) -> Option<Entry<'r>> {
     // A balancer's health checks every few hundred milliseconds would drown the site's
     // lines and skew its counters: they get a counter of their own, and are treated like
     // scrapes otherwise.
@@ -654,36 +655,28 @@ pub fn record(
         if let Some(metrics) = ctx.metrics.as_deref_mut() {
             metrics.health_check(outcome.status);
         }
-        return;
+        return None;
     }
     // Scrapes of the metrics listener are not the site's traffic: neither counted nor logged.
     let logging = site && ctx.access_log.enabled();
-    let counting = site && ctx.metrics.is_some();
-    if !logging && !counting {
-        return;
-    }
-    let took = Instant::now().saturating_duration_since(started);
-    if let Some(metrics) = ctx.metrics.as_deref_mut().filter(|_| counting) {
+    if let Some(metrics) = ctx.metrics.as_deref_mut().filter(|_| site) {
+        let took = Instant::now().saturating_duration_since(started);
         metrics.request(req.method, outcome.status, outcome.body_bytes, took);
     }
-    if logging {
-        log_request(ctx, peer, req, outcome, took);
-    }
+    logging.then(|| log_entry(ctx, peer, req, outcome))
 }
 
-/// Writes the access-log line for one answered request.
-fn log_request(
-    ctx: &mut Context<'_>,
+/// The access-log entry for one answered request; its time is filled in when it is written.
+fn log_entry<'r>(
+    ctx: &Context<'_>,
     peer: Option<std::net::SocketAddr>,
-    req: &Request<'_>,
+    req: &'r Request<'_>,
     outcome: &Outcome,
-    took: Duration,
-) {
-    let micros = took.as_micros();
+) -> Entry<'r> {
     let header = ctx.real_ip_header;
     let client =
         crate::ops::proxy::client_addr(peer, header, req.headers_named(header.name()), ctx.trusted);
-    let entry = Entry {
+    Entry {
         peer: client,
         peer_is_unix: peer.is_none() && client.is_none(),
         request_line: req.request_line(),
@@ -691,7 +684,6 @@ fn log_request(
         body_bytes: outcome.body_bytes,
         referer: req.referer,
         user_agent: req.user_agent,
-        micros: u64::try_from(micros).unwrap_or(u64::MAX),
-    };
-    ctx.access_log.log(&entry, ctx.wall);
+        micros: 0,
+    }
 }

@@ -18,6 +18,8 @@ use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::rc::Rc;
 
+use crate::ops::access_log::Unsent;
+
 /// Size of every read buffer the pool hands out.
 pub const READ_BUFFER: usize = 4 * 1024;
 
@@ -47,6 +49,7 @@ pub const COPY_BELOW: usize = 4 * 1024;
 pub struct BufferPool {
     reads: Vec<Vec<u8>>,
     outs: Vec<OutBuf>,
+    unsent: Vec<Unsent>,
 }
 
 impl BufferPool {
@@ -66,6 +69,18 @@ impl BufferPool {
             owned: Vec::with_capacity(READ_BUFFER),
             ..OutBuf::default()
         })
+    }
+
+    /// An empty queue of access-log lines (see [`Unsent`]).
+    pub fn take_unsent(&mut self) -> Unsent {
+        self.unsent.pop().unwrap_or_default()
+    }
+
+    /// Gives an empty queue of access-log lines back.
+    pub fn give_unsent(&mut self, unsent: Unsent) {
+        if unsent.worth_keeping() && self.unsent.len() < MAX_FREE {
+            self.unsent.push(unsent);
+        }
     }
 
     /// Gives a read buffer back. Buffers that grew (for a large head) are freed.

@@ -28,6 +28,14 @@ pub enum ListenAddr {
     Tcp(SocketAddr),
     /// A Unix-domain socket, written `unix:/path/to.sock`.
     Unix(PathBuf),
+    /// The one listening socket systemd passes (socket activation, sd_listen_fds(3)),
+    /// written `systemd`: descriptor 3, checked against `LISTEN_FDS` and `LISTEN_PID`.
+    Systemd,
+    /// A listening socket inherited on this descriptor, written `fd:N` (N is 3 or more: 0, 1
+    /// and 2 are stdin, stdout and stderr). The server takes it over and closes it when it
+    /// ends, so it must have been handed to this process for that and to nothing else in
+    /// it; the binary claims it before it opens anything of its own.
+    Fd(std::os::fd::RawFd),
 }
 
 impl std::str::FromStr for ListenAddr {
@@ -39,6 +47,17 @@ impl std::str::FromStr for ListenAddr {
                 return Err("unix: needs a path, as in unix:/run/readyserve.sock".to_string());
             }
             return Ok(ListenAddr::Unix(PathBuf::from(path)));
+        }
+        if s == "systemd" {
+            return Ok(ListenAddr::Systemd);
+        }
+        if let Some(n) = s.strip_prefix("fd:") {
+            return match n.parse::<std::os::fd::RawFd>() {
+                Ok(fd) if fd >= 3 => Ok(ListenAddr::Fd(fd)),
+                _ => Err(format!(
+                    "'{s}' is not fd:N with a descriptor number N of 3 or more, as in fd:3"
+                )),
+            };
         }
         if let Ok(addr) = s.parse::<SocketAddr>() {
             return Ok(ListenAddr::Tcp(addr));
@@ -63,6 +82,8 @@ impl std::fmt::Display for ListenAddr {
         match self {
             ListenAddr::Tcp(addr) => write!(f, "{addr}"),
             ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+            ListenAddr::Systemd => write!(f, "systemd"),
+            ListenAddr::Fd(fd) => write!(f, "fd:{fd}"),
         }
     }
 }
@@ -91,7 +112,8 @@ fn parse_mode(s: &str) -> Result<u32, String> {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "readyserve", version, about, long_about = None)]
 pub struct Config {
-    /// Address to listen on: host:port, or unix:/path/to.sock.
+    /// Address to listen on: host:port, unix:/path/to.sock, systemd (the socket systemd
+    /// passes) or fd:N (a listening socket inherited on descriptor N).
     #[arg(long, env = "READYSERVE_LISTEN", default_value = "127.0.0.1:7878")]
     pub listen: ListenAddr,
 
@@ -295,6 +317,14 @@ impl Config {
                 Some(ValueSource::CommandLine | ValueSource::EnvVariable)
             )
         };
+        let inherited = matches!(config.listen, ListenAddr::Systemd | ListenAddr::Fd(_));
+        if given("unix_mode") && inherited {
+            return Err(CommandLineError::Invalid(format!(
+                "error: --unix-mode does not apply to --listen {}: whoever made the socket sets \
+                 its mode (SocketMode= in a systemd .socket unit)",
+                config.listen
+            )));
+        }
         if given("unix_mode") && !matches!(config.listen, ListenAddr::Unix(_)) {
             return Err(CommandLineError::Invalid(format!(
                 "error: --unix-mode applies to a unix: listener, and --listen is {}",
@@ -308,6 +338,16 @@ impl Config {
                  header (for example --trust-proxy 127.0.0.1)"
                     .to_string(),
             ));
+        }
+        // SO_REUSEPORT only counts if it is set before bind(2), and an inherited socket is
+        // bound already: silently ignoring the flag would leave someone believing that
+        // several processes share the port.
+        if config.reuse_port && inherited {
+            return Err(CommandLineError::Invalid(format!(
+                "error: --reuse-port does not apply to --listen {}: the socket is bound \
+                 already (set ReusePort= in the systemd .socket unit instead)",
+                config.listen
+            )));
         }
         Ok(config)
     }
@@ -494,6 +534,60 @@ mod tests {
             let range: TrustedProxy = range.parse().unwrap_or(TrustedProxy::Unix);
             let ip: std::net::IpAddr = ip.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
             assert_eq!(range.contains(ip), *want, "{range:?} {ip}");
+        }
+    }
+
+    #[test]
+    fn inherited_listeners_parse_and_print_back() {
+        for (text, want) in [
+            ("systemd", ListenAddr::Systemd),
+            ("fd:3", ListenAddr::Fd(3)),
+            ("fd:17", ListenAddr::Fd(17)),
+        ] {
+            assert_eq!(text.parse::<ListenAddr>().as_ref(), Ok(&want), "{text}");
+            assert_eq!(want.to_string(), text);
+        }
+        for bad in [
+            "fd:",
+            "fd:abc",
+            "fd:-1",
+            "fd:0",
+            "fd:2",
+            "fd: 3",
+            "fd:3x",
+            "systemd:3",
+        ] {
+            let err = bad.parse::<ListenAddr>();
+            assert!(err.is_err(), "{bad} was accepted as {err:?}");
+        }
+        assert!(
+            "fd:abc"
+                .parse::<ListenAddr>()
+                .is_err_and(|e| e.contains("fd:N") && e.contains("fd:abc")),
+            "the error shows the value and the form"
+        );
+    }
+
+    #[test]
+    fn inherited_listeners_refuse_unix_mode_and_reuse_port() {
+        for listen in ["systemd", "fd:3"] {
+            // The error names the flag, the listener, and where the setting belongs instead.
+            for (flag, instead) in [
+                (&["--unix-mode", "600"][..], "SocketMode="),
+                (&["--reuse-port"], "ReusePort="),
+            ] {
+                let args = [&["readyserve", "--listen", listen][..], flag].concat();
+                match Config::from_command_line(args) {
+                    Err(CommandLineError::Invalid(line)) => {
+                        assert!(line.contains(flag[0]), "{line}");
+                        assert!(line.contains(listen), "{line}");
+                        assert!(line.contains(instead), "{line}");
+                    }
+                    other => panic!("{listen} {flag:?} gave {other:?}"),
+                }
+            }
+            let plain = Config::from_command_line(["readyserve", "--listen", listen]);
+            assert!(plain.is_ok(), "{listen}: {plain:?}");
         }
     }
 

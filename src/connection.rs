@@ -64,7 +64,7 @@ use crate::http::body::Discard;
 use crate::http::error::HttpError;
 use crate::http::request::{self, BodyLength, Parsed};
 use crate::listener::Transport;
-use crate::ops::access_log::Entry;
+use crate::ops::access_log::{Entry, Unsent};
 use crate::ops::metrics::TimeoutKind;
 
 /// Stop parsing pipelined requests while this much output is waiting (backpressure): a
@@ -210,6 +210,11 @@ pub struct Connection<S> {
     /// Output still to be sent; `file` follows it.
     out: OutBuf,
     file: Option<FileBody>,
+    /// Bytes sent to the client since the accept: how far the output has got, which says
+    /// which responses are all out.
+    sent: u64,
+    /// Access-log lines of responses not all sent yet.
+    unsent: Unsent,
     /// Close once the output is sent (an error, `Connection: close`, HTTP/1.0, shutdown).
     close_after_write: bool,
     /// The socket may hold unread bytes: no read has yet hit WouldBlock or come up short
@@ -257,6 +262,8 @@ impl<S: Transport> Connection<S> {
             held: None,
             out: OutBuf::new(),
             file: None,
+            sent: 0,
+            unsent: Unsent::default(),
             close_after_write: false,
             // Registration is edge-triggered, and epoll reports bytes that arrived before
             // registration as a first edge, so there is no need to try a read now.
@@ -663,7 +670,7 @@ impl<S: Transport> Connection<S> {
             self.wait_for_input("need more bytes", ctx.pool);
             return Step::Continue;
         }
-        if self.out.len() >= HIGH_WATER || self.file.is_some() {
+        if self.out.len() + self.unsent.held_bytes() >= HIGH_WATER || self.file.is_some() {
             // Backpressure: send what is queued before answering more. Shared bodies count
             // in full: each one keeps its cache entry alive for as long as it is queued.
             self.start_writing("output over high-water mark");
@@ -720,7 +727,11 @@ impl<S: Transport> Connection<S> {
                 } else {
                     answer::answer(&req, &mut self.out, &mut self.file, ctx)
                 };
-                answer::record(ctx, self.peer, &req, &outcome, started, !self.metrics_only);
+                let site = !self.metrics_only;
+                if let Some(entry) = answer::record(ctx, self.peer, &req, &outcome, started, site) {
+                    let end = self.output_end();
+                    log_when_sent(&mut self.unsent, ctx.pool, &entry, end, started);
+                }
                 self.input.consume(n);
                 self.close_after_write |= outcome.close;
                 self.turn_requests += 1;
@@ -755,6 +766,7 @@ impl<S: Transport> Connection<S> {
         if !ctx.access_log.enabled() {
             return;
         }
+        let started = self.head_started.unwrap_or(self.now);
         let pending = self.input.pending();
         let line_end = pending
             .iter()
@@ -771,7 +783,23 @@ impl<S: Transport> Connection<S> {
             user_agent: None,
             micros: 0,
         };
-        ctx.access_log.log(&entry, ctx.wall);
+        let end = self.output_end();
+        log_when_sent(&mut self.unsent, ctx.pool, &entry, end, started);
+    }
+
+    /// Where the output queued so far ends, in bytes since the accept.
+    fn output_end(&self) -> u64 {
+        let file = self.file.as_ref().map_or(0, |f| f.remaining);
+        self.sent + self.out.len() as u64 + file
+    }
+
+    /// Writes the access-log lines of the responses cut short by the close: with the body
+    /// bytes that did go out. The loop calls it when it frees the slot.
+    pub fn log_cut_short(&mut self, ctx: &mut Context<'_>) {
+        if !self.unsent.is_empty() {
+            let (sent, now) = (self.sent, ctx.now);
+            self.unsent.cut_short(sent, now, ctx.wall, ctx.access_log);
+        }
     }
 
     /// Queues the error response to a request that has no usable head (so HTTP/1.1, with a
@@ -803,6 +831,9 @@ impl<S: Transport> Connection<S> {
     /// Gives both buffers back to the pool, if they hold nothing still needed.
     pub fn recycle(&mut self, pool: &mut BufferPool) {
         self.input.recycle(pool);
+        if self.unsent.is_empty() && self.unsent.has_capacity() {
+            pool.give_unsent(std::mem::take(&mut self.unsent));
+        }
         if self.out.is_empty() && self.file.is_none() {
             pool.give_out(std::mem::take(&mut self.out));
         }
@@ -810,12 +841,26 @@ impl<S: Transport> Connection<S> {
 
     // ----- Writing -----------------------------------------------------------------------
 
-    /// Writing: send queued output until it is all sent or the socket would block.
+    /// Writing: send queued output until it is all sent or the socket would block; then
+    /// log the responses that are all out.
     fn on_writing(&mut self, ctx: &mut Context<'_>) -> Step {
-        let mut wrote = 0;
+        let step = self.send_output(ctx);
+        if !self.unsent.is_empty() {
+            let (sent, now) = (self.sent, self.now);
+            self.unsent.sent(sent, now, ctx.wall, ctx.access_log);
+        }
+        step
+    }
+
+    /// Sends queued output until it is all sent, the socket would block, or the turn's
+    /// share is used up.
+    fn send_output(&mut self, ctx: &mut Context<'_>) -> Step {
+        // For `--trace`: what this call sent, by writev and sendfile alike.
+        let before = self.sent;
         loop {
             if !self.out.is_empty() {
                 if self.turn_bytes >= MAX_BYTES_PER_TURN {
+                    self.trace_wrote(before, "turn's share used");
                     return Step::Yield;
                 }
                 // Heads and bodies, owned and shared, in one writev(2). On the stack: the
@@ -829,15 +874,15 @@ impl<S: Transport> Connection<S> {
                     Ok(0) => return self.close("write returned 0"),
                     Ok(n) => {
                         self.out.advance(n);
+                        self.sent += n as u64;
                         self.turn_bytes += n;
-                        wrote += n;
                         self.progress_at = self.now;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         // The socket's send buffer is full: the client reads slower than we
                         // write. Wait for a writable edge. While we wait we are not told about
                         // input, so look for it again afterwards.
-                        log::trace!("token={} wrote {wrote} bytes (WouldBlock)", self.token.0);
+                        self.trace_wrote(before, "WouldBlock");
                         self.read_more = true;
                         return Step::Wait;
                     }
@@ -853,13 +898,14 @@ impl<S: Transport> Connection<S> {
                 continue;
             }
             if self.turn_bytes >= MAX_BYTES_PER_TURN && self.file.is_some() {
+                self.trace_wrote(before, "turn's share used");
                 return Step::Yield;
             }
             match self.send_file_body() {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    log::trace!("token={} wrote {wrote} bytes (WouldBlock)", self.token.0);
+                    self.trace_wrote(before, "WouldBlock");
                     self.read_more = true;
                     return Step::Wait;
                 }
@@ -879,8 +925,17 @@ impl<S: Transport> Connection<S> {
                 }
             }
         }
-        log::trace!("token={} wrote {wrote} bytes (all sent)", self.token.0);
+        self.trace_wrote(before, "all sent");
         self.after_output(ctx)
+    }
+
+    /// `--trace`: the bytes sent since `before`, and why sending stopped.
+    fn trace_wrote(&self, before: u64, why: &str) {
+        log::trace!(
+            "token={} wrote {} bytes ({why})",
+            self.token.0,
+            self.sent - before
+        );
     }
 
     /// Everything queued has gone out: what next? The one place that decides between
@@ -927,7 +982,9 @@ impl<S: Transport> Connection<S> {
             match retrying(|| self.socket.send_file(&mut body.file, count)) {
                 Ok(0) => return Err(shrank()),
                 Ok(n) => {
+                    log::trace!("token={} sendfile {n} bytes", self.token.0);
                     body.remaining -= n as u64;
+                    self.sent += n as u64;
                     self.turn_bytes += n;
                     self.progress_at = self.now;
                     return Ok(true);
@@ -986,6 +1043,21 @@ struct HeldHead {
     len: usize,
     /// When it started arriving (for the access log's request time).
     started: Instant,
+}
+
+/// Keeps the access-log line of a response just queued, which ends at `end` in the output,
+/// to be written when its last byte has gone out (see [`Unsent`]).
+fn log_when_sent(
+    unsent: &mut Unsent,
+    pool: &mut BufferPool,
+    entry: &Entry<'_>,
+    end: u64,
+    started: Instant,
+) {
+    if !unsent.has_capacity() {
+        *unsent = pool.take_unsent();
+    }
+    unsent.push(entry, end, started);
 }
 
 /// Runs an I/O call, again whenever a signal interrupts it.

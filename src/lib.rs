@@ -24,6 +24,10 @@
 //!  any state ── EOF / I/O error / timeout ──▶ Closed ──▶ slot freed at the end of the turn
 //! ```
 //!
+//! Behind a TCP proxy that speaks the PROXY protocol (`--proxy-protocol`), a connection
+//! starts one step earlier, in ProxyHeader, and moves on to Reading only once the header
+//! has named the client.
+//!
 //! What it waits for comes from its state: input in Reading, room for output in Writing.
 //! A client that stops reading stops being read from (backpressure), and one that pipelines
 //! a thousand requests gets a fair share per turn, not the whole loop. `ARCHITECTURE.md`
@@ -35,7 +39,8 @@
 //! The main story is flat:
 //!
 //! - [`server`]: the event loop, accepting, the fairness queue, shutdown.
-//! - [`listener`]: TCP and Unix-socket listeners, the stream type for both, and the
+//! - [`listener`]: TCP and Unix-socket listeners (bound, or inherited from systemd or a
+//!   parent process), the stream type for both, and the
 //!   [`Transport`](listener::Transport) a connection runs on.
 //! - [`connection`]: the per-connection state machine, and nothing else.
 //! - [`context`]: what one turn of the loop lends a connection: limits, clock, shared state.
@@ -62,16 +67,18 @@
 //!
 //! - [`files::static_files`]: from a URL to an open file (or directory) under the root,
 //!   safely.
-//! - [`files::cache`]: small files and listings in memory, invalidated by inotify,
-//!   revalidated twice a second.
+//! - [`files::cache`]: small files and listings in memory. inotify drops an entry as soon as
+//!   its file changes; what inotify cannot see (a symlink on the path re-pointed, as atomic
+//!   deploys do) is caught by resolving each entry's URL again, at most twice a second.
 //! - [`files::listing`]: directory listings (`--list-directories`), safely escaped.
 //!
 //! [`ops`] is what operating the server needs:
 //!
-//! - [`ops::access_log`]: one Combined Log Format (or JSON) line per request, buffered per
-//!   turn.
+//! - [`ops::access_log`]: one Combined Log Format (or JSON) line per request, written when
+//!   its response has been sent (with the bytes that went out), buffered per turn.
 //! - [`ops::metrics`]: Prometheus counters, served by a second listener in the same loop.
 //! - [`ops::proxy`]: the real client address behind a trusted proxy (X-Forwarded-For).
+//! - [`ops::proxy_protocol`]: the PROXY protocol header (v1 and v2) a TCP proxy sends first.
 //!
 //! ## The life of a request
 //!

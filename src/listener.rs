@@ -4,11 +4,17 @@
 //! Behind a reverse proxy on the same machine, a Unix socket saves the TCP stack's work
 //! and cannot be reached from the network at all. Both kinds are plain readiness sources to
 //! mio, so the loop does not care which one it has.
+//!
+//! A listener is either bound here or inherited: systemd's socket activation
+//! (`--listen systemd`, sd_listen_fds(3)) or a parent process (`--listen fd:N`) binds the
+//! socket and passes it open across exec(2). [`Listener::bind`] checks that such a
+//! descriptor really is a listening stream socket and wraps it as the same TCP or Unix
+//! listener, so the rest of the server cannot tell the difference.
 
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -26,12 +32,16 @@ const BACKLOG: i32 = 1024;
 pub enum Listener {
     /// TCP.
     Tcp(TcpListener),
-    /// A Unix-domain socket at `path`, which is removed again on shutdown.
+    /// A Unix-domain socket at `path`.
     Unix {
         /// The listener.
         listener: UnixListener,
-        /// Its filesystem path.
+        /// Its filesystem path (`@name` for an abstract socket).
         path: PathBuf,
+        /// This process made the socket file, so it removes it again when the listener is
+        /// closed. An inherited socket's file belongs to whoever made it (systemd removes its
+        /// own when the socket unit stops) and is left alone.
+        remove_on_drop: bool,
     },
 }
 
@@ -45,7 +55,9 @@ pub struct BindOptions {
 }
 
 impl Listener {
-    /// Binds `addr`.
+    /// Binds `addr`, or takes over the inherited socket it names (`systemd`, `fd:N`). An
+    /// inherited descriptor that cannot serve is an `InvalidInput` error whose inner error is
+    /// an [`InheritError`] saying why.
     pub fn bind(addr: &ListenAddr, options: BindOptions) -> io::Result<Listener> {
         match addr {
             ListenAddr::Tcp(addr) => bind_tcp(*addr, options.reuse_port).map(Listener::Tcp),
@@ -56,8 +68,20 @@ impl Listener {
                 Ok(Listener::Unix {
                     listener,
                     path: path.clone(),
+                    remove_on_drop: true,
                 })
             }
+            ListenAddr::Systemd => {
+                let fd = systemd_fd().map_err(InheritError::into_io)?;
+                let listener = inherit(fd).map_err(InheritError::into_io)?;
+                // Socket units may name their sockets (FileDescriptorName=); say which it was.
+                match std::env::var("LISTEN_FDNAMES") {
+                    Ok(name) => log::info!("took the listening socket {name:?} from systemd"),
+                    Err(_) => log::info!("took the listening socket from systemd"),
+                }
+                Ok(listener)
+            }
+            ListenAddr::Fd(fd) => inherit(*fd).map_err(InheritError::into_io),
         }
     }
 
@@ -100,14 +124,213 @@ impl Listener {
 }
 
 impl Drop for Listener {
-    /// A Unix listener removes its socket file when it is closed: on shutdown, and on any
-    /// error path that drops the server.
+    /// A Unix listener that made its socket file removes it when it is closed: on shutdown,
+    /// and on any error path that drops the server. An inherited one leaves it to its owner.
     fn drop(&mut self) {
-        if let Listener::Unix { path, .. } = self
+        if let Listener::Unix {
+            path,
+            remove_on_drop: true,
+            ..
+        } = self
             && let Err(e) = std::fs::remove_file(&*path)
         {
             log::warn!("could not remove {}: {e}", path.display());
         }
+    }
+}
+
+/// The first descriptor systemd passes (`SD_LISTEN_FDS_START` in sd_listen_fds(3)); the
+/// others, if any, follow it.
+pub const SD_LISTEN_FDS_START: RawFd = 3;
+
+/// Why an inherited descriptor (`--listen systemd` or `fd:N`) cannot be the listener.
+#[derive(Debug)]
+pub enum InheritError {
+    /// A variable of the protocol is not set: the process was not socket-activated.
+    Unset(&'static str),
+    /// A variable of the protocol is not a number.
+    NotANumber(&'static str, String),
+    /// `LISTEN_PID` names another process: the sockets were meant for it, not for us.
+    OtherProcess {
+        /// The value of `LISTEN_PID`.
+        listen_pid: u32,
+        /// This process's PID.
+        ours: u32,
+    },
+    /// `LISTEN_FDS` is not 1: readyserve serves exactly one socket.
+    Count(u32),
+    /// The descriptor is not open in this process.
+    NotOpen(RawFd),
+    /// The descriptor is open but is not a socket; the text says what it is instead.
+    NotASocket(RawFd, &'static str),
+    /// A socket, but not a stream (TCP-like) one: datagrams, for example.
+    NotAStream(RawFd),
+    /// A stream socket of a family other than IPv4, IPv6 or Unix.
+    Family(RawFd, rustix::net::AddressFamily),
+    /// A stream socket that is not listening: a connection (systemd's `Accept=yes` passes
+    /// those), or one never given to listen(2).
+    NotListening(RawFd),
+    /// Asking the kernel about the descriptor, or setting its flags, failed.
+    Sys(RawFd, io::Error),
+}
+
+impl std::fmt::Display for InheritError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InheritError::Unset(var) => write!(
+                f,
+                "{var} is not set: readyserve was not started by socket activation \
+                 (a systemd .socket unit, or systemd-socket-activate)"
+            ),
+            InheritError::NotANumber(var, value) => write!(f, "{var}={value:?} is not a number"),
+            InheritError::OtherProcess { listen_pid, ours } => write!(
+                f,
+                "LISTEN_PID={listen_pid}, but this process is {ours}: the sockets were \
+                 passed to another process"
+            ),
+            InheritError::Count(n) => write!(
+                f,
+                "LISTEN_FDS={n}, and readyserve takes exactly one socket: give the socket \
+                 unit one ListenStream="
+            ),
+            InheritError::NotOpen(fd) => write!(f, "descriptor {fd} is not open"),
+            InheritError::NotASocket(fd, what) => {
+                write!(f, "descriptor {fd} is {what}, not a socket")
+            }
+            InheritError::NotAStream(fd) => write!(
+                f,
+                "descriptor {fd} is not a stream socket (ListenStream=, not ListenDatagram=)"
+            ),
+            InheritError::Family(fd, family) => write!(
+                f,
+                "descriptor {fd} is a socket of family {family:?}, not IPv4, IPv6 or Unix"
+            ),
+            InheritError::NotListening(fd) => write!(
+                f,
+                "descriptor {fd} is a socket that is not listening (a connection? a socket \
+                 unit must have Accept=no)"
+            ),
+            InheritError::Sys(fd, e) => write!(f, "descriptor {fd}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for InheritError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            InheritError::Sys(_, e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl InheritError {
+    /// As the `io::Error` that [`Listener::bind`] returns.
+    fn into_io(self) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidInput, self)
+    }
+}
+
+/// The descriptor systemd passed to this process, by the protocol of sd_listen_fds(3):
+/// `LISTEN_PID` must be our PID (the variables may have been inherited from a parent that
+/// was the one activated), and `LISTEN_FDS` the number of descriptors from 3 on.
+fn systemd_fd() -> Result<RawFd, InheritError> {
+    let listen_pid = env_number("LISTEN_PID")?;
+    let ours = rustix::process::getpid()
+        .as_raw_nonzero()
+        .get()
+        .unsigned_abs();
+    if listen_pid != ours {
+        return Err(InheritError::OtherProcess { listen_pid, ours });
+    }
+    match env_number("LISTEN_FDS")? {
+        1 => Ok(SD_LISTEN_FDS_START),
+        n => Err(InheritError::Count(n)),
+    }
+}
+
+/// The variable `var` as a number.
+fn env_number(var: &'static str) -> Result<u32, InheritError> {
+    let value = std::env::var_os(var).ok_or(InheritError::Unset(var))?;
+    let value = value.to_string_lossy();
+    value
+        .parse()
+        .map_err(|_| InheritError::NotANumber(var, value.into_owned()))
+}
+
+/// Takes over the listening socket on descriptor `fd`: checks that it is a listening stream
+/// socket, sets close-on-exec and non-blocking, and wraps it by its address family.
+fn inherit(fd: RawFd) -> Result<Listener, InheritError> {
+    use rustix::fs::FileType;
+    use rustix::net::{AddressFamily, SocketType, sockopt};
+
+    // SAFETY: fcntl(F_GETFD) with any integer is sound: it reads the descriptor's flags and
+    // touches no memory; for a number that is not open it fails with EBADF. It is asked on
+    // the raw number because nothing may own the descriptor before we know it is open.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return Err(InheritError::NotOpen(fd));
+    }
+    // SAFETY: `fd` is open (just checked), and it was handed to this process to be taken
+    // over: by systemd (LISTEN_PID is ours) or by whoever started us with `--listen fd:N`.
+    // Nothing else in the process owns it: stdin, stdout and stderr are refused when
+    // parsing, `Server::bind` takes the listener before it opens any file or socket of its
+    // own (so the number cannot be one of ours that happened to be free), and this runs
+    // once per bind, so the descriptor gets exactly one owner, closed exactly once.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let sys = |e: rustix::io::Errno| InheritError::Sys(fd, e.into());
+
+    let kind = FileType::from_raw_mode(rustix::fs::fstat(&owned).map_err(sys)?.st_mode);
+    let what = match kind {
+        FileType::Socket => None,
+        FileType::RegularFile => Some("a regular file"),
+        FileType::Directory => Some("a directory"),
+        FileType::Fifo => Some("a pipe"),
+        FileType::CharacterDevice => Some("a character device (a terminal?)"),
+        FileType::BlockDevice => Some("a block device"),
+        FileType::Symlink | FileType::Unknown => Some("of an unknown kind"),
+    };
+    if let Some(what) = what {
+        return Err(InheritError::NotASocket(fd, what));
+    }
+    if sockopt::socket_type(&owned).map_err(sys)? != SocketType::STREAM {
+        return Err(InheritError::NotAStream(fd));
+    }
+    let unix = match sockopt::socket_domain(&owned).map_err(sys)? {
+        AddressFamily::INET | AddressFamily::INET6 => false,
+        AddressFamily::UNIX => true,
+        other => return Err(InheritError::Family(fd, other)),
+    };
+    if !sockopt::socket_acceptconn(&owned).map_err(sys)? {
+        return Err(InheritError::NotListening(fd));
+    }
+    // systemd clears close-on-exec so that the descriptor survives its exec(2) into us; set
+    // it again, so that it goes no further. Non-blocking, because the loop accepts until
+    // WouldBlock. (O_NONBLOCK is shared with systemd's copy, which systemd does not mind.)
+    rustix::io::fcntl_setfd(&owned, rustix::io::FdFlags::CLOEXEC).map_err(sys)?;
+    rustix::io::ioctl_fionbio(&owned, true).map_err(sys)?;
+    if !unix {
+        let listener = std::net::TcpListener::from(owned);
+        return Ok(Listener::Tcp(TcpListener::from_std(listener)));
+    }
+    let listener = std::os::unix::net::UnixListener::from(owned);
+    let path = listener
+        .local_addr()
+        .map(|a| unix_path(&a))
+        .map_err(|e| InheritError::Sys(fd, e))?;
+    Ok(Listener::Unix {
+        listener: UnixListener::from_std(listener),
+        path,
+        remove_on_drop: false,
+    })
+}
+
+/// A Unix socket's address for people: its path, or `@name` for an abstract socket.
+fn unix_path(addr: &std::os::unix::net::SocketAddr) -> PathBuf {
+    use std::os::linux::net::SocketAddrExt;
+    match (addr.as_pathname(), addr.as_abstract_name()) {
+        (Some(path), _) => path.to_path_buf(),
+        (None, Some(name)) => PathBuf::from(format!("@{}", String::from_utf8_lossy(name))),
+        (None, None) => PathBuf::from("(unnamed)"),
     }
 }
 

@@ -38,7 +38,12 @@ fn main() -> ExitCode {
         None => log::info!("open-file limit: unlimited"),
     }
 
-    let mut server = match Server::bind(config) {
+    // sd_listen_fds(3) can unset LISTEN_PID and LISTEN_FDS once the socket is taken, so that
+    // a child process cannot mistake them for its own. readyserve starts no child process,
+    // and unsetting them would need `unsafe` (std::env::remove_var), so they are left: the
+    // LISTEN_PID check keeps any other process from taking them as its own.
+    let bound = Server::bind(config);
+    let mut server = match bound {
         Ok(server) => server,
         Err(e) => {
             log::error!("{e}");

@@ -168,13 +168,21 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Checks the root, opens the access log, and binds the listener. Nothing is accepted
-    /// until [`Server::run`].
+    /// Binds the listener (or takes the inherited one), checks the root, and opens the
+    /// access log. Nothing is accepted until [`Server::run`].
     pub fn bind(config: Config) -> Result<Server, StartError> {
         // The command line checks it already; a configuration built in code is checked here.
         if let Some(path) = &config.health_path {
             crate::config::parse_health_path(path).map_err(StartError::HealthPath)?;
         }
+        // The listener first: an inherited one (`--listen systemd`, `fd:N`) is claimed by its
+        // number, and a file opened before it could take that number if it was not inherited.
+        let bind_options = BindOptions {
+            reuse_port: config.reuse_port,
+            unix_mode: config.unix_mode,
+        };
+        let mut listener = Listener::bind(&config.listen, bind_options)
+            .map_err(|e| StartError::Bind(config.listen.clone(), e))?;
         let options = Options {
             serve_dotfiles: config.serve_dotfiles,
             follow_symlinks: config.follow_symlinks,
@@ -190,12 +198,6 @@ impl Server {
                 _ => StartError::AccessLog("-".into(), e),
             },
         )?;
-        let bind_options = BindOptions {
-            reuse_port: config.reuse_port,
-            unix_mode: config.unix_mode,
-        };
-        let mut listener = Listener::bind(&config.listen, bind_options)
-            .map_err(|e| StartError::Bind(config.listen.clone(), e))?;
         let poll = Poll::new().map_err(StartError::Setup)?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
@@ -315,6 +317,8 @@ impl Server {
         let mut shutdown_deadline: Option<Instant> = None;
         // Connections from the metrics listener; the rest of the slab is the site's.
         let mut metrics_open = 0;
+        // Turns of the loop, for `--trace`.
+        let mut turn: u64 = 0;
 
         loop {
             // ---- 1. sleep until something is ready, or until the nearest deadline
@@ -342,6 +346,8 @@ impl Server {
             }
             let clock = Clock::read();
             let now = clock.now;
+            turn += 1;
+            log::trace!("turn {turn}: {} events", events.iter().count());
             date.update(clock.wall);
             if let Some(m) = metrics.as_mut() {
                 m.iteration(events.iter().count());
@@ -492,6 +498,7 @@ impl Server {
                 if slot.metrics {
                     metrics_open -= 1;
                 }
+                slot.conn.log_cut_short(&mut ctx);
                 slot.conn.recycle(ctx.pool);
                 if let Err(e) = registry.deregister(slot.conn.socket_mut()) {
                     log::debug!("token={key} deregister failed: {e}");
@@ -499,6 +506,7 @@ impl Server {
                 if let Some(when) = slot.timer {
                     schedule.timers.reschedule(Token(key), Some(when), None);
                 }
+                log::trace!("token={key} freed");
                 // Dropping the socket closes it.
             }
             if freed {
@@ -542,7 +550,7 @@ impl Server {
             }
 
             // ---- 6. access log: one write per turn, not one per request
-            self.access_log.flush();
+            ctx.access_log.flush();
 
             if let Some(deadline) = shutdown_deadline {
                 if slots.is_empty() {
@@ -554,6 +562,10 @@ impl Server {
                         "shutdown grace period over: cutting {} connections short",
                         slots.len()
                     );
+                    for (_, slot) in slots.iter_mut() {
+                        slot.conn.log_cut_short(&mut ctx);
+                    }
+                    ctx.access_log.flush();
                     return Ok(());
                 }
             }
@@ -586,6 +598,11 @@ impl Schedule {
         }
         let wanted = slot.conn.interest();
         if wanted != slot.interest {
+            log::trace!(
+                "token={key} interest {}=>{}",
+                short(slot.interest),
+                short(wanted)
+            );
             match registry.reregister(slot.conn.socket_mut(), token, wanted) {
                 Ok(()) => slot.interest = wanted,
                 Err(e) => {
@@ -609,9 +626,19 @@ impl Schedule {
             }
         }
         if slot.conn.wants_resume() && !slot.queued {
+            log::trace!("token={key} yields (budget)");
             slot.queued = true;
             self.resume.push(key);
         }
+    }
+}
+
+/// An interest as `--trace` shows it: `R`, `W` or `RW`.
+fn short(interest: Interest) -> &'static str {
+    match (interest.is_readable(), interest.is_writable()) {
+        (true, true) => "RW",
+        (false, true) => "W",
+        _ => "R",
     }
 }
 

@@ -357,3 +357,49 @@ fn step_10_embedded_handler_and_files() {
     let index = http_get(&addr, "/");
     assert!(index.contains("<h1>readyserve</h1>"), "{index}");
 }
+
+/// The welcome page's reading list is the README's: the same files, in the same order, and
+/// each one exists.
+#[test]
+fn the_welcome_pages_reading_list_matches_the_readmes() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).expect("README");
+    let page = std::fs::read_to_string(format!("{root}/public/index.html")).expect("page");
+    // The README's list: the numbered items under "## Reading the code", each item's first
+    // `src/...`.
+    let section = readme
+        .split("## Reading the code")
+        .nth(1)
+        .and_then(|s| s.split("\n### ").next())
+        .expect("section");
+    let from_readme: Vec<String> = section
+        .lines()
+        .filter(|l| {
+            l.split_once(". ")
+                .is_some_and(|(n, _)| n.parse::<u32>().is_ok())
+        })
+        .filter_map(|l| Some(l.split('`').find(|w| w.starts_with("src/"))?.to_string()))
+        .collect();
+    let list = page
+        .split("<h2>How to read the code</h2>")
+        .nth(1)
+        .and_then(|s| s.split("<ol>").nth(1))
+        .and_then(|s| s.split("</ol>").next())
+        .expect("the page's list");
+    let from_page: Vec<String> = list
+        .split("<li>")
+        .skip(1)
+        .filter_map(|item| {
+            let code = item.split("<code>").nth(1)?.split("</code>").next()?;
+            Some(code.to_string())
+        })
+        .collect();
+    assert_eq!(from_readme.len(), 7, "{from_readme:?}");
+    assert_eq!(from_page, from_readme);
+    for path in &from_readme {
+        assert!(
+            std::path::Path::new(root).join(path).exists(),
+            "{path} is named but does not exist"
+        );
+    }
+}

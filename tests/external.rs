@@ -1,7 +1,8 @@
 //! Tests against real outside programs: the README's deployment blocks (nginx over TCP and
 //! over a Unix socket, HAProxy, the systemd units in `deploy/systemd/`) run as written
-//! against real nginx, haproxy and systemd-analyze; promtool on the metrics; goaccess on the
-//! access log; restarts behind HAProxy under wrk, without a failed request. Those needing a program are `#[ignore]`d so that `cargo test` passes on a
+//! against real nginx, haproxy, systemd-analyze and systemd-socket-activate; promtool on the
+//! metrics; goaccess on the access log; restarts behind HAProxy under wrk, without a failed
+//! request. Those needing a program are `#[ignore]`d so that `cargo test` passes on a
 //! machine without them; `.ci/run` installs the programs and runs them with
 //! `cargo test -- --include-ignored`. The blocks are read out of README.md, so a README
 //! that stops working fails here.
@@ -685,45 +686,135 @@ fn readme_shows_the_systemd_files_byte_for_byte() {
         shown,
         [
             "readyserve.service.d/unix-socket.conf",
-            "readyserve.service"
+            "readyserve.service",
+            "readyserve.socket",
+            "readyserve.service.d/socket-activation.conf",
         ]
     );
 }
 
-/// `systemd-analyze verify` on the shipped unit and its drop-in, from a temporary copy
-/// whose ExecStart points at the built binary instead of /usr/local/bin (it must exist).
+/// `systemd-analyze verify` on the shipped units, from temporary copies whose ExecStart
+/// points at the built binary instead of /usr/local/bin (it must exist): the service with
+/// the Unix-socket drop-in, and the socket unit with the service and the socket-activation
+/// drop-in. Each setup gets its own directory, because every drop-in in
+/// `readyserve.service.d/` would apply at once, and the two are alternatives.
 #[test]
 #[ignore = "needs systemd-analyze (apt-get install systemd)"]
 fn systemd_units_pass_systemd_analyze_verify() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let units = dir.path();
-    std::fs::create_dir_all(units.join("readyserve.service.d")).expect("mkdir");
-    for rel in [
-        "readyserve.service",
-        "readyserve.service.d/unix-socket.conf",
+    for (files, verify) in [
+        (
+            &[
+                "readyserve.service",
+                "readyserve.service.d/unix-socket.conf",
+            ][..],
+            &["readyserve.service"][..],
+        ),
+        (
+            &[
+                "readyserve.service",
+                "readyserve.socket",
+                "readyserve.service.d/socket-activation.conf",
+            ],
+            &["readyserve.socket", "readyserve.service"],
+        ),
     ] {
-        let text = swap(
-            &deploy_file(&format!("systemd/{rel}")),
-            "/usr/local/bin/readyserve",
-            BIN,
+        let dir = tempfile::tempdir().expect("tempdir");
+        let units = dir.path();
+        std::fs::create_dir_all(units.join("readyserve.service.d")).expect("mkdir");
+        for rel in files {
+            let text = deploy_file(&format!("systemd/{rel}"));
+            // The socket unit runs no program.
+            let text = if rel.ends_with(".socket") {
+                text
+            } else {
+                swap(&text, "/usr/local/bin/readyserve", BIN)
+            };
+            std::fs::write(units.join(rel), text).expect("write unit");
+        }
+        // SYSTEMD_UNIT_PATH (with the trailing ':' keeping the default path) makes
+        // systemd-analyze load the drop-in next to the unit, and find the service that the
+        // socket unit activates.
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .args(verify.iter().map(|unit| units.join(unit)))
+            .env("SYSTEMD_UNIT_PATH", format!("{}:", units.display()))
+            .output()
+            .expect("run systemd-analyze (is it installed?)");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         );
-        std::fs::write(units.join(rel), text).expect("write unit");
+        assert!(out.status.success(), "{files:?}: {said}");
+        assert!(said.trim().is_empty(), "{files:?}: findings:\n{said}");
     }
-    // SYSTEMD_UNIT_PATH (with the trailing ':' keeping the default path) makes
-    // systemd-analyze load the drop-in next to the unit.
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(units.join("readyserve.service"))
-        .env("SYSTEMD_UNIT_PATH", format!("{}:", units.display()))
-        .output()
-        .expect("run systemd-analyze (is it installed?)");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+}
+
+/// The socket unit and its drop-in as systemd would run them, with `systemd-socket-activate`
+/// in systemd's place: it listens on the socket unit's `ListenStream=` (a free port instead
+/// of 7878) and, at the first connection, execs the drop-in's ExecStart (the built binary,
+/// temporary root and log directory) with the socket on descriptor 3 and `LISTEN_PID` and
+/// `LISTEN_FDS` set. A GET must get the file and be logged; SIGTERM ends it with status 0.
+#[test]
+#[ignore = "needs systemd-socket-activate (apt-get install systemd)"]
+fn systemd_socket_activate_runs_the_socket_unit_and_drop_in() {
+    let socket_unit = deploy_file("systemd/readyserve.socket");
+    let dropin = deploy_file("systemd/readyserve.service.d/socket-activation.conf");
+    let port = free_port();
+    let listen = swap(
+        &unit_setting(&socket_unit, "ListenStream"),
+        "127.0.0.1:7878",
+        &format!("127.0.0.1:{port}"),
     );
-    assert!(out.status.success(), "{said}");
-    assert!(said.trim().is_empty(), "findings:\n{said}");
+    let dir = open_fixture();
+    let logs = dir.path().join("log");
+    std::fs::create_dir_all(&logs).expect("mkdir log");
+    let exec = unit_setting(&dropin, "ExecStart");
+    assert!(exec.contains("--listen systemd"), "{exec}");
+    assert!(!exec.contains(['"', '\'']), "split below ignores quoting");
+    let argv: Vec<String> = exec
+        .split_whitespace()
+        .map(|a| {
+            a.replace("/usr/local/bin/readyserve", BIN)
+                .replace("/srv/www", &dir.path().join("root").display().to_string())
+                .replace("/var/log/readyserve", &logs.display().to_string())
+        })
+        .collect();
+    let stderr = std::fs::File::create(dir.path().join("stderr")).expect("stderr file");
+    let child = Command::new("systemd-socket-activate")
+        .args(["-l", &listen])
+        .args(&argv)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("start systemd-socket-activate (is it installed?)");
+    let mut child = Killed(child);
+    let said = || std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
+
+    // Bounded: systemd-socket-activate listens within moments, and the request waits in the
+    // socket's queue until readyserve has started and accepts it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut s = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(e) => assert!(Instant::now() < deadline, "connect {port}: {e}\n{}", said()),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    send(&mut s, "GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = try_read_response(&mut s, false)
+        .unwrap_or_else(|| panic!("no response through the activated socket:\n{}", said()));
+    assert_eq!((r.status, r.body_text()), (200, INDEX.to_string()));
+    drop(s);
+    assert!(said().contains("from systemd"), "{}", said());
+
+    // systemd-socket-activate exec'd readyserve in its own process: the PID is readyserve's.
+    sigterm(&child.0);
+    assert_eq!(child.0.wait().expect("wait").code(), Some(0), "{}", said());
+    let log = std::fs::read_to_string(logs.join("access.log")).expect("access log");
+    assert!(log.contains("\"GET /index.html HTTP/1.1\" 200"), "{log}");
 }
 
 #[test]

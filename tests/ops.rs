@@ -541,3 +541,73 @@ fn a_header_timeout_gets_an_access_log_line() {
     let want = format!("\"GET /slow HTTP/1.1\" 408 {} ", r.body.len());
     assert!(text.contains(&want), "{text}");
 }
+
+/// The access log tells what really went out, when it went out: a download abandoned after
+/// 1 MiB is logged with the bytes sent, not the file's size, and a slow reader's line has
+/// its real duration (the time until the last byte was sent, not until it was queued).
+#[test]
+fn access_log_counts_bytes_and_time_as_sent() {
+    const SIZE: u64 = 32 * 1024 * 1024;
+    const PAUSE: Duration = Duration::from_millis(600);
+    let dir = fixture();
+    let log = dir.path().join("access.log");
+    // Sparse: 32 MiB of zeros that cost no disk.
+    let big = std::fs::File::create(dir.path().join("root/big.bin")).expect("create");
+    big.set_len(SIZE).expect("set_len");
+    let mut config = base_config(dir.path());
+    config.access_log = AccessLogTarget::File(log.clone());
+    let (addr, _, handle, thread) = spawn(config);
+    let addr = addr.expect("tcp");
+    // A small receive buffer (which also turns off its autotuning), so that the kernel
+    // cannot take the whole file off the server's hands while the client does not read.
+    let connect = || {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket.set_recv_buffer_size(64 * 1024).expect("rcvbuf");
+        socket.connect(&addr.into()).expect("connect");
+        let mut s: std::net::TcpStream = socket.into();
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        send(&mut s, "GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+        s
+    };
+    let mut abandoned = connect();
+    let mut got = vec![0; 1024 * 1024];
+    abandoned.read_exact(&mut got).expect("the first MiB");
+    drop(abandoned);
+
+    let mut slow = connect();
+    std::thread::sleep(PAUSE);
+    let r = read_response(&mut slow, false);
+    assert_eq!(r.body.len() as u64, SIZE);
+
+    handle.stop();
+    thread.join().expect("thread").expect("run");
+    let text = std::fs::read_to_string(&log).expect("log");
+    let fields = |line: &str| -> (u64, u64) {
+        let mut it = line.rsplit(' ');
+        let micros = it.next().and_then(|f| f.parse().ok()).expect("micros");
+        // ... "GET /big.bin HTTP/1.1" 200 BYTES "-" "-" MICROS
+        let bytes = line
+            .split("\" 200 ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|b| b.parse().ok())
+            .expect("bytes");
+        (bytes, micros)
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    // The abandoned download ended first: its line comes first.
+    let (bytes, _) = fields(lines[0]);
+    assert!(
+        (1024 * 1024 - 512..SIZE / 2).contains(&bytes),
+        "abandoned after 1 MiB, logged with {bytes} bytes:\n{text}"
+    );
+    let (bytes, micros) = fields(lines[1]);
+    assert_eq!(bytes, SIZE, "{text}");
+    assert!(
+        micros >= PAUSE.as_micros() as u64,
+        "the slow reader took at least {PAUSE:?}, logged {micros} µs:\n{text}"
+    );
+}

@@ -17,11 +17,12 @@
 //! On SIGHUP the file is reopened ([`AccessLog::reopen`]), the logrotate convention. A failed
 //! write (a full disk) is reported once, and serving goes on.
 
+use std::collections::VecDeque;
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Where access-log lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,8 +74,139 @@ pub struct Entry<'a> {
     pub referer: Option<&'a [u8]>,
     /// The `User-Agent` header.
     pub user_agent: Option<&'a [u8]>,
-    /// Time from the complete head to the queued response, in microseconds.
+    /// Time from the start of the request to its response's last byte sent (or the close
+    /// that cut it short), in microseconds.
     pub micros: u64,
+}
+
+/// One connection's access-log lines whose responses are still on their way out.
+///
+/// A line is written when its response has been sent, not when it was queued, so that it
+/// tells what really happened: the body bytes that went out and the time it took. A client
+/// that abandons a 4 MB download after 1 MB is logged with 1 MB, and one that reads slowly
+/// is logged with its real duration. Each response is known by where it ends in the
+/// connection's output, counted in bytes since the accept; the connection reports how many
+/// it has sent ([`Unsent::sent`]) and, on close, how far it got ([`Unsent::cut_short`]).
+///
+/// The request's text (request line, `Referer`, `User-Agent`) must outlive the input
+/// buffer it was parsed from, so it is copied here. The copies count toward the
+/// connection's high-water mark ([`Unsent::held_bytes`]): a client that pipelines requests
+/// and never reads cannot make us hold their text without bound. The queue is pooled with
+/// the connection's other buffers, so the steady state allocates nothing.
+#[derive(Debug, Default)]
+pub struct Unsent {
+    /// The text fields of every waiting line, back to back; cleared when none waits.
+    text: Vec<u8>,
+    lines: VecDeque<Waiting>,
+}
+
+/// A line waiting for its response to go out.
+#[derive(Debug, Clone)]
+struct Waiting {
+    /// Where the response ends in the connection's output (bytes since the accept).
+    end: u64,
+    /// Its body's length; the body is the last part of the response.
+    body_bytes: u64,
+    status: u16,
+    started: Instant,
+    peer: Option<IpAddr>,
+    peer_is_unix: bool,
+    /// `text[..]` ranges, as (start, length).
+    request_line: (usize, usize),
+    referer: Option<(usize, usize)>,
+    user_agent: Option<(usize, usize)>,
+}
+
+impl Unsent {
+    /// Whether no line waits.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// Bytes of request text held, for the connection's high-water mark.
+    pub fn held_bytes(&self) -> usize {
+        self.text.len()
+    }
+
+    /// Whether it holds memory, all of it free: a pool would have it.
+    pub fn has_capacity(&self) -> bool {
+        self.text.capacity() > 0 || self.lines.capacity() > 0
+    }
+
+    /// Whether a pool should keep it: empty, with some capacity, but not grown large by a
+    /// burst of pipelined requests or a huge `User-Agent` (then it is freed instead).
+    pub fn worth_keeping(&self) -> bool {
+        self.is_empty()
+            && self.has_capacity()
+            && self.text.capacity() <= 16 * 1024
+            && self.lines.capacity() <= 64
+    }
+
+    /// Keeps `entry` (its `micros` is ignored) until the connection's output has reached
+    /// `end`; `started` is when its request started.
+    pub fn push(&mut self, entry: &Entry<'_>, end: u64, started: Instant) {
+        let mut keep = |field: &[u8]| {
+            let at = self.text.len();
+            self.text.extend_from_slice(field);
+            (at, field.len())
+        };
+        let request_line = keep(entry.request_line);
+        let referer = entry.referer.map(&mut keep);
+        let user_agent = entry.user_agent.map(&mut keep);
+        self.lines.push_back(Waiting {
+            end,
+            body_bytes: entry.body_bytes,
+            status: entry.status,
+            started,
+            peer: entry.peer,
+            peer_is_unix: entry.peer_is_unix,
+            request_line,
+            referer,
+            user_agent,
+        });
+    }
+
+    /// The connection has sent `sent` bytes since the accept: writes the lines of the
+    /// responses that are now all out, timed at `now`.
+    pub fn sent(&mut self, sent: u64, now: Instant, wall: SystemTime, log: &mut AccessLog) {
+        while self.lines.front().is_some_and(|w| w.end <= sent) {
+            self.write_front(sent, now, wall, log);
+        }
+        if self.lines.is_empty() {
+            self.text.clear();
+        }
+    }
+
+    /// The connection closes having sent `sent` bytes: writes every waiting line with the
+    /// part of its body that went out (none, for responses that never started).
+    pub fn cut_short(&mut self, sent: u64, now: Instant, wall: SystemTime, log: &mut AccessLog) {
+        while !self.lines.is_empty() {
+            self.write_front(sent, now, wall, log);
+        }
+        self.text.clear();
+    }
+
+    fn write_front(&mut self, sent: u64, now: Instant, wall: SystemTime, log: &mut AccessLog) {
+        let Some(w) = self.lines.pop_front() else {
+            return;
+        };
+        // The body is the response's tail: what is missing of the response is missing
+        // from the body first.
+        let missing = w.end.saturating_sub(sent);
+        let field = |(at, len): (usize, usize)| self.text.get(at..at + len).unwrap_or_default();
+        let micros = now.saturating_duration_since(w.started).as_micros();
+        let entry = Entry {
+            peer: w.peer,
+            peer_is_unix: w.peer_is_unix,
+            request_line: field(w.request_line),
+            status: w.status,
+            body_bytes: w.body_bytes.saturating_sub(missing),
+            referer: w.referer.map(field),
+            user_agent: w.user_agent.map(field),
+            micros: u64::try_from(micros).unwrap_or(u64::MAX),
+        };
+        log.log(&entry, wall);
+    }
 }
 
 /// The access-log writer.
@@ -331,6 +463,50 @@ mod tests {
                 "{\"remote_addr\":\"unix:\",\"time_local\":\"06/Nov/1994:08:49:37 +0000\",\"request\":\"GET /\\\"\\\\\\u00ff HTTP/1.1\",\"status\":404,\"body_bytes_sent\":9,\"http_referer\":\"http://r/\",\"http_user_agent\":\"-\",\"request_time_us\":7}\n"
             )
         );
+    }
+
+    /// Lines are written once their response is out, in order, with the body bytes that
+    /// went out; a close writes the rest with what they got.
+    #[test]
+    fn unsent_lines_wait_for_their_bytes() {
+        let sink = Shared::default();
+        let mut log = AccessLog::with_writer(Some(Box::new(sink.clone())));
+        let start = Instant::now();
+        let entry = |line: &'static [u8], body_bytes| Entry {
+            peer: None,
+            peer_is_unix: true,
+            request_line: line,
+            status: 200,
+            body_bytes,
+            referer: None,
+            user_agent: Some(b"ua"),
+            micros: 0,
+        };
+        let mut unsent = Unsent::default();
+        // Three responses: 100 bytes (40 of head), then 1000 (100 of head), then 50.
+        unsent.push(&entry(b"GET /a HTTP/1.1", 60), 100, start);
+        unsent.push(&entry(b"GET /b HTTP/1.1", 900), 1100, start);
+        unsent.push(&entry(b"GET /c HTTP/1.1", 50), 1150, start);
+        assert_eq!(unsent.held_bytes(), 3 * 15 + 3 * 2);
+        let wall = SystemTime::now();
+        unsent.sent(99, start, wall, &mut log);
+        log.flush();
+        assert!(sink.0.lock().unwrap().is_empty(), "nothing is all out yet");
+        let later = start + std::time::Duration::from_millis(5);
+        unsent.sent(600, later, wall, &mut log);
+        unsent.cut_short(600, later, wall, &mut log);
+        assert!(unsent.is_empty() && unsent.held_bytes() == 0);
+        log.flush();
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].contains("\"GET /a HTTP/1.1\" 200 60 ") && lines[0].ends_with(" 5000"));
+        // 600 - 100 = 500 bytes of /b went out, 100 of them its head.
+        assert!(
+            lines[1].contains("\"GET /b HTTP/1.1\" 200 400 \"-\" \"ua\""),
+            "{text}"
+        );
+        assert!(lines[2].contains("\"GET /c HTTP/1.1\" 200 0 "), "{text}");
     }
 
     #[test]

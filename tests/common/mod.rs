@@ -324,6 +324,33 @@ pub fn spawn_binary(
     )
 }
 
+/// Runs the binary to completion with a time limit; returns (status code, stderr).
+pub fn run_to_exit(cmd: &mut std::process::Command) -> (Option<i32>, String) {
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .expect("stderr")
+                .read_to_string(&mut err)
+                .expect("read");
+            return (status.code(), err);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the binary did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Sends SIGTERM to a child process.
 pub fn sigterm(child: &std::process::Child) {
     let status = std::process::Command::new("kill")
