@@ -7,7 +7,8 @@
 //! 2. runs the connections that yielded last turn (the fairness queue);
 //! 3. handles each event: the listener accepts, the waker and the signal pipe start a
 //!    shutdown, and a connection's token leads to its slot in the slab;
-//! 4. expires deadlines;
+//! 4. expires deadlines, and moves a shutdown on: the drain delay (serving on while health
+//!    checks fail), then the stop of accepting;
 //! 5. frees the slots of finished connections, and only now (see below);
 //! 6. writes out the access log.
 //!
