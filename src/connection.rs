@@ -446,9 +446,15 @@ impl<S: Transport> Connection<S> {
         self.run(ctx);
     }
 
-    /// Closes an idle connection during shutdown. Returns whether it did.
+    /// Closes an idle keep-alive connection during shutdown. Returns whether it did.
+    ///
+    /// A connection that has not sent its first request yet is not idle in this sense: the
+    /// client connected before the listener closed and its request is on its way (or the
+    /// kernel's accept queue held it until now). Closing it would fail a request the server
+    /// had accepted; it is answered instead (with `Connection: close`), or cut off by the
+    /// header timeout or the shutdown grace, whichever comes first.
     pub fn close_if_idle(&mut self) -> bool {
-        if self.is_idle() {
+        if self.is_idle() && self.served_any {
             self.close("server shutting down");
             true
         } else {

@@ -419,3 +419,50 @@ fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("free port")
 }
+
+/// A connection accepted just before a shutdown, whose request has not arrived yet, is
+/// answered (with `Connection: close`), not closed unanswered: the client connected while
+/// the server was still accepting. An idle keep-alive connection is closed, as before.
+#[test]
+fn a_connection_accepted_before_the_shutdown_gets_its_answer() {
+    let dir = fixture();
+    let config = Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        root: dir.path().join("root"),
+        access_log: AccessLogTarget::Off,
+        ..Config::default()
+    };
+    let server = Server::bind(config).expect("bind");
+    let addr = server.local_addr().expect("addr");
+    let handle = server.handle();
+    let thread = std::thread::spawn(move || server.run());
+    let connect = || {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s
+    };
+    let mut kept = connect();
+    send(&mut kept, "GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(read_response(&mut kept, false).status, 200);
+    let mut fresh = connect();
+    // Accepted: the server has seen it (a request on another connection is answered after
+    // the accept, in a later turn).
+    let mut probe = connect();
+    send(
+        &mut probe,
+        "GET /index.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(read_response(&mut probe, false).status, 200);
+    handle.stop();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        is_closed(&mut kept),
+        "the idle keep-alive connection is closed"
+    );
+    send(&mut fresh, "GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = read_response(&mut fresh, false);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("connection"), Some("close"));
+    thread.join().expect("join").expect("run");
+}
