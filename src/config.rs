@@ -110,7 +110,7 @@ fn parse_mode(s: &str) -> Result<u32, String> {
 /// Every setting of the server. Build one with [`Config::from_command_line`] (flags and environment),
 /// or start from [`Config::default`] in code and tests.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "readyserve", version, about, long_about = None)]
+#[command(name = "readyserve", version, about, long_about = None, allow_negative_numbers = true)]
 pub struct Config {
     /// Address to listen on: host:port, unix:/path/to.sock, systemd (the socket systemd
     /// passes) or fd:N (a listening socket inherited on descriptor N).
@@ -364,6 +364,11 @@ fn explain(e: clap::Error, command: &clap::Command, args: &[OsString]) -> Comman
         .lines()
         .next()
         .unwrap_or("error: invalid arguments")
+        // The standard library's words for "-5" or "5s" where a count is wanted.
+        .replace(
+            "invalid digit found in string",
+            "expected a whole number, 0 or more",
+        )
         .to_string();
     if let Some(ContextValue::Strings(values)) = e.get(ContextKind::ValidValue)
         && !values.is_empty()

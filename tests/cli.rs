@@ -189,6 +189,13 @@ fn errors_say_where_the_bad_value_came_from() {
         run_to_exit(Command::new(BIN).args(["--listen", "127.0.0.1:0", "--unix-mode", "600"]));
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--unix-mode"), "{err}");
+    let (code, err) = run_to_exit(Command::new(BIN).args(["--max-connections", "-1"]));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("-1 is not in 1.."), "{err}");
+    let (code, err) = run_to_exit(Command::new(BIN).args(["--header-timeout", "-5"]));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("'-5' for '--header-timeout"), "{err}");
+    assert!(err.contains("expected a whole number"), "{err}");
     let (code, err) = run_to_exit(Command::new(BIN).args(["--proxy-protocol"]));
     assert_eq!(code, Some(2), "{err}");
     assert!(
