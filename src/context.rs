@@ -6,8 +6,11 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use std::sync::Arc;
+
 use crate::buffers::BufferPool;
 use crate::config::{RealIpHeader, TrustedProxy};
+use crate::deferred::Mailbox;
 use crate::files::cache::FileCache;
 use crate::files::static_files::StaticFiles;
 use crate::handler::Handler;
@@ -96,6 +99,9 @@ pub struct Context<'a> {
     pub trusted: &'a [TrustedProxy],
     /// `--real-ip-header`: the one header that names the client behind a trusted proxy.
     pub real_ip_header: RealIpHeader,
+    /// Where handlers' worker threads leave answers for the loop; `None` without a loop
+    /// (then a handler that answers later gets 500).
+    pub mailbox: Option<&'a Arc<Mailbox>>,
 }
 
 impl<'a> Context<'a> {
@@ -125,7 +131,14 @@ impl<'a> Context<'a> {
             open_connections: 0,
             trusted: &[],
             real_ip_header: RealIpHeader::XForwardedFor,
+            mailbox: None,
         }
+    }
+
+    /// Lets handlers answer later, through `mailbox`.
+    pub fn with_mailbox(mut self, mailbox: &'a Arc<Mailbox>) -> Self {
+        self.mailbox = Some(mailbox);
+        self
     }
 
     /// Asks `handler` before the static files.

@@ -44,7 +44,10 @@
 //! - [`buffers`]: the input and output buffers, and the pool that lets idle connections
 //!   hold none.
 //! - [`timers`]: deadlines in an ordered set; the nearest one is `poll`'s timeout.
-//! - [`handler`]: the library API: answer some requests in code, on the loop thread.
+//! - [`handler`]: the library API: answer some requests in code, on the loop thread: now,
+//!   later from another thread, or as a stream; [`reply`] is what a handler answers.
+//! - [`deferred`]: answers from other threads: the mailbox and waker that bring them into
+//!   the loop, and the bounded queue a streamed body comes through.
 //! - [`config`]: flags and `READYSERVE_*` environment variables.
 //!
 //! The families are folders. [`http`] is the protocol with no I/O: nothing in it touches a
@@ -109,11 +112,13 @@ pub mod buffers;
 pub mod config;
 pub mod connection;
 pub mod context;
+pub mod deferred;
 pub mod files;
 pub mod handler;
 pub mod http;
 pub mod listener;
 pub mod ops;
+pub mod reply;
 pub mod server;
 pub mod timers;
 
