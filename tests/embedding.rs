@@ -635,3 +635,46 @@ fn responders_and_senders_are_send() {
     send::<Responder>();
     send::<BodySender>();
 }
+
+/// A measurement, not a check: 100 clients that never read, each streamed 16 KiB pieces
+/// until `try_send` says Full. Prints how much the process's RSS grew (the server runs in
+/// this process). Run: `cargo test --release --test embedding -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement; run with --ignored --nocapture"]
+fn measure_rss_of_100_slow_stream_clients() {
+    let fx = start();
+    let piece = vec![b'm'; 16 * 1024];
+    let before = rss_kib(std::process::id());
+    let mut clients = Vec::new();
+    for _ in 0..100 {
+        let mut s = fx.server.connect();
+        send(&mut s, "GET /stream-held HTTP/1.1\r\nHost: t\r\n\r\n");
+        clients.push((s, fx.senders.recv().expect("the handler ran")));
+    }
+    let connected = rss_kib(std::process::id());
+    let mut taken = 0usize;
+    for (_, sender) in &clients {
+        let mut fulls = 0;
+        while fulls < 2 {
+            match sender.try_send(piece.clone()) {
+                Ok(()) => {
+                    taken += piece.len();
+                    fulls = 0;
+                }
+                Err(TrySendError::Full(_)) => {
+                    fulls += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(TrySendError::Closed(_)) => break,
+            }
+        }
+    }
+    let after = rss_kib(std::process::id());
+    eprintln!(
+        "100 slow stream clients: RSS {before} KiB before, {connected} KiB connected, \
+         {after} KiB once {} MiB had been taken and every queue said Full: {} KiB more per \
+         client",
+        taken >> 20,
+        after.saturating_sub(connected) / 100
+    );
+}
