@@ -23,6 +23,10 @@
 //! $ curl -sN http://127.0.0.1:9011/api/events          # data: {"tick":1,...} every 200 ms
 //! ```
 //!
+//! With `-- 127.0.0.1:9011 --trace`, the state machine prints its transitions: a reading's
+//! connection goes `Parsing=>Writing (waiting for the handler's deferred reply)`, says
+//! `waiting for the handler`, and moves on at `deferred reply came`.
+//!
 //! ## The readiness lessons in it
 //!
 //! **Why the worker exists.** The loop has one thread, and the handler runs on it. If the
@@ -155,9 +159,16 @@ fn ticker(new_clients: Receiver<BodySender>) {
 }
 
 fn main() -> ExitCode {
-    let listen = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:9011".to_string());
+    let mut args = std::env::args().skip(1);
+    let listen = args.next().unwrap_or_else(|| "127.0.0.1:9011".to_string());
+    if args.next().as_deref() == Some("--trace") {
+        let logger = simple_logger::SimpleLogger::new()
+            .with_level(log::LevelFilter::Warn)
+            .with_module_level("readyserve", log::LevelFilter::Trace);
+        if let Err(e) = logger.init() {
+            eprintln!("cannot start logging: {e}");
+        }
+    }
     let listen = match listen.parse() {
         Ok(listen) => listen,
         Err(e) => {

@@ -599,10 +599,6 @@ impl<S: Transport> Connection<S> {
             self.start_writing("closing response queued");
             return Step::Continue;
         }
-        if self.input.is_empty() || self.head_incomplete {
-            self.wait_for_input("need more bytes", ctx.pool);
-            return Step::Continue;
-        }
         if self.pending.is_waiting() {
             // A handler still has this response in hand: what follows waits, in order.
             let why = match self.pending.deferred() {
@@ -610,6 +606,10 @@ impl<S: Transport> Connection<S> {
                 None => "streaming the handler's body",
             };
             self.start_writing(why);
+            return Step::Continue;
+        }
+        if self.input.is_empty() || self.head_incomplete {
+            self.wait_for_input("need more bytes", ctx.pool);
             return Step::Continue;
         }
         if self.out.len() >= HIGH_WATER || self.file.is_some() {
@@ -873,10 +873,10 @@ impl<S: Transport> Connection<S> {
                 }
             }
         }
+        log::trace!("token={} wrote {wrote} bytes (all sent)", self.token.0);
         if let Some(step) = self.feed_from_handler() {
             return step;
         }
-        log::trace!("token={} wrote {wrote} bytes (all sent)", self.token.0);
         self.after_output(ctx)
     }
 

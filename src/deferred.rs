@@ -20,7 +20,7 @@
 //!
 //! A stream's pieces do not go through the mailbox: they go through a bounded channel
 //! (`std::sync::mpsc::sync_channel`) of their own, and the mailbox only carries "there is
-//! something to take" ([`News::Stream`]), once until the loop next looks (a flag keeps a
+//! something to take", once until the loop next looks (a flag keeps a
 //! busy sender from posting a note per piece). The loop takes pieces only while the
 //! connection's output is below its high-water mark, so a client that reads slowly leaves
 //! them in the channel; once the channel is full, [`BodySender::try_send`] says
