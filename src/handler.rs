@@ -173,7 +173,6 @@ pub struct Exchange<'a, 'b> {
 impl<'a, 'b> Exchange<'a, 'b> {
     /// An exchange for `request` from `peer` (the connection's address: the access log's
     /// too), on the connection with slab key `key`.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         request: &'a Request<'b>,
         body: &'a [u8],

@@ -26,8 +26,11 @@
 //!
 //! What it waits for comes from its state: input in Reading, room for output in Writing.
 //! A client that stops reading stops being read from (backpressure), and one that pipelines
-//! a thousand requests gets a fair share per turn, not the whole loop. `ARCHITECTURE.md`
-//! at the repository's root tells the same story in prose, with the invariants the code
+//! a thousand requests gets a fair share per turn, not the whole loop. A library user's
+//! [`handler`] runs on the loop thread too, so its slow work goes to a thread of its own,
+//! which answers later through the loop's mailbox and `mio::Waker` ([`deferred`]);
+//! meanwhile the connection waits in Writing with nothing to write. `ARCHITECTURE.md` at
+//! the repository's root tells the same story in prose, with the invariants the code
 //! keeps.
 //!
 //! ## Layout
