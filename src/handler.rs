@@ -21,14 +21,16 @@
 //!   [`Responder::send`], the reply goes into a queue in the loop and a `mio::Waker` wakes
 //!   the loop (see [`crate::deferred`]). A responder dropped without an answer (the worker
 //!   gave up, or panicked) gives 500; none in time (`--write-timeout`) gives 503; a client
-//!   that went away meanwhile makes the answer harmless, never misdelivered.
+//!   that went away meanwhile (closed, or sent its FIN, as nginx counts it) makes the
+//!   answer harmless, never misdelivered.
 //! - **As a stream**: [`Exchange::stream`] gives a [`BodySender`]; the handler returns
 //!   [`Answer::Stream`] with the head, which goes out at once, and a worker sends the body
 //!   piece by piece (chunked on HTTP/1.1, up to the close on HTTP/1.0). Server-Sent Events
 //!   (`text/event-stream`) are the main use. The queue between the sender and the loop is
 //!   bounded, and the loop takes from it only while the client keeps up: a slow client
 //!   makes [`BodySender::try_send`] say [`TrySendError::Full`], never the server's memory
-//!   grow.
+//!   grow. While it waits for its next piece a stream has no deadline: the sender decides
+//!   when it ends.
 //!
 //! # Request bodies
 //!
