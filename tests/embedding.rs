@@ -14,6 +14,10 @@ use common::*;
 use readyserve::handler::{Answer, BodySender, Exchange, Handler, Reply, Responder, TrySendError};
 use readyserve::http::request::Request;
 
+/// How long a test waits for the handler to have run: long enough for a busy CI machine,
+/// short enough that a broken server fails the test instead of hanging it.
+const WAIT: Duration = Duration::from_secs(10);
+
 /// The test handler. Paths:
 /// - `/who`: the method as sent and the client address, any method;
 /// - `/echo`: takes a body of up to 64 bytes and answers it back;
@@ -407,7 +411,7 @@ fn a_deferred_reply_comes_from_a_thread_and_does_not_hold_up_others() {
     // The test holds the responder: until it answers, the loop serves everyone else.
     let mut held = fx.server.connect();
     send(&mut held, "GET /held HTTP/1.1\r\nHost: t\r\n\r\n");
-    let responder = fx.responders.recv().expect("the handler ran");
+    let responder = fx.responders.recv_timeout(WAIT).expect("the handler ran");
     assert_eq!(fx.server.get("/index.html").body_text(), INDEX);
     assert_eq!(fx.server.get("/who").body_text(), "GET 127.0.0.1");
     responder.send(Reply::text(201, "now"));
@@ -427,7 +431,7 @@ fn pipelined_requests_wait_behind_a_deferred_one_in_order() {
          PUT /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nok",
     );
     assert_eq!(read_response(&mut s, false).body_text(), INDEX);
-    let responder = fx.responders.recv().expect("the handler ran");
+    let responder = fx.responders.recv_timeout(WAIT).expect("the handler ran");
     // Nothing behind the pending one is answered before it.
     assert!(is_open(&mut s), "an answer overtook the deferred one");
     responder.send(Reply::text(200, "second"));
@@ -464,23 +468,24 @@ fn a_deferred_reply_that_never_comes_is_a_503_at_the_write_timeout() {
 
 #[test]
 fn an_answer_for_a_client_that_left_is_harmless() {
-    let fx = start();
+    // One connection at a time: the next client is accepted only once the server has
+    // noticed that the first one left, and then it gets the same slab key.
+    let fx = start_with(|c| c.max_connections = 1);
     let mut gone = fx.server.connect();
     send(&mut gone, "GET /held HTTP/1.1\r\nHost: t\r\n\r\n");
-    let stale = fx.responders.recv().expect("the handler ran");
+    let stale = fx.responders.recv_timeout(WAIT).expect("the handler ran");
     drop(gone);
-    // Give the server a moment to notice and free the slot, so the next connection is
-    // likely to get the same slab key: the stale answer must not reach it.
-    std::thread::sleep(Duration::from_millis(200));
     let mut next = fx.server.connect();
     send(&mut next, "GET /held HTTP/1.1\r\nHost: t\r\n\r\n");
-    let current = fx.responders.recv().expect("the handler ran");
+    // This arrives only if the first connection was closed while its reply was pending.
+    let current = fx.responders.recv_timeout(WAIT).expect("the handler ran");
     stale.send(Reply::text(200, "for the client that left"));
     current.send(Reply::text(200, "for the next client"));
     assert_eq!(
         read_response(&mut next, false).body_text(),
         "for the next client"
     );
+    drop(next);
     assert_eq!(fx.server.get("/index.html").body_text(), INDEX);
 }
 
@@ -549,7 +554,7 @@ fn a_slow_reader_makes_try_send_full_and_memory_stays_bounded() {
     for _ in 0..4 {
         let mut s = fx.server.connect();
         send(&mut s, "GET /stream-held HTTP/1.1\r\nHost: t\r\n\r\n");
-        let sender = fx.senders.recv().expect("the handler ran");
+        let sender = fx.senders.recv_timeout(WAIT).expect("the handler ran");
         // The client never reads. Up to 256 MiB is offered: without backpressure it
         // would all be taken (and held by the server).
         let mut accepted = 0usize;
@@ -649,7 +654,7 @@ fn measure_rss_of_100_slow_stream_clients() {
     for _ in 0..100 {
         let mut s = fx.server.connect();
         send(&mut s, "GET /stream-held HTTP/1.1\r\nHost: t\r\n\r\n");
-        clients.push((s, fx.senders.recv().expect("the handler ran")));
+        clients.push((s, fx.senders.recv_timeout(WAIT).expect("the handler ran")));
     }
     let connected = rss_kib(std::process::id());
     let mut taken = 0usize;
