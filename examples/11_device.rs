@@ -102,11 +102,11 @@ impl Handler for Device {
                     None => Reply::text(400, "the body must be a number, like 21.5\n").into(),
                 }
             }
-            (Method::Get, "/api/setpoint") => {
+            (Method::Get | Method::Head, "/api/setpoint") => {
                 let v = f64::from_bits(self.setpoint.load(Ordering::Relaxed));
                 Reply::text(200, format!("{v}\n")).into()
             }
-            (Method::Get, "/api/reading") => {
+            (Method::Get | Method::Head, "/api/reading") => {
                 // Slow work: hand it over, answer later. Never sleep here.
                 let responder = ex.defer();
                 // If the worker were gone, the responder would come back in the error and
@@ -114,7 +114,7 @@ impl Handler for Device {
                 let _ = self.sensor.send(responder);
                 Answer::Later
             }
-            (Method::Get, "/api/events") => {
+            (Method::Get | Method::Head, "/api/events") => {
                 let sender = ex.stream(EVENT_QUEUE);
                 let _ = self.subscribers.send(sender);
                 // The head now; the events come from the ticker.
