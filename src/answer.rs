@@ -204,7 +204,7 @@ fn answer_declined(
         }
         return Some(error(out, e, req, ctx));
     }
-    Some(answer_files(req, out, file_slot, ctx, frame))
+    Some(answer_files(req, out, file_slot, ctx, *frame))
 }
 
 /// The deferred `reply` to `req`, queued into `out` now that it has come.
@@ -223,9 +223,8 @@ fn answer_files(
     out: &mut OutBuf,
     file_slot: &mut Option<FileBody>,
     ctx: &mut Context<'_>,
-    frame: &Frame<'_>,
+    frame: Frame<'_>,
 ) -> Outcome {
-    let frame = *frame;
     if req.method == Method::Options {
         // RFC 9110 section 9.3.7. 204 carries no Content-Length (section 8.6).
         let allow = |head: &mut Vec<u8>| response::header(head, "Allow", "GET, HEAD, OPTIONS");

@@ -119,7 +119,8 @@ pub struct Request<'b> {
     pub keep_alive: bool,
     /// How the body, if any, is framed.
     pub body: BodyLength,
-    /// `Expect: 100-continue` was sent with a body.
+    /// `Expect: 100-continue` was sent with a body, and the body is still on the wire (the
+    /// connection clears it once it has read a body for a handler after `100 Continue`).
     pub expects_continue: bool,
     /// The whole head, request line to empty line, for looking up any other header.
     pub raw_head: &'b [u8],
