@@ -186,7 +186,7 @@ pub struct Connection<S> {
     /// The pending input is an incomplete head: no use parsing it again before more bytes
     /// arrive.
     head_incomplete: bool,
-    /// The body of the current request, still being skipped.
+    /// The body of the current request, still being walked: skipped, or kept in `intake`.
     discard: Discard,
     /// A complete head whose body is still arriving. It is answered only once the body has
     /// all been read, so that a body that breaks the framing is answered with 400 instead of
