@@ -1,8 +1,10 @@
 //! From a parsed request to a queued response: handler, file, redirect, listing or error.
 //!
-//! [`answer`] is called by the connection in its Parsing state with one complete request.
+//! [`answer`] is called by the connection in its Parsing state with one complete request
+//! (and its body, if a handler took it: [`body_limit`] asks before the body is read).
 //! It appends the whole response head, and the body if it is small, to the connection's
-//! output queue ([`OutBuf`]). A body already in memory and shared (a cached file, a listing
+//! output queue ([`OutBuf`]); or, when a handler answers later or streams, it hands the
+//! connection what to wait for ([`Call::later`]). A body already in memory and shared (a cached file, a listing
 //! page) is queued by reference, not copied; a large file body is handed back as a
 //! [`FileBody`] to be streamed.
 //!
@@ -22,15 +24,16 @@ use std::time::Instant;
 
 use crate::buffers::OutBuf;
 use crate::context::Context;
+use crate::deferred::{self, Later};
 use crate::files::cache::CachedFile;
 use crate::files::listing;
 use crate::files::static_files::{self, FoundFile, Resolved};
-use crate::handler::{Handler, Reply};
+use crate::handler::{Answer, Exchange, Reply};
 use crate::http::conditional::{self, Condition, Validators};
 use crate::http::encoding::{self, Coding};
 use crate::http::error::HttpError;
 use crate::http::range::{self, RangeRequest};
-use crate::http::request::{Method, Request, Version};
+use crate::http::request::{BodyLength, Method, Request, Version};
 use crate::http::response::{self, DateCache};
 use crate::ops::access_log::Entry;
 
@@ -66,9 +69,10 @@ pub struct Outcome {
 /// 1. the client asked (`Connection: close`, or HTTP/1.0 without keep-alive: RFC 9112
 ///    section 9.3), as the request's head says;
 /// 2. the server is shutting down;
-/// 3. the request said `Expect: 100-continue`: it is answered without its body (RFC 9110
+/// 3. the request said `Expect: 100-continue` and is answered without its body (RFC 9110
 ///    section 10.1.1), whose bytes may still be on their way, so the next request cannot be
-///    told apart from them;
+///    told apart from them (a body a handler took was read after `100 Continue`, and the
+///    connection clears the flag);
 /// 4. the response is an error that leaves the framing in doubt
 ///    ([`HttpError::closes_connection`]).
 ///
@@ -81,25 +85,150 @@ pub fn keep_alive(req: &Request<'_>, shutting_down: bool, error: Option<HttpErro
         && !error.is_some_and(|e| e.closes_connection())
 }
 
-/// Queues the response to `req` into `out` (and `file_slot`, for a large body).
+/// What the connection lends [`answer`] for the handler, and gets back from it.
+#[derive(Debug)]
+pub struct Call<'c> {
+    /// The request's body, if the handler took it ([`body_limit`]); else empty.
+    pub body: &'c [u8],
+    /// The connection's peer: the same address the access log starts from.
+    pub peer: Option<std::net::SocketAddr>,
+    /// The connection's slab key, which answers from other threads are addressed to.
+    pub key: usize,
+    /// Set when the handler answers later (nothing was queued) or streams (the head was
+    /// queued): what the connection waits for.
+    pub later: Option<Later>,
+}
+
+/// Whether the handler takes the body of `req`, asked before any of it is read: `Ok(None)`
+/// if not (or there is no handler), else the most bytes it takes, within `--max-body-bytes`.
+/// `Err` is the answer instead: 413 for a `Content-Length` over the handler's limit, 500
+/// for a handler that panicked.
+pub fn body_limit(req: &Request<'_>, ctx: &mut Context<'_>) -> Result<Option<u64>, HttpError> {
+    let Some(handler) = ctx.handler.as_mut() else {
+        return Ok(None);
+    };
+    let asked = catch(req, || handler.accepts_body(req)).map_err(|()| HttpError::Internal)?;
+    let Some(limit) = asked.map(|limit| limit.min(ctx.limits.max_body)) else {
+        return Ok(None);
+    };
+    match req.body {
+        BodyLength::Length(len) if len > limit => Err(HttpError::BodyTooLarge),
+        _ => Ok(Some(limit)),
+    }
+}
+
+/// Queues the response to `req` into `out` (and `file_slot`, for a large body). `None`
+/// when a handler answers later: nothing is queued, and `call.later` says what to wait for.
 pub fn answer(
     req: &Request<'_>,
     out: &mut OutBuf,
     file_slot: &mut Option<FileBody>,
     ctx: &mut Context<'_>,
-) -> Outcome {
+    call: &mut Call<'_>,
+) -> Option<Outcome> {
     // Health checks first: they must not depend on the handler or the files.
     if is_health_check(req, ctx.health_path) {
-        return answer_health(req, out, ctx);
+        return Some(answer_health(req, out, ctx));
     }
     let frame = Frame::of(req, ctx, None);
     if let Some(handler) = ctx.handler.as_mut() {
-        match call_handler(&mut **handler, req) {
-            Ok(Some(reply)) => return write_reply(out, &reply, &frame),
-            Ok(None) => {}
-            Err(()) => return error(out, HttpError::Internal, req, ctx),
+        let mut exchange = Exchange::new(
+            req,
+            call.body,
+            call.peer,
+            ctx.trusted,
+            ctx.real_ip_header,
+            ctx.mailbox,
+            call.key,
+        );
+        let answered = catch(req, || handler.handle(&mut exchange));
+        let later = exchange.later.take();
+        match answered {
+            Ok(Some(Answer::Reply(reply))) => return Some(write_reply(out, &reply, &frame)),
+            Ok(Some(Answer::Later)) => match later {
+                Some(later @ Later::Reply { .. }) if ctx.mailbox.is_some() => {
+                    call.later = Some(later);
+                    return None;
+                }
+                _ => log::error!(
+                    "handler answered Later for {} without Exchange::defer (or outside a \
+                     server); sending 500",
+                    req.target
+                ),
+            },
+            Ok(Some(Answer::Stream(head))) => match later {
+                Some(Later::Stream(mut stream)) if ctx.mailbox.is_some() => {
+                    // Chunked on HTTP/1.1; on 1.0 the body ends with the connection.
+                    stream.chunked = req.version == Version::Http11;
+                    let frame = Frame {
+                        keep_alive: frame.keep_alive && stream.chunked,
+                        ..frame
+                    };
+                    let (outcome, body) = write_stream_head(out, &head, &frame, stream.chunked);
+                    if body {
+                        call.later = Some(Later::Stream(stream));
+                    }
+                    return Some(outcome);
+                }
+                _ => log::error!(
+                    "handler answered Stream for {} without Exchange::stream (or outside a \
+                     server); sending 500",
+                    req.target
+                ),
+            },
+            // Declined: on to the files.
+            Ok(None) => return answer_declined(req, out, file_slot, ctx, &frame),
+            Err(()) => {}
         }
+        // A panic, or a broken promise: 500, and the server goes on.
+        return Some(error(out, HttpError::Internal, req, ctx));
     }
+    answer_declined(req, out, file_slot, ctx, &frame)
+}
+
+/// The answer when no handler took the request: the files', for the methods they allow.
+fn answer_declined(
+    req: &Request<'_>,
+    out: &mut OutBuf,
+    file_slot: &mut Option<FileBody>,
+    ctx: &mut Context<'_>,
+    frame: &Frame<'_>,
+) -> Option<Outcome> {
+    if !req.method.is_for_files() {
+        // RFC 9110 section 15.5.6: a method the files do not allow is 405, with Allow;
+        // one this server does not know at all is 501 (section 15.6.2).
+        let e = match req.method {
+            Method::Other => HttpError::NotImplemented,
+            _ => HttpError::MethodNotAllowed,
+        };
+        // Counted among the rejected too, as it was when the parser refused these methods
+        // (its bytes are counted once, as the request's).
+        if let Some(metrics) = ctx.metrics.as_deref_mut() {
+            metrics.rejected(e, 0);
+        }
+        return Some(error(out, e, req, ctx));
+    }
+    Some(answer_files(req, out, file_slot, ctx, *frame))
+}
+
+/// The deferred `reply` to `req`, queued into `out` now that it has come.
+pub fn answer_later(
+    req: &Request<'_>,
+    reply: &Reply,
+    out: &mut OutBuf,
+    ctx: &Context<'_>,
+) -> Outcome {
+    write_reply(out, reply, &Frame::of(req, ctx, None))
+}
+
+/// The static files' answer to a GET, HEAD or OPTIONS.
+fn answer_files(
+    req: &Request<'_>,
+    out: &mut OutBuf,
+    file_slot: &mut Option<FileBody>,
+    ctx: &mut Context<'_>,
+    frame: Frame<'_>,
+) -> Outcome {
     if req.method == Method::Options {
         // RFC 9110 section 9.3.7. 204 carries no Content-Length (section 8.6).
         let allow = |head: &mut Vec<u8>| response::header(head, "Allow", "GET, HEAD, OPTIONS");
@@ -162,6 +291,7 @@ pub fn answer(
 }
 
 /// How every response to one request is framed.
+#[derive(Clone, Copy)]
 struct Frame<'a> {
     version: Version,
     /// HEAD: the head only, with the length the body would have.
@@ -551,6 +681,9 @@ pub fn answer_metrics(req: &Request<'_>, out: &mut OutBuf, ctx: &mut Context<'_>
     let Some(metrics) = ctx.metrics.as_deref() else {
         return error(out, HttpError::NotFound, req, ctx);
     };
+    if !req.method.is_for_files() {
+        return error(out, HttpError::MethodNotAllowed, req, ctx);
+    }
     if req.path() != "/metrics" || req.method == Method::Options {
         return error(out, HttpError::NotFound, req, ctx);
     }
@@ -559,17 +692,19 @@ pub fn answer_metrics(req: &Request<'_>, out: &mut OutBuf, ctx: &mut Context<'_>
     write_reply(out, &reply, &Frame::of(req, ctx, None))
 }
 
-/// Asks the handler, and turns a panic in it into `Err(())`: the server answers 500 and
-/// goes on serving everyone else (the release profile keeps `panic = "unwind"` for this).
+/// Calls into the handler (`accepts_body` or `handle`: every callback the loop makes into
+/// the library user's code goes through here), and turns a panic in it into `Err(())`: the
+/// server answers 500 and goes on serving everyone else (the release profile keeps
+/// `panic = "unwind"` for this).
 ///
 /// `AssertUnwindSafe` is sound enough here: the closure touches nothing of the server's,
-/// only the handler and the request, which it borrows read-only. The server's own state
-/// (this connection's buffers, the cache, the loop) is not in the middle of a change while
-/// the handler runs, so it is consistent after the unwind. The handler's own state may not
-/// be, and it will be asked again for later requests: that is logged at error, for its
-/// author to look at.
-fn call_handler(handler: &mut dyn Handler, req: &Request<'_>) -> Result<Option<Reply>, ()> {
-    panic::catch_unwind(AssertUnwindSafe(|| handler.handle(req))).map_err(|payload| {
+/// only the handler, the request (read-only) and the exchange, which is dropped unused on a
+/// panic. The server's own state (this connection's buffers, the cache, the loop) is not in
+/// the middle of a change while the handler runs, so it is consistent after the unwind.
+/// The handler's own state may not be, and it will be asked again for later requests: that
+/// is logged at error, for its author to look at.
+fn catch<T>(req: &Request<'_>, call: impl FnOnce() -> T) -> Result<T, ()> {
+    panic::catch_unwind(AssertUnwindSafe(call)).map_err(|payload| {
         let what = payload
             .downcast_ref::<&str>()
             .copied()
@@ -594,32 +729,70 @@ const SERVER_OWNED: [&str; 5] = [
     "Server",
 ];
 
-/// Writes a handler's reply.
-fn write_reply(out: &mut OutBuf, reply: &Reply, frame: &Frame<'_>) -> Outcome {
-    let status = if (200..1000).contains(&reply.status) {
+/// A handler's status, if it is one we can send (a final status: 1xx are the server's).
+fn reply_status(reply: &Reply) -> u16 {
+    if (200..1000).contains(&reply.status) {
         reply.status
     } else {
         log::error!("handler returned status {}; sending 500", reply.status);
         500
-    };
+    }
+}
+
+/// Writes the head of a streamed reply: no `Content-Length`, and `Transfer-Encoding:
+/// chunked` when `chunked` (else the body ends with the connection, which `frame` closes).
+/// Then its body, as the first piece. Returns the outcome, and whether a body follows (not
+/// after HEAD, 204 or 304).
+fn write_stream_head(
+    out: &mut OutBuf,
+    reply: &Reply,
+    frame: &Frame<'_>,
+    chunked: bool,
+) -> (Outcome, bool) {
+    let status = reply_status(reply);
+    if status == 204 || status == 304 || frame.head_only {
+        // No body at all: an ordinary reply says so best (HEAD gets the head only).
+        let outcome = write_reply(out, reply, frame);
+        return (outcome, false);
+    }
     let headers = |head: &mut Vec<u8>| {
-        response::header(head, "Content-Type", &reply.content_type);
-        for (name, value) in &reply.headers {
-            let splits = |s: &str| s.bytes().any(|b| b == b'\r' || b == b'\n');
-            if splits(name) || splits(value) || name.is_empty() {
-                log::error!("handler header {name:?} dropped: CR or LF would split the response");
-                continue;
-            }
-            if SERVER_OWNED
-                .iter()
-                .any(|own| own.eq_ignore_ascii_case(name.trim()))
-            {
-                log::warn!("handler header {name:?} dropped: the server alone sets it");
-                continue;
-            }
-            response::header(head, name, value);
+        reply_headers(head, reply);
+        if chunked {
+            // RFC 9112 section 6.1: the body is a series of chunks, ended by the last one.
+            response::header(head, "Transfer-Encoding", "chunked");
         }
     };
+    let reason = response::reason(status);
+    let outcome = respond(out, None, frame, (status, reason), headers, Body::None);
+    deferred::frame_piece(out, &reply.body, chunked);
+    (outcome, true)
+}
+
+/// The handler's `Content-Type` and headers, without those that would split the response
+/// or that only the server may set.
+fn reply_headers(head: &mut Vec<u8>, reply: &Reply) {
+    response::header(head, "Content-Type", &reply.content_type);
+    for (name, value) in &reply.headers {
+        let splits = |s: &str| s.bytes().any(|b| b == b'\r' || b == b'\n');
+        if splits(name) || splits(value) || name.is_empty() {
+            log::error!("handler header {name:?} dropped: CR or LF would split the response");
+            continue;
+        }
+        if SERVER_OWNED
+            .iter()
+            .any(|own| own.eq_ignore_ascii_case(name.trim()))
+        {
+            log::warn!("handler header {name:?} dropped: the server alone sets it");
+            continue;
+        }
+        response::header(head, name, value);
+    }
+}
+
+/// Writes a handler's reply.
+fn write_reply(out: &mut OutBuf, reply: &Reply, frame: &Frame<'_>) -> Outcome {
+    let status = reply_status(reply);
+    let headers = |head: &mut Vec<u8>| reply_headers(head, reply);
     // 204 and 304 have no body and no Content-Length (RFC 9110 sections 8.6, 15.3.5).
     let body = if status == 204 || status == 304 {
         Body::None

@@ -45,6 +45,13 @@
 //! to the EOF after answering, and closes at once, instead of waiting for an edge that
 //! will never come.
 //!
+//! A handler may answer later, from another thread, or stream a body ([`crate::deferred`]).
+//! Meanwhile the connection is in Writing with nothing to write, and the trace says that it
+//! waits for the handler. It watches for input then, not for room, only to notice a client
+//! that goes away (read-closed); requests pipelined behind wait unread, in order. The
+//! deadline is the write timeout, and passing it answers 503. Notes from the handler's
+//! thread arrive through [`Connection::on_note`].
+//!
 //! The connection is generic over its [`Transport`], so the same state machine runs on a
 //! real socket ([`crate::listener::Stream`]) and on an in-memory one
 //! (`listener::testing::MemSocket`) in the unit tests below, the fuzz target and the
@@ -57,15 +64,17 @@ use std::time::{Duration, Instant};
 
 use mio::{Interest, Token};
 
-use crate::answer::{self, FileBody};
+use crate::answer::{self, Call, FileBody};
 use crate::buffers::{BufferPool, InBuf, MAX_SLICES, OutBuf};
 use crate::context::{Context, Limits};
+use crate::deferred::{Feed, Note, Pending};
 use crate::http::body::Discard;
 use crate::http::error::HttpError;
-use crate::http::request::{self, BodyLength, Parsed};
+use crate::http::request::{self, BodyLength, Parsed, Version};
 use crate::listener::Transport;
 use crate::ops::access_log::{Entry, Unsent};
 use crate::ops::metrics::TimeoutKind;
+use crate::reply::Reply;
 
 /// Stop parsing pipelined requests while this much output is waiting (backpressure): a
 /// client that sends requests but does not read answers must not make us buffer without end.
@@ -171,6 +180,11 @@ enum Waiting {
     Room(Instant),
     /// The client's EOF while lingering, since then.
     Linger(Instant),
+    /// A handler's deferred reply, since then.
+    Handler(Instant),
+    /// The next piece of a handler's streamed body: no deadline, the sender decides when
+    /// the body ends (a client that stops reading is still cut off by the write timeout).
+    Stream,
     /// Nothing: the connection is closed.
     Nothing,
 }
@@ -200,7 +214,7 @@ pub struct Connection<S> {
     /// The pending input is an incomplete head: no use parsing it again before more bytes
     /// arrive.
     head_incomplete: bool,
-    /// The body of the current request, still being skipped.
+    /// The body of the current request, still being walked: skipped, or kept in `intake`.
     discard: Discard,
     /// A complete head whose body is still arriving. It is answered only once the body has
     /// all been read, so that a body that breaks the framing is answered with 400 instead of
@@ -243,6 +257,10 @@ pub struct Connection<S> {
     now: Instant,
     /// This connection came in on the metrics listener: it is answered from the counters.
     metrics_only: bool,
+    /// The body of the current request, being read for the handler, which took it.
+    intake: Option<Intake>,
+    /// What a handler will still say: a deferred reply, or the rest of a streamed body.
+    pending: Pending,
     /// Every state it entered, for the unit tests' transition checks.
     #[cfg(test)]
     trail: Vec<State>,
@@ -279,6 +297,8 @@ impl<S: Transport> Connection<S> {
             linger_read: 0,
             now,
             metrics_only: false,
+            intake: None,
+            pending: Pending::default(),
             #[cfg(test)]
             trail: Vec::new(),
         }
@@ -327,6 +347,8 @@ impl<S: Transport> Connection<S> {
     /// a client that does not read our answers is not read from either.
     pub fn interest(&self) -> Interest {
         match self.state {
+            // Waiting for a handler's thread: reading only to notice the client leave.
+            State::Writing if self.waits_for_handler() => Interest::READABLE,
             State::Writing => Interest::WRITABLE,
             State::ProxyHeader
             | State::Reading
@@ -341,6 +363,10 @@ impl<S: Transport> Connection<S> {
         match self.state {
             // From the accept: a proxy sends its header at once.
             State::ProxyHeader => Waiting::ProxyHeader(self.idle_since),
+            State::Writing if self.waits_for_handler() => match self.pending.deferred() {
+                Some(deferred) => Waiting::Handler(deferred.since),
+                None => Waiting::Stream,
+            },
             State::Writing => Waiting::Room(self.progress_at),
             State::Closing => Waiting::Linger(self.progress_at),
             State::Closed => Waiting::Nothing,
@@ -371,7 +397,8 @@ impl<S: Transport> Connection<S> {
             Waiting::FirstRequest(since) => since + limits.header_timeout,
             Waiting::Room(since) => since + limits.write_timeout,
             Waiting::Linger(since) => since + LINGER_TIME,
-            Waiting::Nothing => return None,
+            Waiting::Handler(since) => since + limits.write_timeout,
+            Waiting::Stream | Waiting::Nothing => return None,
         })
     }
 
@@ -426,7 +453,18 @@ impl<S: Transport> Connection<S> {
             Waiting::Linger(_) => {
                 self.close("linger done");
             }
-            Waiting::Nothing => {}
+            Waiting::Handler(_) => {
+                log::warn!(
+                    "token={} the handler did not answer within the write timeout; 503",
+                    self.token.0
+                );
+                if let Some(deferred) = self.pending.give_up() {
+                    let reply = Reply::text(503, "the handler did not answer in time\n");
+                    self.finish_later(reply, deferred, ctx);
+                }
+                self.run(ctx);
+            }
+            Waiting::Stream | Waiting::Nothing => {}
         }
     }
 
@@ -640,14 +678,20 @@ impl<S: Transport> Connection<S> {
         if !self.discard.is_done() {
             let skip = self.held.map_or(0, |h| h.len);
             let body = &self.input.pending()[skip..];
-            match self
-                .discard
-                .advance(body, ctx.limits.max_body, ctx.limits.max_head)
-            {
+            let walked = match self.intake.as_mut() {
+                // Kept for the handler, within its limit.
+                Some(intake) => {
+                    let limit = intake.limit;
+                    (self.discard).advance_into(body, limit, ctx.limits.max_head, &mut intake.data)
+                }
+                None => (self.discard).advance(body, ctx.limits.max_body, ctx.limits.max_head),
+            };
+            match walked {
                 Ok(n) => self.input.remove(skip, n),
                 Err(e) if self.held.take().is_some() => {
                     // Not answered yet: the answer is the error (400, 413, 431).
                     self.discard = Discard::Done;
+                    self.intake = None;
                     self.fail(e, ctx);
                     return Step::Continue;
                 }
@@ -670,6 +714,15 @@ impl<S: Transport> Connection<S> {
             // Nothing after a closing response is answered.
             self.input.clear();
             self.start_writing("closing response queued");
+            return Step::Continue;
+        }
+        if self.pending.is_waiting() {
+            // A handler still has this response in hand: what follows waits, in order.
+            let why = match self.pending.deferred() {
+                Some(_) => "waiting for the handler's deferred reply",
+                None => "streaming the handler's body",
+            };
+            self.start_writing(why);
             return Step::Continue;
         }
         if self.input.is_empty() || self.head_incomplete {
@@ -700,10 +753,16 @@ impl<S: Transport> Connection<S> {
                     self.wait_for_input("partial head", ctx.pool);
                 }
             }
-            Ok(Parsed::Complete(req, n)) => {
+            Ok(Parsed::Complete(mut req, n)) => {
                 let started = match self.held.take() {
                     // Its body has been read: now it is answered.
-                    Some(held) => held.started,
+                    Some(held) => {
+                        if self.intake.as_ref().is_some_and(|i| i.continued) {
+                            // Read after `100 Continue`: none of it is left on the wire.
+                            req.expects_continue = false;
+                        }
+                        held.started
+                    }
                     None => {
                         log::trace!(
                             "token={} request {}",
@@ -713,6 +772,24 @@ impl<S: Transport> Connection<S> {
                         let started = self.head_started.take().unwrap_or(self.now);
                         self.discard = Discard::new(req.body);
                         self.progress_at = self.now;
+                        if req.body != BodyLength::None && !self.metrics_only {
+                            // Does the handler take this body? Asked before it is read.
+                            match answer::body_limit(&req, ctx) {
+                                Ok(Some(limit)) => {
+                                    let interim =
+                                        req.expects_continue && req.version == Version::Http11;
+                                    self.take_body(n, started, limit, interim, ctx.pool);
+                                    return Step::Continue;
+                                }
+                                Ok(None) => {}
+                                Err(e) => {
+                                    // 413 (or a panic's 500): the body is never read.
+                                    self.discard = Discard::Done;
+                                    self.fail(e, ctx);
+                                    return Step::Continue;
+                                }
+                            }
+                        }
                         if req.body != BodyLength::None && !req.expects_continue {
                             // Hold the head and read the body first. The body has as long
                             // as a head to arrive, counted from its start: a body trickled
@@ -728,15 +805,45 @@ impl<S: Transport> Connection<S> {
                 if !self.out.has_capacity() {
                     self.out = ctx.pool.take_out();
                 }
-                let outcome = if self.metrics_only {
-                    answer::answer_metrics(&req, &mut self.out, ctx)
-                } else {
-                    answer::answer(&req, &mut self.out, &mut self.file, ctx)
+                let intake = self.intake.take();
+                let continued = intake.as_ref().is_some_and(|i| i.continued);
+                let mut call = Call {
+                    body: intake.as_ref().map_or(&[][..], |i| &i.data),
+                    peer: self.peer,
+                    key: self.token.0,
+                    later: None,
                 };
+                let outcome = if self.metrics_only {
+                    Some(answer::answer_metrics(&req, &mut self.out, ctx))
+                } else {
+                    answer::answer(&req, &mut self.out, &mut self.file, ctx, &mut call)
+                };
+                let Some(outcome) = outcome else {
+                    // Answered later, from another thread: the head stays at the front of
+                    // the input until then, and the check above sends us to wait.
+                    if let Some(later) = call.later {
+                        self.pending
+                            .wait_for_reply(later, self.now, started, continued);
+                    }
+                    self.turn_requests += 1;
+                    return Step::Continue;
+                };
+                let streamed = matches!(call.later, Some(crate::deferred::Later::Stream(_)));
+                if let Some(crate::deferred::Later::Stream(stream)) = call.later {
+                    self.pending.take_stream(stream);
+                }
                 let site = !self.metrics_only;
                 if let Some(entry) = answer::record(ctx, self.peer, &req, &outcome, started, site) {
                     let end = self.output_end();
-                    log_when_sent(&mut self.unsent, ctx.pool, &entry, end, started);
+                    if !self.unsent.has_capacity() {
+                        self.unsent = ctx.pool.take_unsent();
+                    }
+                    if streamed {
+                        // Its line waits for the end of the stream (or of the connection).
+                        self.unsent.push_open(&entry, end, started);
+                    } else {
+                        self.unsent.push(&entry, end, started);
+                    }
                 }
                 self.input.consume(n);
                 self.close_after_write |= outcome.close;
@@ -932,6 +1039,9 @@ impl<S: Transport> Connection<S> {
             }
         }
         self.trace_wrote(before, "all sent");
+        if let Some(step) = self.feed_from_handler() {
+            return step;
+        }
         self.after_output(ctx)
     }
 
@@ -1015,6 +1125,122 @@ impl<S: Transport> Connection<S> {
         Ok(true)
     }
 
+    // ----- Handlers: bodies they take, answers that come later --------------------------
+
+    /// Holds the head whose body the handler takes (see `Handler::accepts_body`), and
+    /// reads the body for it, up to `limit`. With `interim` (HTTP/1.1 and `Expect:
+    /// 100-continue`), `100 Continue` goes out first: the client waits for it before it
+    /// sends the body (RFC 9110 section 10.1.1).
+    fn take_body(
+        &mut self,
+        head_len: usize,
+        started: Instant,
+        limit: u64,
+        interim: bool,
+        pool: &mut BufferPool,
+    ) {
+        self.intake = Some(Intake {
+            data: Vec::new(),
+            limit,
+            continued: interim,
+        });
+        self.held = Some(HeldHead {
+            len: head_len,
+            started,
+        });
+        if interim {
+            if !self.out.has_capacity() {
+                self.out = pool.take_out();
+            }
+            self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+    }
+
+    /// Whether the connection waits for a handler's thread with nothing to send.
+    fn waits_for_handler(&self) -> bool {
+        self.pending.is_waiting() && self.out.is_empty() && self.file.is_none()
+    }
+
+    /// With all output sent: what a handler still has to say. `None` when nothing is
+    /// pending (the response is complete); else the step to take: write what was queued,
+    /// or wait for the handler's thread.
+    fn feed_from_handler(&mut self) -> Option<Step> {
+        let was_waiting = self.pending.is_waiting();
+        let fed = self.pending.feed(&mut self.out, HIGH_WATER);
+        if was_waiting && !self.pending.is_waiting() {
+            // A streamed body ended: its last chunk is queued, and its log line can know
+            // where the response ends.
+            let end = self.output_end();
+            self.unsent.stream_ended(end);
+        }
+        match fed {
+            Feed::Idle => None,
+            Feed::More => Some(Step::Continue),
+            Feed::Wait(why) => {
+                if self.peer_closed {
+                    // The client's FIN (or a hang-up) while the handler works: it has
+                    // gone, as nginx takes it too. A late answer will find nobody.
+                    return Some(self.close("client went away while the handler worked"));
+                }
+                log::trace!("token={} waiting for the handler: {why}", self.token.0);
+                Some(Step::Wait)
+            }
+            Feed::Broken => Some(self.close("the handler's stream broke off")),
+        }
+    }
+
+    /// A note from a handler's thread (through the loop's mailbox): a deferred reply, or
+    /// a stream with pieces to take. A note for anything else is stale, and ignored.
+    pub fn on_note(&mut self, note: Note, ctx: &mut Context<'_>) {
+        self.now = ctx.now;
+        match self.pending.on_note(note) {
+            Ok(Some((reply, deferred))) => self.finish_later(reply, deferred, ctx),
+            Ok(None) => {}
+            Err(stale) => {
+                log::trace!("token={} stale note ignored: {stale:?}", self.token.0);
+                return;
+            }
+        }
+        self.run(ctx);
+    }
+
+    /// Queues the deferred `reply` to the request whose head waits at the front of the
+    /// input, logs it, and lets the pipelined requests behind it go on.
+    fn finish_later(
+        &mut self,
+        reply: Reply,
+        deferred: crate::deferred::DeferredReply,
+        ctx: &mut Context<'_>,
+    ) {
+        let parsed = request::parse(
+            self.input.pending(),
+            ctx.limits.max_head,
+            ctx.limits.max_body,
+        );
+        let Ok(Parsed::Complete(mut req, n)) = parsed else {
+            // Cannot happen: the same bytes parsed when the handler was asked.
+            log::error!("token={} deferred request lost its head", self.token.0);
+            self.fail(HttpError::Internal, ctx);
+            return;
+        };
+        if deferred.continued {
+            req.expects_continue = false;
+        }
+        if !self.out.has_capacity() {
+            self.out = ctx.pool.take_out();
+        }
+        let outcome = answer::answer_later(&req, &reply, &mut self.out, ctx);
+        if let Some(entry) = answer::record(ctx, self.peer, &req, &outcome, deferred.started, true)
+        {
+            let end = self.output_end();
+            log_when_sent(&mut self.unsent, ctx.pool, &entry, end, deferred.started);
+        }
+        self.input.consume(n);
+        self.close_after_write |= outcome.close;
+        self.served_any = true;
+        self.start_writing("deferred reply came");
+    }
+
     // ----- Closing -----------------------------------------------------------------------
 
     /// Closing (lingering): read and drop input until EOF, the byte limit, or the timeout.
@@ -1064,6 +1290,17 @@ fn log_when_sent(
         *unsent = pool.take_unsent();
     }
     unsent.push(entry, end, started);
+}
+
+/// A request body being read for the handler that takes it.
+#[derive(Debug)]
+struct Intake {
+    /// The body so far (without chunked framing).
+    data: Vec<u8>,
+    /// The most bytes the handler takes, within `--max-body-bytes`.
+    limit: u64,
+    /// `100 Continue` was sent: the client sends the body only after it.
+    continued: bool,
 }
 
 /// Runs an I/O call, again whenever a signal interrupts it.

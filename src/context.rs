@@ -6,8 +6,11 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use std::sync::Arc;
+
 use crate::buffers::BufferPool;
 use crate::config::{RealIpHeader, TrustedProxy};
+use crate::deferred::Mailbox;
 use crate::files::cache::FileCache;
 use crate::files::static_files::StaticFiles;
 use crate::handler::Handler;
@@ -104,6 +107,9 @@ pub struct Context<'a> {
     /// The server got SIGTERM and is in its `--drain-delay`: it still serves, but its
     /// health checks fail, so that load balancers take it out.
     pub draining: bool,
+    /// Where handlers' worker threads leave answers for the loop; `None` without a loop
+    /// (then a handler that answers later gets 500).
+    pub mailbox: Option<&'a Arc<Mailbox>>,
 }
 
 impl<'a> Context<'a> {
@@ -135,7 +141,14 @@ impl<'a> Context<'a> {
             real_ip_header: RealIpHeader::XForwardedFor,
             health_path: None,
             draining: false,
+            mailbox: None,
         }
+    }
+
+    /// Lets handlers answer later, through `mailbox`.
+    pub fn with_mailbox(mut self, mailbox: &'a Arc<Mailbox>) -> Self {
+        self.mailbox = Some(mailbox);
+        self
     }
 
     /// Asks `handler` before the static files.

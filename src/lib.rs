@@ -30,8 +30,11 @@
 //!
 //! What it waits for comes from its state: input in Reading, room for output in Writing.
 //! A client that stops reading stops being read from (backpressure), and one that pipelines
-//! a thousand requests gets a fair share per turn, not the whole loop. `ARCHITECTURE.md`
-//! at the repository's root tells the same story in prose, with the invariants the code
+//! a thousand requests gets a fair share per turn, not the whole loop. A library user's
+//! [`handler`] runs on the loop thread too, so its slow work goes to a thread of its own,
+//! which answers later through the loop's mailbox and `mio::Waker` ([`deferred`]);
+//! meanwhile the connection waits in Writing with nothing to write. `ARCHITECTURE.md` at
+//! the repository's root tells the same story in prose, with the invariants the code
 //! keeps.
 //!
 //! ## Layout
@@ -49,7 +52,10 @@
 //! - [`buffers`]: the input and output buffers, and the pool that lets idle connections
 //!   hold none.
 //! - [`timers`]: deadlines in an ordered set; the nearest one is `poll`'s timeout.
-//! - [`handler`]: the library API: answer some requests in code, on the loop thread.
+//! - [`handler`]: the library API: answer some requests in code, on the loop thread: now,
+//!   later from another thread, or as a stream; [`reply`] is what a handler answers.
+//! - [`deferred`]: answers from other threads: the mailbox and waker that bring them into
+//!   the loop, and the bounded queue a streamed body comes through.
 //! - [`config`]: flags and `READYSERVE_*` environment variables.
 //!
 //! The families are folders. [`http`] is the protocol with no I/O: nothing in it touches a
@@ -116,11 +122,13 @@ pub mod buffers;
 pub mod config;
 pub mod connection;
 pub mod context;
+pub mod deferred;
 pub mod files;
 pub mod handler;
 pub mod http;
 pub mod listener;
 pub mod ops;
+pub mod reply;
 pub mod server;
 pub mod timers;
 

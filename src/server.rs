@@ -5,8 +5,9 @@
 //! 1. sleeps in `poll` until something is ready, or until the nearest deadline
 //!    ([`crate::timers`]), or not at all if a connection still has work from last turn;
 //! 2. runs the connections that yielded last turn (the fairness queue);
-//! 3. handles each event: the listener accepts, the waker and the signal pipe start a
-//!    shutdown, and a connection's token leads to its slot in the slab;
+//! 3. handles each event: the listener accepts, the signal pipe starts a shutdown, the
+//!    waker brings a shutdown request or answers from handlers' threads (the mailbox, see
+//!    [`crate::deferred`]), and a connection's token leads to its slot in the slab;
 //! 4. expires deadlines, and moves a shutdown on: the drain delay (serving on while health
 //!    checks fail), then the stop of accepting;
 //! 5. frees the slots of finished connections, and only now (see below);
@@ -23,6 +24,7 @@
 //! already copied into this turn's `Events`: freeing a slot mid-turn and handing its key to a
 //! new connection would deliver the old connection's event to the new one.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +39,7 @@ use crate::buffers::BufferPool;
 use crate::config::{AccessLogTarget, Config, ListenAddr, TrustedProxy};
 use crate::connection::{Connection, Readiness};
 use crate::context::{Clock, Context, Limits};
+use crate::deferred::Mailbox;
 use crate::files::cache::FileCache;
 use crate::files::static_files::{Options, StaticFiles};
 use crate::handler::Handler;
@@ -49,7 +52,8 @@ use crate::timers::Timers;
 
 /// The listening socket's token. Connection tokens are slab keys, which stay far below these.
 const LISTENER: Token = Token(usize::MAX - 1);
-/// The token of the [`Waker`] that [`ServerHandle::stop`] uses.
+/// The token of the [`Waker`] that [`ServerHandle::stop`] uses, and that handlers' threads
+/// use to say that the mailbox has answers.
 const WAKER: Token = Token(usize::MAX - 2);
 /// The token of the signal pipe (SIGTERM, SIGINT).
 const SIGNALS: Token = Token(usize::MAX - 3);
@@ -157,6 +161,8 @@ pub struct Server {
     stop: Arc<AtomicBool>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
     handler: Option<Box<dyn Handler + Send>>,
+    /// Answers from handlers' threads, for the loop to deliver.
+    mailbox: Arc<Mailbox>,
 }
 
 impl std::fmt::Debug for Server {
@@ -219,6 +225,7 @@ impl Server {
             None => None,
         };
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(StartError::Setup)?);
+        let mailbox = Arc::new(Mailbox::new(Some(Arc::clone(&waker))));
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -231,6 +238,7 @@ impl Server {
             stop: Arc::new(AtomicBool::new(false)),
             signals: None,
             handler: None,
+            mailbox,
         })
     }
 
@@ -320,6 +328,8 @@ impl Server {
         let mut metrics_open = 0;
         // Turns of the loop, for `--trace`.
         let mut turn: u64 = 0;
+        // Notes taken from the mailbox, kept to reuse the memory.
+        let mut notes = VecDeque::new();
 
         loop {
             // ---- 1. sleep until something is ready, or until the nearest deadline
@@ -376,6 +386,7 @@ impl Server {
             .with_metrics(metrics.as_mut(), slots.len() - metrics_open)
             .with_proxies(&self.config.trust_proxy, self.config.real_ip_header)
             .with_health(self.config.health_path.as_deref(), drain_until.is_some())
+            .with_mailbox(&self.mailbox)
             .shutting_down(shutdown_deadline.is_some());
 
             // ---- 2. connections that yielded last turn
@@ -406,7 +417,22 @@ impl Server {
                         }
                     }
                     FILE_CHANGES => {} // handled above
-                    WAKER => begin_shutdown |= self.stop.load(Ordering::SeqCst),
+                    WAKER => {
+                        begin_shutdown |= self.stop.load(Ordering::SeqCst);
+                        // Answers from handlers' threads: each to its connection, if that
+                        // is still there (the connection checks the serial number).
+                        self.mailbox.take_all(&mut notes);
+                        for note in notes.drain(..) {
+                            let key = note.key;
+                            match slots.get_mut(key) {
+                                Some(slot) if !slot.closing => {
+                                    slot.conn.on_note(note, &mut ctx);
+                                    schedule.settle(registry, key, slot, &self.limits);
+                                }
+                                _ => log::trace!("token={key} note for a closed connection"),
+                            }
+                        }
+                    }
                     SIGNALS => {
                         if let Some(signals) = self.signals.as_mut() {
                             for signal in signals.pending() {

@@ -403,3 +403,101 @@ fn the_welcome_pages_reading_list_matches_the_readmes() {
         );
     }
 }
+
+/// Sends `request` on a fresh connection and returns the whole response (the request
+/// must say `Connection: close`).
+fn exchange(addr: &str, request: &str) -> String {
+    let mut s = connect(addr);
+    s.write_all(request.as_bytes()).expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out
+}
+
+fn put_setpoint(addr: &str, body: &str) -> String {
+    exchange(
+        addr,
+        &format!(
+            "PUT /api/setpoint HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+#[test]
+fn step_11_device_setpoint_takes_a_body_with_limits() {
+    let (_ex, addr) = start("11_device");
+    assert!(put_setpoint(&addr, "21.5").starts_with("HTTP/1.1 204 "));
+    let value = http_get(&addr, "/api/setpoint");
+    assert!(value.starts_with("HTTP/1.1 200 OK\r\n"), "{value}");
+    assert!(value.ends_with("\r\n\r\n21.5\n"), "{value}");
+    assert!(put_setpoint(&addr, "warm").starts_with("HTTP/1.1 400 "));
+    assert!(put_setpoint(&addr, &"9".repeat(65)).starts_with("HTTP/1.1 413 "));
+    // Neither changed it.
+    assert!(http_get(&addr, "/api/setpoint").ends_with("\r\n\r\n21.5\n"));
+    // The static files are there too.
+    assert!(http_get(&addr, "/").contains("<h1>readyserve</h1>"));
+}
+
+#[test]
+fn step_11_device_reading_is_deferred_and_blocks_no_one() {
+    let (_ex, addr) = start("11_device");
+    // Five readings queue up on the one sensor thread: the last is about 500 ms away.
+    let mut readings: Vec<TcpStream> = (0..5)
+        .map(|_| {
+            let mut s = connect(&addr);
+            s.write_all(b"GET /api/reading HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .expect("send");
+            s
+        })
+        .collect();
+    // Meanwhile another request is answered whole...
+    let other = http_get(&addr, "/api/setpoint");
+    assert!(other.starts_with("HTTP/1.1 200 OK\r\n"), "{other}");
+    // ...while the last reading has not been answered yet: it did not wait for them.
+    let last = readings.last_mut().expect("five");
+    last.set_nonblocking(true).expect("nonblocking");
+    let mut byte = [0u8; 1];
+    let early = last.read(&mut byte);
+    assert!(
+        matches!(&early, Err(e) if e.kind() == ErrorKind::WouldBlock),
+        "the reading was answered before the other request: {early:?}"
+    );
+    last.set_nonblocking(false).expect("blocking");
+    for mut s in readings {
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read");
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+        assert!(out.contains("\"celsius\":"), "{out}");
+    }
+}
+
+#[test]
+fn step_11_device_events_stream_and_panic_is_500() {
+    let (_ex, addr) = start("11_device");
+    let mut s = connect(&addr);
+    s.write_all(b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    // Read until two events have arrived (the read timeout is 10 s; they come every 200 ms).
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while String::from_utf8_lossy(&seen).matches("data: ").count() < 2 {
+        let n = s.read(&mut buf).expect("events");
+        assert!(n > 0, "the stream ended");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&seen);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(
+        text.contains("Content-Type: text/event-stream\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("Transfer-Encoding: chunked\r\n"), "{text}");
+    assert!(text.contains("data: {\"tick\":"), "{text}");
+    drop(s);
+    let panic = http_get(&addr, "/api/panic");
+    assert!(panic.starts_with("HTTP/1.1 500 "), "{panic}");
+    // And the device goes on.
+    assert!(http_get(&addr, "/api/setpoint").starts_with("HTTP/1.1 200 OK\r\n"));
+}

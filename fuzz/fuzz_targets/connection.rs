@@ -3,6 +3,10 @@
 //! The input is a script: each step's first byte picks how many of the following bytes the
 //! client sends and how much room the "socket" has for output. After the script, the output
 //! must be a sequence of well-formed HTTP/1.1 responses, and nothing may panic.
+//!
+//! A handler takes the bodies of `/echo` (up to 64 bytes: it asserts that nothing longer
+//! ever reaches it) and echoes them, and answers `/later` later: after each step the
+//! script's responders are answered or dropped (500), and the mailbox's notes delivered.
 //! Run: `cargo +nightly fuzz run connection -- -max_total_time=60`
 #![no_main]
 
@@ -16,6 +20,9 @@ use readyserve::connection::{Connection, Readiness};
 use readyserve::context::{Clock, Context, Limits};
 use readyserve::listener::testing::MemSocket;
 use readyserve::http::response::DateCache;
+use readyserve::deferred::Mailbox;
+use readyserve::handler::{Answer, Exchange, Handler, Reply, Responder};
+use readyserve::http::request::Request;
 use readyserve::files::static_files::{Options, StaticFiles};
 
 fn files() -> &'static StaticFiles {
@@ -43,6 +50,33 @@ thread_local! {
     static CACHE: std::cell::RefCell<FileCache> = std::cell::RefCell::new(FileCache::new(1 << 20));
 }
 
+/// Takes `/echo` bodies (at most `ECHO_MAX` bytes) and answers `/later` later.
+#[derive(Default)]
+struct FuzzHandler {
+    parked: Vec<Responder>,
+}
+
+const ECHO_MAX: u64 = 64;
+
+impl Handler for FuzzHandler {
+    fn accepts_body(&mut self, head: &Request<'_>) -> Option<u64> {
+        head.path().starts_with("/echo").then_some(ECHO_MAX)
+    }
+
+    fn handle(&mut self, ex: &mut Exchange<'_, '_>) -> Option<Answer> {
+        let path = ex.request.path();
+        if path.starts_with("/echo") {
+            assert!(ex.body.len() as u64 <= ECHO_MAX, "a body over the limit reached the handler");
+            return Some(Reply::new(200, "application/octet-stream", ex.body).into());
+        }
+        if path.starts_with("/later") {
+            self.parked.push(ex.defer());
+            return Some(Answer::Later);
+        }
+        None
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     CACHE.with(|cache| run(data, &mut cache.borrow_mut()));
 });
@@ -67,6 +101,9 @@ fn run(data: &[u8], cache: &mut FileCache) {
     if limits.proxy_protocol {
         conn.expect_proxy_header();
     }
+    let mut handler = FuzzHandler::default();
+    let mailbox = std::sync::Arc::new(Mailbox::new(None));
+    let mut notes = std::collections::VecDeque::new();
     let mut rest = data;
     let mut steps = 0;
     while let Some((&op, tail)) = rest.split_first() {
@@ -78,13 +115,32 @@ fn run(data: &[u8], cache: &mut FileCache) {
         socket.input.extend(chunk);
         socket.room += usize::from(op >> 6) * 4096 + 512;
         let at = now + Duration::from_millis(steps);
-        let mut ctx = Context::new(&limits, files(), &date, &mut log, cache, &mut pool, clock(at));
+        let mut ctx = Context::new(&limits, files(), &date, &mut log, cache, &mut pool, clock(at))
+            .with_handler(Some(&mut handler))
+            .with_mailbox(&mailbox);
         conn.ready(Readiness { readable: true, read_closed: false }, &mut ctx);
         while conn.wants_resume() {
             conn.resume(&mut ctx);
         }
         if op == 0xff {
             conn.timed_out(&mut ctx);
+        }
+        drop(ctx);
+        // The "worker": answer or drop what the handler deferred, then deliver the notes.
+        for responder in handler.parked.drain(..) {
+            if op & 1 == 1 {
+                responder.send(Reply::text(200, "later"));
+            }
+        }
+        mailbox.take_all(&mut notes);
+        let mut ctx = Context::new(&limits, files(), &date, &mut log, cache, &mut pool, clock(at))
+            .with_handler(Some(&mut handler))
+            .with_mailbox(&mailbox);
+        for note in notes.drain(..) {
+            conn.on_note(note, &mut ctx);
+        }
+        while conn.wants_resume() {
+            conn.resume(&mut ctx);
         }
         if conn.is_done() {
             break;
@@ -121,6 +177,11 @@ fn check_responses(mut out: &[u8], input: &[u8], closed: bool) {
         };
         assert_eq!(res.version, Some(1));
         let code = res.code.expect("status code");
+        if code == 100 {
+            // `100 Continue` before a body a handler takes: an interim head, no body.
+            out = &out[n..];
+            continue;
+        }
         assert!((200..600).contains(&code));
         let len = res
             .headers

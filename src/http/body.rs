@@ -1,4 +1,4 @@
-//! Request bodies, read and thrown away.
+//! Request bodies, read and thrown away, or collected for a handler.
 //!
 //! A static server has no use for a body, but it must still read it: the next pipelined
 //! request starts right after the body, and a server that guesses wrong about where that is
@@ -15,6 +15,10 @@
 //! front ends a line where we do not, or takes for a trailer what we take for a request, the
 //! two of us disagree on where the next request starts. nginx, for example, ends a size line
 //! at a bare LF; a parser that reads on past it sees different bytes than nginx did.
+//!
+//! A handler that takes a body ([`crate::handler::Handler::accepts_body`]) gets the same
+//! walk with the data copied out ([`Discard::advance_into`]): the framing is checked just as
+//! strictly whether the bytes are kept or not.
 
 use crate::http::error::HttpError;
 use crate::http::request::{BodyLength, MAX_HEADERS};
@@ -75,6 +79,30 @@ impl Discard {
         max_body: u64,
         max_trailers: usize,
     ) -> Result<usize, HttpError> {
+        self.walk(buf, max_body, max_trailers, None)
+    }
+
+    /// Like [`Discard::advance`], but the body's data (without the chunked framing) is
+    /// appended to `data`, for a handler that takes the body. `max_body` is the handler's
+    /// limit; a Content-Length over it must be refused before, from the head.
+    pub fn advance_into(
+        &mut self,
+        buf: &[u8],
+        max_body: u64,
+        max_trailers: usize,
+        data: &mut Vec<u8>,
+    ) -> Result<usize, HttpError> {
+        self.walk(buf, max_body, max_trailers, Some(data))
+    }
+
+    /// The walk behind both: bytes used, with the data bytes copied to `data` if given.
+    fn walk(
+        &mut self,
+        buf: &[u8],
+        max_body: u64,
+        max_trailers: usize,
+        mut data: Option<&mut Vec<u8>>,
+    ) -> Result<usize, HttpError> {
         let mut used = 0;
         loop {
             let rest = &buf[used..];
@@ -82,6 +110,9 @@ impl Discard {
                 Discard::Done => return Ok(used),
                 Discard::Length(left) => {
                     let take = left.min(rest.len() as u64);
+                    if let Some(data) = data.as_deref_mut() {
+                        data.extend_from_slice(&rest[..take as usize]);
+                    }
                     used += take as usize;
                     *self = if take == left {
                         Discard::Done
@@ -92,6 +123,10 @@ impl Discard {
                 }
                 Discard::Chunked(chunk, seen) => {
                     let (n, next) = step_chunked(chunk, seen, rest, max_body, max_trailers)?;
+                    if let (Chunked::Data(_), Some(data)) = (chunk, data.as_deref_mut()) {
+                        // In chunk data, every byte used is a byte of the body.
+                        data.extend_from_slice(&rest[..n]);
+                    }
                     used += n;
                     match next {
                         Some(next) => *self = next,
@@ -446,6 +481,40 @@ mod tests {
         let mut d = Discard::new(BodyLength::Chunked);
         let endless = [b'0'; 2000];
         assert_eq!(d.advance(&endless, 1000, 100), Err(HttpError::BadFraming));
+    }
+
+    /// Collected bytes are the data alone, whole or a byte at a time, and the limit holds.
+    #[test]
+    fn collects_the_data() {
+        let cases: &[(&[u8], BodyLength, &[u8])] = &[
+            (b"helloGET", BodyLength::Length(5), b"hello"),
+            (
+                b"5;x=1\r\nhello\r\n1\r\n!\r\n0\r\nT: v\r\n\r\nGET",
+                BodyLength::Chunked,
+                b"hello!",
+            ),
+        ];
+        for &(body, framing, want) in cases {
+            let mut whole = Vec::new();
+            let mut d = Discard::new(framing);
+            d.advance_into(body, 1000, 100, &mut whole).expect("valid");
+            assert!(d.is_done());
+            assert_eq!(whole, want);
+            let mut bytewise = Vec::new();
+            let mut d = Discard::new(framing);
+            let mut pending = Vec::new();
+            for &b in body {
+                pending.push(b);
+                let n = d
+                    .advance_into(&pending, 1000, 100, &mut bytewise)
+                    .expect("valid");
+                pending.drain(..n);
+            }
+            assert_eq!(bytewise, want);
+        }
+        let mut d = Discard::new(BodyLength::Chunked);
+        let over = d.advance_into(b"3\r\nabc\r\n", 2, 100, &mut Vec::new());
+        assert_eq!(over, Err(HttpError::BodyTooLarge));
     }
 
     #[test]

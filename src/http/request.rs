@@ -19,7 +19,10 @@ pub const MAX_HEADERS: usize = 100;
 pub const MAX_REQUEST_LINE: usize = 8 * 1024;
 
 /// The request methods this server tells apart (RFC 9110 section 9). Methods are
-/// case-sensitive, so `get` is not `GET`.
+/// case-sensitive, so `get` is not `GET` (it is [`Method::Other`]).
+///
+/// Every method reaches a handler; the static files answer GET, HEAD and OPTIONS, the
+/// other methods of RFC 9110 with 405, and any other token with 501.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
     /// Fetch a file.
@@ -28,16 +31,58 @@ pub enum Method {
     Head,
     /// Ask which methods are allowed.
     Options,
+    /// Send data to be processed.
+    Post,
+    /// Replace the target's state with the body.
+    Put,
+    /// Remove the target.
+    Delete,
+    /// Change part of the target's state (RFC 5789).
+    Patch,
+    /// Open a tunnel.
+    Connect,
+    /// Echo the request back.
+    Trace,
+    /// Any other token: [`Request::method_name`] has its name.
+    Other,
 }
 
 impl Method {
-    /// The method's name as it appears on the wire.
+    /// The method's name as it appears on the wire; `"OTHER"` for [`Method::Other`].
     pub fn as_str(self) -> &'static str {
         match self {
             Method::Get => "GET",
             Method::Head => "HEAD",
             Method::Options => "OPTIONS",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Patch => "PATCH",
+            Method::Connect => "CONNECT",
+            Method::Trace => "TRACE",
+            Method::Other => "OTHER",
         }
+    }
+
+    /// The method for a request-line token.
+    fn from_token(token: &str) -> Method {
+        match token {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "OPTIONS" => Method::Options,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "PATCH" => Method::Patch,
+            "CONNECT" => Method::Connect,
+            "TRACE" => Method::Trace,
+            _ => Method::Other,
+        }
+    }
+
+    /// Whether the static files answer it (GET, HEAD, OPTIONS).
+    pub fn is_for_files(self) -> bool {
+        matches!(self, Method::Get | Method::Head | Method::Options)
     }
 }
 
@@ -64,7 +109,7 @@ pub enum BodyLength {
 /// A parsed request head. Every slice borrows from the connection's read buffer.
 #[derive(Debug, Clone)]
 pub struct Request<'b> {
-    /// GET, HEAD or OPTIONS (other methods never get this far).
+    /// The method ([`Request::method_name`] spells it as sent).
     pub method: Method,
     /// The request target exactly as sent, e.g. `/docs/a%20b.html?x=1`.
     pub target: &'b str,
@@ -74,7 +119,8 @@ pub struct Request<'b> {
     pub keep_alive: bool,
     /// How the body, if any, is framed.
     pub body: BodyLength,
-    /// `Expect: 100-continue` was sent with a body.
+    /// `Expect: 100-continue` was sent with a body, and the body is still on the wire (the
+    /// connection clears it once it has read a body for a handler after `100 Continue`).
     pub expects_continue: bool,
     /// The whole head, request line to empty line, for looking up any other header.
     pub raw_head: &'b [u8],
@@ -116,6 +162,14 @@ impl Request<'_> {
             .position(|&b| b == b'\r' || b == b'\n')
             .unwrap_or(line.len());
         &line[..end]
+    }
+
+    /// The method as sent, e.g. `PUT` or `PROPFIND`.
+    pub fn method_name(&self) -> &str {
+        let line = self.request_line();
+        let name = line.split(|&b| b == b' ').next().unwrap_or_default();
+        // httparse accepted it as a token: ASCII, so always UTF-8.
+        std::str::from_utf8(name).unwrap_or("")
     }
 
     /// The values of every header called `name` (case-insensitive), in order.
@@ -278,15 +332,9 @@ pub fn parse(buf: &[u8], max_head: usize, max_body: u64) -> Result<Parsed<'_>, H
         return Err(HttpError::BodyTooLarge);
     }
 
-    let method = match method {
-        "GET" => Method::Get,
-        "HEAD" => Method::Head,
-        "OPTIONS" => Method::Options,
-        "POST" | "PUT" | "DELETE" | "PATCH" | "CONNECT" | "TRACE" => {
-            return Err(HttpError::MethodNotAllowed);
-        }
-        _ => return Err(HttpError::NotImplemented),
-    };
+    // Every method is parsed: a handler may take it. Whether the files allow it is for
+    // `answer` to say, once the handler has declined.
+    let method = Method::from_token(method);
 
     // RFC 9112 section 3.2: an HTTP/1.1 request without exactly one Host is a 400.
     if (version == Version::Http11 && host_count != 1) || host_count > 1 {
@@ -436,13 +484,11 @@ mod tests {
             ("GET / HTTP/1.1\r\n\r\n", Err(BadHost)),
             ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", Err(BadHost)),
             ("GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", Err(BadHost)),
-            ("POST / HTTP/1.1\r\nHost: a\r\n\r\n", Err(MethodNotAllowed)),
-            (
-                "DELETE / HTTP/1.1\r\nHost: a\r\n\r\n",
-                Err(MethodNotAllowed),
-            ),
-            ("get / HTTP/1.1\r\nHost: a\r\n\r\n", Err(NotImplemented)),
-            ("BREW / HTTP/1.1\r\nHost: a\r\n\r\n", Err(NotImplemented)),
+            // Every method parses; `answer` decides whether the files allow it.
+            ("POST / HTTP/1.1\r\nHost: a\r\n\r\n", Ok(true)),
+            ("DELETE / HTTP/1.1\r\nHost: a\r\n\r\n", Ok(true)),
+            ("get / HTTP/1.1\r\nHost: a\r\n\r\n", Ok(true)),
+            ("BREW / HTTP/1.1\r\nHost: a\r\n\r\n", Ok(true)),
             (
                 "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
                 Err(VersionNotSupported),

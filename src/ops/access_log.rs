@@ -103,10 +103,11 @@ pub struct Unsent {
 /// A line waiting for its response to go out.
 #[derive(Debug, Clone)]
 struct Waiting {
-    /// Where the response ends in the connection's output (bytes since the accept).
+    /// Where the response ends in the connection's output (bytes since the accept);
+    /// `u64::MAX` while a streamed body is still open.
     end: u64,
-    /// Its body's length; the body is the last part of the response.
-    body_bytes: u64,
+    /// Where its body starts: the body is the last part of the response.
+    body_start: u64,
     status: u16,
     started: Instant,
     peer: Option<IpAddr>,
@@ -155,7 +156,7 @@ impl Unsent {
         let user_agent = entry.user_agent.map(&mut keep);
         self.lines.push_back(Waiting {
             end,
-            body_bytes: entry.body_bytes,
+            body_start: end.saturating_sub(entry.body_bytes),
             status: entry.status,
             started,
             peer: entry.peer,
@@ -164,6 +165,22 @@ impl Unsent {
             referer,
             user_agent,
         });
+    }
+
+    /// Keeps `entry` for a response whose body is streamed and has no known end yet: its
+    /// head ends at `head_end`. [`Unsent::stream_ended`] gives it its end.
+    pub fn push_open(&mut self, entry: &Entry<'_>, head_end: u64, started: Instant) {
+        self.push(entry, u64::MAX, started);
+        if let Some(w) = self.lines.back_mut() {
+            w.body_start = head_end;
+        }
+    }
+
+    /// The open streamed body has ended at `end` (its last chunk is queued up to there).
+    pub fn stream_ended(&mut self, end: u64) {
+        if let Some(w) = self.lines.iter_mut().find(|w| w.end == u64::MAX) {
+            w.end = end;
+        }
     }
 
     /// The connection has sent `sent` bytes since the accept: writes the lines of the
@@ -190,9 +207,8 @@ impl Unsent {
         let Some(w) = self.lines.pop_front() else {
             return;
         };
-        // The body is the response's tail: what is missing of the response is missing
-        // from the body first.
-        let missing = w.end.saturating_sub(sent);
+        // The body is the response's tail: what went out of it is what went out past its
+        // start, up to its end.
         let field = |(at, len): (usize, usize)| self.text.get(at..at + len).unwrap_or_default();
         let micros = now.saturating_duration_since(w.started).as_micros();
         let entry = Entry {
@@ -200,7 +216,7 @@ impl Unsent {
             peer_is_unix: w.peer_is_unix,
             request_line: field(w.request_line),
             status: w.status,
-            body_bytes: w.body_bytes.saturating_sub(missing),
+            body_bytes: sent.min(w.end).saturating_sub(w.body_start),
             referer: w.referer.map(field),
             user_agent: w.user_agent.map(field),
             micros: u64::try_from(micros).unwrap_or(u64::MAX),

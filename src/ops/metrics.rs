@@ -69,8 +69,8 @@ const REASONS: [(HttpError, &str); 12] = [
 /// The counters.
 #[derive(Debug, Default, Clone)]
 pub struct Metrics {
-    /// Requests by method (GET, HEAD, OPTIONS) and status class (1xx..5xx).
-    requests: [[u64; 5]; 3],
+    /// Requests by method (GET, HEAD, OPTIONS, any other) and status class (1xx..5xx).
+    requests: [[u64; 5]; 4],
     response_bytes: u64,
     accepted: u64,
     timeouts: [u64; 4],
@@ -98,6 +98,8 @@ impl Metrics {
             Method::Get => 0,
             Method::Head => 1,
             Method::Options => 2,
+            // Only handlers take the others; one row for all keeps the page short.
+            _ => 3,
         };
         let class = usize::from((status / 100).clamp(1, 5)) - 1;
         self.requests[m][class] += 1;
@@ -151,7 +153,7 @@ impl Metrics {
     /// The Prometheus text exposition (format version 0.0.4).
     pub fn render(&self, open_connections: usize) -> String {
         let mut out = String::with_capacity(4096);
-        let methods = ["GET", "HEAD", "OPTIONS"];
+        let methods = ["GET", "HEAD", "OPTIONS", "OTHER"];
         family(
             &mut out,
             "readyserve_requests_total",
