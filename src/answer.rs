@@ -642,7 +642,10 @@ fn health_path<'a>(ctx: &Context<'a>, site: bool) -> Option<&'a str> {
 /// Whether `req` is a health check: a GET or HEAD of `path`, whatever its query string
 /// (checkers add one to defeat caches).
 fn is_health_check(req: &Request<'_>, path: Option<&str>) -> bool {
-    matches!(req.method, Method::Get | Method::Head) && path.is_some_and(|p| req.path() == p)
+    // Compared in the files' normal form, so that every spelling the files would serve as
+    // this path (absolute-form, %-escapes, `//`, `./`) is the health check too.
+    matches!(req.method, Method::Get | Method::Head)
+        && path.is_some_and(|p| static_files::cache_key(req.path()).is_some_and(|k| k == p))
 }
 
 /// The answer to a health check: `200 ok` while the server serves; `503 draining` from

@@ -131,8 +131,9 @@ pub struct Config {
     pub trust_proxy: Vec<TrustedProxy>,
 
     /// Every connection must begin with a PROXY protocol header (v1 or v2), as HAProxy's
-    /// `send-proxy`/`send-proxy-v2` sends; its source address is the client. Only peers in
-    /// --trust-proxy may connect (so it needs --trust-proxy).
+    /// `send-proxy`/`send-proxy-v2` sends; its source address is the client, and
+    /// --real-ip-header is not used. Only peers in --trust-proxy may connect (so it needs
+    /// --trust-proxy).
     #[arg(long, env = "READYSERVE_PROXY_PROTOCOL", value_parser = BoolishValueParser::new())]
     pub proxy_protocol: bool,
 
@@ -328,6 +329,22 @@ impl Config {
         if given("unix_mode") && !matches!(config.listen, ListenAddr::Unix(_)) {
             return Err(CommandLineError::Invalid(format!(
                 "error: --unix-mode applies to a unix: listener, and --listen is {}",
+                config.listen
+            )));
+        }
+        // A trust list that no peer of this listener can match refuses every connection.
+        let unix_trusted = config.trust_proxy.contains(&TrustedProxy::Unix);
+        let net_trusted = config.trust_proxy.iter().any(|t| *t != TrustedProxy::Unix);
+        let unmatched = match config.listen {
+            ListenAddr::Tcp(_) => !net_trusted,
+            ListenAddr::Unix(_) => !unix_trusted,
+            _ => false, // inherited: its family is known only once it is taken
+        };
+        if config.proxy_protocol && !config.trust_proxy.is_empty() && unmatched {
+            return Err(CommandLineError::Invalid(format!(
+                "error: --proxy-protocol on --listen {} refuses every connection: no peer of \
+                 this listener is in --trust-proxy (use an address range for TCP, `unix` for \
+                 a Unix socket)",
                 config.listen
             )));
         }

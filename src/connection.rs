@@ -421,11 +421,11 @@ impl<S: Transport> Connection<S> {
             }
             Waiting::Body(_) => {
                 count_timeout(ctx, TimeoutKind::Body);
-                if self.held.take().is_some() {
+                if let Some(held) = self.held.take() {
                     // Its request is still unanswered: say why it never will be.
                     log::debug!("token={} body timeout", self.token.0);
                     self.discard = Discard::Done;
-                    self.reject(HttpError::Timeout, ctx);
+                    self.reject_since(HttpError::Timeout, held.started, ctx);
                     self.input.clear();
                     self.start_writing("body timeout");
                     self.run(ctx);
@@ -491,12 +491,26 @@ impl<S: Transport> Connection<S> {
     /// kernel's accept queue held it until now). Closing it would fail a request the server
     /// had accepted; it is answered instead (with `Connection: close`), or cut off by the
     /// header timeout or the shutdown grace, whichever comes first.
-    pub fn close_if_idle(&mut self) -> bool {
-        if self.is_idle() && self.served_any {
+    ///
+    /// An idle keep-alive connection may have a request on its way, or already in the
+    /// socket with its edge not yet handled: so it reads once first, and a request that is
+    /// there is answered (with `Connection: close`), as nginx does. Only a connection that
+    /// still has nothing is closed.
+    pub fn close_if_idle(&mut self, ctx: &mut Context<'_>) -> bool {
+        if !(self.is_idle() && self.served_any) {
+            return false;
+        }
+        if self.metrics_only {
+            self.close("server shutting down");
+            return true;
+        }
+        self.read_more = true;
+        self.run(ctx);
+        if self.is_idle() {
             self.close("server shutting down");
             true
         } else {
-            false
+            self.state == State::Closed
         }
     }
 
@@ -875,11 +889,17 @@ impl<S: Transport> Connection<S> {
     /// access-log line: what arrived of its request line, the status and the error page's
     /// bytes. Malformed requests and timeouts (408) are logged like any other answer.
     fn reject(&mut self, e: HttpError, ctx: &mut Context<'_>) {
+        // When the request started, read before queue_error forgets it.
+        let started = self.head_started.unwrap_or(self.now);
+        self.reject_since(e, started, ctx);
+    }
+
+    /// [`Connection::reject`] for a request that started at `started`.
+    fn reject_since(&mut self, e: HttpError, started: Instant, ctx: &mut Context<'_>) {
         let body_bytes = self.queue_error(e, ctx);
         if !ctx.access_log.enabled() {
             return;
         }
-        let started = self.head_started.unwrap_or(self.now);
         let pending = self.input.pending();
         let line_end = pending
             .iter()
@@ -910,8 +930,7 @@ impl<S: Transport> Connection<S> {
     /// bytes that did go out. The loop calls it when it frees the slot.
     pub fn log_cut_short(&mut self, ctx: &mut Context<'_>) {
         if !self.unsent.is_empty() {
-            let (sent, now) = (self.sent, ctx.now);
-            self.unsent.cut_short(sent, now, ctx.wall, ctx.access_log);
+            self.unsent.cut_short(self.sent, ctx.wall, ctx.access_log);
         }
     }
 
@@ -959,8 +978,7 @@ impl<S: Transport> Connection<S> {
     fn on_writing(&mut self, ctx: &mut Context<'_>) -> Step {
         let step = self.send_output(ctx);
         if !self.unsent.is_empty() {
-            let (sent, now) = (self.sent, self.now);
-            self.unsent.sent(sent, now, ctx.wall, ctx.access_log);
+            self.unsent.sent(self.sent, ctx.wall, ctx.access_log);
         }
         step
     }

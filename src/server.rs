@@ -384,7 +384,18 @@ impl Server {
             )
             .with_handler(handler)
             .with_metrics(metrics.as_mut(), slots.len() - metrics_open)
-            .with_proxies(&self.config.trust_proxy, self.config.real_ip_header)
+            // Under --proxy-protocol the PROXY header alone names the client (as nginx's
+            // `real_ip_header proxy_protocol`): a header that says no client (UNKNOWN,
+            // LOCAL) leaves the proxy's own, trusted, address, whose X-Forwarded-For the
+            // client could then write itself.
+            .with_proxies(
+                if self.config.proxy_protocol {
+                    &[]
+                } else {
+                    &self.config.trust_proxy
+                },
+                self.config.real_ip_header,
+            )
             .with_health(self.config.health_path.as_deref(), drain_until.is_some())
             .with_mailbox(&self.mailbox)
             .shutting_down(shutdown_deadline.is_some());
@@ -444,6 +455,12 @@ impl Server {
                                 log::info!("received signal {signal}");
                                 if drain_until.is_some() {
                                     log::warn!("second signal: stopping now");
+                                    // What was sent so far is logged, as when the grace
+                                    // period runs out.
+                                    for (_, slot) in slots.iter_mut() {
+                                        slot.conn.log_cut_short(&mut ctx);
+                                    }
+                                    ctx.access_log.flush();
                                     return Ok(());
                                 }
                                 begin_shutdown = true;
@@ -505,8 +522,10 @@ impl Server {
                     // Dropping it closes it (and removes a Unix socket file).
                 }
                 let mut idle = 0;
+                // From here on every response says `Connection: close`.
+                ctx.shutting_down = true;
                 for (key, slot) in slots.iter_mut() {
-                    if slot.conn.close_if_idle() {
+                    if slot.conn.close_if_idle(&mut ctx) {
                         idle += 1;
                     }
                     schedule.settle(registry, key, slot, &self.limits);

@@ -202,6 +202,20 @@ fn errors_say_where_the_bad_value_came_from() {
         err.contains("--proxy-protocol needs --trust-proxy"),
         "{err}"
     );
+    for (listen, trusted) in [
+        ("127.0.0.1:0", "unix"),
+        ("unix:/tmp/rs-never.sock", "127.0.0.1"),
+    ] {
+        let (code, err) = run_to_exit(Command::new(BIN).args([
+            "--listen",
+            listen,
+            "--proxy-protocol",
+            "--trust-proxy",
+            trusted,
+        ]));
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains("refuses every connection"), "{err}");
+    }
     for (code, err) in
         [&["--help"][..], &["--version"]].map(|a| run_to_exit(Command::new(BIN).args(a)))
     {

@@ -130,6 +130,11 @@ fn health_path_answers_ok_before_files_and_stays_out_of_the_access_log() {
     assert_health(&get(&addr, "/healthz"), 200, "ok");
     // The query string does not matter: checkers add one to defeat caches.
     assert_health(&get(&addr, "/healthz?probe=1&t=2"), 200, "ok");
+    // Every spelling the files would take for this path (RFC 9112 section 3.2.2's
+    // absolute-form, %-escapes, dot segments) is the health check too.
+    for target in ["http://t/healthz", "/health%7a", "/./healthz", "//healthz"] {
+        assert_health(&get(&addr, target), 200, "ok");
+    }
     // HEAD: the head only, with the length of `ok`.
     let head = ask(&addr, "HEAD /healthz HTTP/1.0\r\n\r\n", true);
     assert_eq!(head.status, 200);
@@ -149,7 +154,7 @@ fn health_path_answers_ok_before_files_and_stays_out_of_the_access_log() {
     // one 200.
     assert_eq!(
         metric(&metrics, "readyserve_health_checks_total{status=\"200\"}"),
-        6
+        10
     );
     assert_eq!(
         metric(

@@ -540,6 +540,14 @@ fn a_header_timeout_gets_an_access_log_line() {
     let text = std::fs::read_to_string(&log).expect("log");
     let want = format!("\"GET /slow HTTP/1.1\" 408 {} ", r.body.len());
     assert!(text.contains(&want), "{text}");
+    // Its time is the time the client took: at least the header timeout, not 0.
+    let line = text.lines().find(|l| l.contains(&want)).expect("the line");
+    let micros: u64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .expect("µs");
+    assert!(micros >= 900_000, "{line}");
 }
 
 /// The access log tells what really went out, when it went out: a download abandoned after

@@ -193,3 +193,34 @@ fn trace_shows_turns_interest_yields_sendfile_and_freed_slots() {
         .sum();
     assert!(wrote > BIG_LEN as u64, "wrote {wrote}:\n{trace}");
 }
+
+/// A second SIGTERM stops at once, and still writes the access-log line of a download it
+/// cuts short, with the bytes that went out.
+#[test]
+fn a_second_sigterm_still_logs_what_it_cut_short() {
+    let dir = fixture();
+    let log = dir.path().join("access.log");
+    let log_arg = log.to_string_lossy().into_owned();
+    let (mut child, addr, _stderr) = spawn_binary(dir.path(), &["--access-log", &log_arg]);
+    let mut s = TcpStream::connect(&addr).expect("connect");
+    std::io::Write::write_all(&mut s, b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n").expect("send");
+    // Some of it arrives; then the client stops reading.
+    let mut first = [0u8; 4096];
+    s.read_exact(&mut first).expect("the start");
+    std::thread::sleep(Duration::from_millis(200));
+    sigterm(&child);
+    std::thread::sleep(Duration::from_millis(200));
+    sigterm(&child);
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+    let text = std::fs::read_to_string(&log).expect("log");
+    let line = text
+        .lines()
+        .find(|l| l.contains("\"GET /big.bin HTTP/1.1\" 200 "))
+        .unwrap_or_else(|| panic!("no line for the download:\n{text}"));
+    let bytes: u64 = line
+        .split("\" 200 ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next()?.parse().ok())
+        .expect("bytes");
+    assert!(bytes >= 4096 && bytes < BIG_LEN as u64, "{line}");
+}

@@ -184,8 +184,13 @@ impl Unsent {
     }
 
     /// The connection has sent `sent` bytes since the accept: writes the lines of the
-    /// responses that are now all out, timed at `now`.
-    pub fn sent(&mut self, sent: u64, now: Instant, wall: SystemTime, log: &mut AccessLog) {
+    /// responses that are now all out. Their time is taken now, not from the loop's clock
+    /// for the turn: a response sent in the turn its request arrived took more than zero.
+    pub fn sent(&mut self, sent: u64, wall: SystemTime, log: &mut AccessLog) {
+        if self.lines.front().is_none_or(|w| w.end > sent) {
+            return;
+        }
+        let now = Instant::now();
         while self.lines.front().is_some_and(|w| w.end <= sent) {
             self.write_front(sent, now, wall, log);
         }
@@ -196,7 +201,8 @@ impl Unsent {
 
     /// The connection closes having sent `sent` bytes: writes every waiting line with the
     /// part of its body that went out (none, for responses that never started).
-    pub fn cut_short(&mut self, sent: u64, now: Instant, wall: SystemTime, log: &mut AccessLog) {
+    pub fn cut_short(&mut self, sent: u64, wall: SystemTime, log: &mut AccessLog) {
+        let now = Instant::now();
         while !self.lines.is_empty() {
             self.write_front(sent, now, wall, log);
         }
@@ -487,7 +493,8 @@ mod tests {
     fn unsent_lines_wait_for_their_bytes() {
         let sink = Shared::default();
         let mut log = AccessLog::with_writer(Some(Box::new(sink.clone())));
-        let start = Instant::now();
+        // Requests that started 5 ms ago.
+        let start = Instant::now() - std::time::Duration::from_millis(5);
         let entry = |line: &'static [u8], body_bytes| Entry {
             peer: None,
             peer_is_unix: true,
@@ -505,18 +512,19 @@ mod tests {
         unsent.push(&entry(b"GET /c HTTP/1.1", 50), 1150, start);
         assert_eq!(unsent.held_bytes(), 3 * 15 + 3 * 2);
         let wall = SystemTime::now();
-        unsent.sent(99, start, wall, &mut log);
+        unsent.sent(99, wall, &mut log);
         log.flush();
         assert!(sink.0.lock().unwrap().is_empty(), "nothing is all out yet");
-        let later = start + std::time::Duration::from_millis(5);
-        unsent.sent(600, later, wall, &mut log);
-        unsent.cut_short(600, later, wall, &mut log);
+        unsent.sent(600, wall, &mut log);
+        unsent.cut_short(600, wall, &mut log);
         assert!(unsent.is_empty() && unsent.held_bytes() == 0);
         log.flush();
         let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
-        assert!(lines[0].contains("\"GET /a HTTP/1.1\" 200 60 ") && lines[0].ends_with(" 5000"));
+        assert!(lines[0].contains("\"GET /a HTTP/1.1\" 200 60 "), "{text}");
+        let micros: u64 = lines[0].rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(micros >= 5000, "timed when written: {micros}");
         // 600 - 100 = 500 bytes of /b went out, 100 of them its head.
         assert!(
             lines[1].contains("\"GET /b HTTP/1.1\" 200 400 \"-\" \"ua\""),
