@@ -20,6 +20,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::buffers::OutBuf;
@@ -36,6 +37,7 @@ use crate::http::range::{self, RangeRequest};
 use crate::http::request::{BodyLength, Method, Request, Version};
 use crate::http::response::{self, DateCache};
 use crate::ops::access_log::Entry;
+use crate::ops::live;
 
 /// Files (or ranges) up to this size go into the output buffer with their head; larger
 /// ones are streamed.
@@ -677,9 +679,29 @@ fn answer_health(req: &Request<'_>, out: &mut OutBuf, ctx: &Context<'_>) -> Outc
 
 /// The answer on the metrics listener: the counters at `/metrics`, health at
 /// [`METRICS_HEALTH_PATH`], 404 elsewhere.
-pub fn answer_metrics(req: &Request<'_>, out: &mut OutBuf, ctx: &mut Context<'_>) -> Outcome {
+pub fn answer_metrics(
+    req: &Request<'_>,
+    out: &mut OutBuf,
+    ctx: &mut Context<'_>,
+    call: &mut Call<'_>,
+) -> Outcome {
     if is_health_check(req, Some(METRICS_HEALTH_PATH)) {
         return answer_health(req, out, ctx);
+    }
+    if req.method == Method::Get {
+        match req.path() {
+            "/loop" => {
+                let page = Reply::new(200, "text/html; charset=utf-8", live::PAGE)
+                    .with_header("Cache-Control", "no-store");
+                return write_reply(out, &page, &Frame::of(req, ctx, None));
+            }
+            "/loop/events" => {
+                if let Some(outcome) = watch_the_loop(req, out, ctx, call) {
+                    return outcome;
+                }
+            }
+            _ => {}
+        }
     }
     let Some(metrics) = ctx.metrics.as_deref() else {
         return error(out, HttpError::NotFound, req, ctx);
@@ -693,6 +715,39 @@ pub fn answer_metrics(req: &Request<'_>, out: &mut OutBuf, ctx: &mut Context<'_>
     let body = metrics.render(ctx.open_connections);
     let reply = Reply::new(200, "text/plain; version=0.0.4; charset=utf-8", body);
     write_reply(out, &reply, &Frame::of(req, ctx, None))
+}
+
+/// `GET /loop/events` on the metrics listener: a Server-Sent Events stream of the loop's
+/// snapshots ([`live`]). It is a streamed body like a handler's ([`crate::deferred`]): the
+/// loop holds its sender and feeds it a few times a second, and the connection takes the
+/// pieces as its client reads them. `None` outside a running loop (then 404).
+fn watch_the_loop(
+    req: &Request<'_>,
+    out: &mut OutBuf,
+    ctx: &mut Context<'_>,
+    call: &mut Call<'_>,
+) -> Option<Outcome> {
+    let mailbox = Arc::clone(ctx.mailbox?);
+    ctx.watchers.as_ref()?;
+    let (later, sender) = Later::stream(mailbox, call.key, live::QUEUE);
+    let Later::Stream(mut stream) = later else {
+        return None;
+    };
+    stream.chunked = req.version == Version::Http11;
+    let frame = Frame::of(req, ctx, None);
+    let frame = Frame {
+        keep_alive: frame.keep_alive && stream.chunked,
+        ..frame
+    };
+    let head = Reply::new(200, "text/event-stream", "").with_header("Cache-Control", "no-store");
+    let (outcome, body) = write_stream_head(out, &head, &frame, stream.chunked);
+    if body {
+        call.later = Some(Later::Stream(stream));
+        if let Some(watchers) = ctx.watchers.as_deref_mut() {
+            watchers.push(sender);
+        }
+    }
+    Some(outcome)
 }
 
 /// Calls into the handler (`accepts_body` or `handle`: every callback the loop makes into

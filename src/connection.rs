@@ -126,16 +126,23 @@ pub enum State {
     Closed,
 }
 
-impl fmt::Display for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl State {
+    /// The state's name, as `--trace` and the live view show it.
+    pub fn name(self) -> &'static str {
+        match self {
             State::ProxyHeader => "ProxyHeader",
             State::Reading => "Reading",
             State::Parsing => "Parsing",
             State::Writing => "Writing",
             State::Closing => "Closing",
             State::Closed => "Closed",
-        })
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -246,6 +253,9 @@ pub struct Connection<S> {
     progress_at: Instant,
     /// At least one request was answered.
     served_any: bool,
+    /// Requests answered, and bytes read from the client (for the live view).
+    requests: u64,
+    received: u64,
     /// This turn's work, for fairness.
     turn_requests: u32,
     turn_bytes: usize,
@@ -291,6 +301,8 @@ impl<S: Transport> Connection<S> {
             idle_since: now,
             progress_at: now,
             served_any: false,
+            requests: 0,
+            received: 0,
             turn_requests: 0,
             turn_bytes: 0,
             stopped: Step::Wait,
@@ -309,6 +321,30 @@ impl<S: Transport> Connection<S> {
     /// first event.
     pub fn expect_proxy_header(&mut self) {
         self.state = State::ProxyHeader;
+    }
+
+    /// This connection as a row of the live view (`/loop`): `key` is its slot, `interest`
+    /// what the loop registered for it.
+    pub fn row(
+        &self,
+        key: usize,
+        interest: &'static str,
+        limits: &Limits,
+        now: Instant,
+    ) -> crate::ops::live::Row {
+        crate::ops::live::Row {
+            token: key,
+            state: self.state.name(),
+            interest,
+            peer: self.peer,
+            bytes_in: self.received,
+            bytes_out: self.sent,
+            requests: self.requests,
+            deadline_in: self
+                .deadline(limits)
+                .map(|d| d.saturating_duration_since(now)),
+            watcher: self.metrics_only && self.pending.is_waiting(),
+        }
     }
 
     /// Makes this a metrics connection: `GET /metrics` gets the counters, anything else 404.
@@ -669,6 +705,7 @@ impl<S: Transport> Connection<S> {
                 }
                 log::trace!("token={} read {n} bytes", self.token.0);
                 self.input.filled(n);
+                self.received += n as u64;
                 self.turn_bytes += n;
                 Filled::Bytes
             }
@@ -828,7 +865,7 @@ impl<S: Transport> Connection<S> {
                     later: None,
                 };
                 let outcome = if self.metrics_only {
-                    Some(answer::answer_metrics(&req, &mut self.out, ctx))
+                    Some(answer::answer_metrics(&req, &mut self.out, ctx, &mut call))
                 } else {
                     answer::answer(&req, &mut self.out, &mut self.file, ctx, &mut call)
                 };
@@ -863,6 +900,7 @@ impl<S: Transport> Connection<S> {
                 self.close_after_write |= outcome.close;
                 self.turn_requests += 1;
                 self.served_any = true;
+                self.requests += 1;
             }
             Err(e) => self.fail(e, ctx),
         }
@@ -1256,6 +1294,7 @@ impl<S: Transport> Connection<S> {
         self.input.consume(n);
         self.close_after_write |= outcome.close;
         self.served_any = true;
+        self.requests += 1;
         self.start_writing("deferred reply came");
     }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::buffers::BufferPool;
 use crate::config::{RealIpHeader, TrustedProxy};
-use crate::deferred::Mailbox;
+use crate::deferred::{BodySender, Mailbox};
 use crate::files::cache::FileCache;
 use crate::files::static_files::StaticFiles;
 use crate::handler::Handler;
@@ -110,6 +110,9 @@ pub struct Context<'a> {
     /// Where handlers' worker threads leave answers for the loop; `None` without a loop
     /// (then a handler that answers later gets 500).
     pub mailbox: Option<&'a Arc<Mailbox>>,
+    /// The senders of the `/loop/events` streams (the live view), which the loop feeds a
+    /// snapshot a few times a second; `None` without a loop.
+    pub watchers: Option<&'a mut Vec<BodySender>>,
 }
 
 impl<'a> Context<'a> {
@@ -142,12 +145,19 @@ impl<'a> Context<'a> {
             health_path: None,
             draining: false,
             mailbox: None,
+            watchers: None,
         }
     }
 
     /// Lets handlers answer later, through `mailbox`.
     pub fn with_mailbox(mut self, mailbox: &'a Arc<Mailbox>) -> Self {
         self.mailbox = Some(mailbox);
+        self
+    }
+
+    /// Keeps the senders of new `/loop/events` streams in `watchers`.
+    pub fn with_watchers(mut self, watchers: &'a mut Vec<BodySender>) -> Self {
+        self.watchers = Some(watchers);
         self
     }
 

@@ -39,13 +39,14 @@ use crate::buffers::BufferPool;
 use crate::config::{AccessLogTarget, Config, ListenAddr, TrustedProxy};
 use crate::connection::{Connection, Readiness};
 use crate::context::{Clock, Context, Limits};
-use crate::deferred::Mailbox;
+use crate::deferred::{BodySender, Mailbox, TrySendError};
 use crate::files::cache::FileCache;
 use crate::files::static_files::{Options, StaticFiles};
 use crate::handler::Handler;
 use crate::http::response::DateCache;
 use crate::listener::{BindOptions, Listener, Stream};
 use crate::ops::access_log::AccessLog;
+use crate::ops::live;
 use crate::ops::metrics::Metrics;
 use crate::ops::proxy;
 use crate::timers::Timers;
@@ -326,8 +327,14 @@ impl Server {
         let mut shutdown_deadline: Option<Instant> = None;
         // Connections from the metrics listener; the rest of the slab is the site's.
         let mut metrics_open = 0;
-        // Turns of the loop, for `--trace`.
-        let mut turn: u64 = 0;
+        // Turns of the loop and their events, for `--trace` and the live view (`/loop`).
+        let mut turns = live::Turns::default();
+        // The live view's watchers (their streams' senders), when the next snapshot is
+        // due, and the snapshot's buffers (they allocate only while someone watches).
+        let mut watchers: Vec<BodySender> = Vec::new();
+        let mut live_next: Option<Instant> = None;
+        let mut rows: Vec<live::Row> = Vec::new();
+        let mut snapshot = String::new();
         // Notes taken from the mailbox, kept to reuse the memory.
         let mut notes = VecDeque::new();
 
@@ -345,6 +352,7 @@ impl Server {
                         .filter(|_| shutdown_deadline.is_none())
                         .map(|t| t.saturating_duration_since(now)),
                     shutdown_deadline.map(|t| t.saturating_duration_since(now)),
+                    live_next.map(|t| t.saturating_duration_since(now)),
                 ]
                 .into_iter()
                 .flatten()
@@ -357,8 +365,9 @@ impl Server {
             }
             let clock = Clock::read();
             let now = clock.now;
-            turn += 1;
-            log::trace!("turn {turn}: {} events", events.iter().count());
+            let event_count = events.iter().count();
+            turns.record(event_count);
+            log::trace!("turn {}: {event_count} events", turns.count());
             date.update(clock.wall);
             if let Some(m) = metrics.as_mut() {
                 m.iteration(events.iter().count());
@@ -398,6 +407,7 @@ impl Server {
             )
             .with_health(self.config.health_path.as_deref(), drain_until.is_some())
             .with_mailbox(&self.mailbox)
+            .with_watchers(&mut watchers)
             .shutting_down(shutdown_deadline.is_some());
 
             // ---- 2. connections that yielded last turn
@@ -592,6 +602,32 @@ impl Server {
                         }
                         accept_paused_until = Some(now + ACCEPT_BACKOFF);
                     }
+                }
+            }
+
+            // ---- the live view: a snapshot for the watchers of /loop, while there are some
+            if let Some(watchers) = ctx.watchers.as_deref_mut() {
+                if watchers.is_empty() {
+                    live_next = None;
+                } else if live_next.is_none_or(|t| t <= now) {
+                    rows.clear();
+                    rows.extend(slots.iter().map(|(key, slot)| {
+                        slot.conn.row(key, short(slot.interest), &self.limits, now)
+                    }));
+                    let nearest = schedule.timers.poll_timeout(now);
+                    turns.snapshot(nearest, &rows, &mut snapshot);
+                    let piece = format!("data: {snapshot}\n\n");
+                    // A watcher whose queue is still full from earlier snapshots reads too
+                    // slowly: it is dropped (its stream ends), not buffered for.
+                    watchers.retain(|w| match w.try_send(piece.as_bytes()) {
+                        Ok(()) => true,
+                        Err(TrySendError::Full(_)) => {
+                            log::debug!("live view: a watcher too slow to keep up; dropped");
+                            false
+                        }
+                        Err(TrySendError::Closed(_)) => false,
+                    });
+                    live_next = Some(now + live::INTERVAL);
                 }
             }
 

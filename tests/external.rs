@@ -1186,3 +1186,159 @@ fn zero_downtime_restarts_behind_haproxy() {
     assert_eq!(report.non_2xx_3xx, 0, "non-2xx responses:\n{text}");
     assert!(report.requests > 0, "{text}");
 }
+/// A headless Chromium driven over the DevTools protocol on a pipe
+/// (`--remote-debugging-pipe`: commands in on its descriptor 3, answers out on 4, each a
+/// JSON message ended by a NUL byte), so that a test can read a live page's DOM.
+struct Browser {
+    _child: Killed,
+    to: std::process::ChildStdin,
+    from: std::process::ChildStdout,
+    buf: Vec<u8>,
+    next_id: u64,
+    session: String,
+}
+
+impl Browser {
+    /// Opens `url` in a fresh profile under `dir`.
+    fn open(url: &str, dir: &Path) -> Browser {
+        // sh moves its stdin and stdout to descriptors 3 and 4 before exec'ing Chromium, so
+        // the pipe needs no pre_exec; Chromium's own output goes nowhere.
+        let profile = dir.join("chromium-profile");
+        let script = "exec chromium --headless --no-sandbox --disable-gpu --disable-quic \
+                      --no-first-run --disable-background-networking --disable-component-update \
+                      --disable-sync --user-data-dir=\"$1\" --remote-debugging-pipe \"$0\" \
+                      3<&0 4>&1 0</dev/null 1>/dev/null 2>/dev/null";
+        let mut child = Command::new("sh")
+            .args(["-c", script, url])
+            .arg(&profile)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start chromium (is it installed?)");
+        let to = child.stdin.take().expect("stdin");
+        let from = child.stdout.take().expect("stdout");
+        let mut browser = Browser {
+            _child: Killed(child),
+            to,
+            from,
+            buf: Vec::new(),
+            next_id: 0,
+            session: String::new(),
+        };
+        let targets = browser.call("Target.getTargets", "{}");
+        let page = targets
+            .split("\"targetId\":\"")
+            .skip(1)
+            .find(|t| t.contains("\"type\":\"page\""))
+            .and_then(|t| t.split('"').next())
+            .expect("a page target")
+            .to_string();
+        let attached = browser.call(
+            "Target.attachToTarget",
+            &format!("{{\"targetId\":\"{page}\",\"flatten\":true}}"),
+        );
+        browser.session = attached
+            .split("\"sessionId\":\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .expect("a session")
+            .to_string();
+        browser
+    }
+
+    /// Sends one command and returns its answer (events in between are skipped).
+    fn call(&mut self, method: &str, params: &str) -> String {
+        use std::io::Read;
+        self.next_id += 1;
+        let id = self.next_id;
+        let session = if self.session.is_empty() {
+            String::new()
+        } else {
+            format!(",\"sessionId\":\"{}\"", self.session)
+        };
+        let msg = format!("{{\"id\":{id},\"method\":\"{method}\",\"params\":{params}{session}}}\0");
+        self.to.write_all(msg.as_bytes()).expect("to chromium");
+        let want = format!("{{\"id\":{id},");
+        loop {
+            while let Some(end) = self.buf.iter().position(|&b| b == 0) {
+                let msg: Vec<u8> = self.buf.drain(..=end).collect();
+                let text = String::from_utf8_lossy(&msg[..end]).into_owned();
+                if text.starts_with(&want) {
+                    return text;
+                }
+            }
+            let mut chunk = [0u8; 65536];
+            let n = self.from.read(&mut chunk).expect("from chromium");
+            assert!(n > 0, "chromium closed its pipe");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Evaluates a JavaScript expression that yields a string, in the page.
+    fn eval(&mut self, expression: &str) -> String {
+        let params = format!(
+            "{{\"expression\":{},\"returnByValue\":true}}",
+            json_string(expression)
+        );
+        let answer = self.call("Runtime.evaluate", &params);
+        answer
+            .split("\"value\":\"")
+            .nth(1)
+            .and_then(|v| v.split('"').next())
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// `s` as a JSON string literal (enough for the expressions above: quotes and backslashes).
+fn json_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The live view in a real browser: during a download that the client does not read, the
+/// page at `/loop` on the metrics listener shows that connection in `Writing`, waiting for
+/// room (`W`), beside the page's own event stream, which is a connection in the same slab.
+#[test]
+#[ignore = "needs chromium (apt-get install chromium)"]
+fn the_live_view_shows_a_download_in_writing() {
+    let dir = fixture();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let (rs, addr, _) = spawn_server(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--root"])
+            .arg(dir.path().join("root"))
+            .args(["--access-log", "off", "--metrics-listen", &metrics])
+            .stdout(Stdio::null()),
+    );
+    let _rs = Killed(rs);
+    // The download: 8 MiB asked for, nothing read, so it waits for room in Writing.
+    let mut download = TcpStream::connect(&addr).expect("connect");
+    download
+        .write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send");
+    let mut browser = Browser::open(&format!("http://{metrics}/loop"), dir.path());
+    let rows = "Array.from(document.querySelectorAll('#slots tr')).map(r => \
+                [r.dataset.token, r.dataset.state, r.children[2].textContent, \
+                r.className].join(':')).join(',')";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let seen = loop {
+        let seen = browser.eval(rows);
+        let writing = seen.split(',').any(|r| r.ends_with(":Writing:W:"));
+        let watcher = seen.split(',').any(|r| r.ends_with(":watcher"));
+        if writing && watcher {
+            break seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page never showed it: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // The summary is live too: turns are counted.
+    let turns = browser.eval("document.getElementById('turn').textContent");
+    assert!(
+        turns.parse::<u64>().is_ok_and(|t| t > 0),
+        "{turns:?} ({seen})"
+    );
+    drop(download);
+}

@@ -27,6 +27,10 @@ pub const PAGE: &str = include_str!("live.html");
 /// How often the loop takes a snapshot while someone watches.
 pub const INTERVAL: Duration = Duration::from_millis(250);
 
+/// Snapshots queued for one watcher: a watcher whose queue is full when the next one is
+/// due is dropped (its stream ends), not buffered for.
+pub const QUEUE: usize = 4;
+
 /// How many turns' event counts a snapshot carries.
 const RECENT_TURNS: usize = 64;
 
