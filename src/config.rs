@@ -131,9 +131,9 @@ pub struct Config {
     pub trust_proxy: Vec<TrustedProxy>,
 
     /// Every connection must begin with a PROXY protocol header (v1 or v2), as HAProxy's
-    /// `send-proxy`/`send-proxy-v2` sends; its source address is the client, and
-    /// --real-ip-header is not used. Only peers in --trust-proxy may connect (so it needs
-    /// --trust-proxy).
+    /// `send-proxy`/`send-proxy-v2` sends; its source address is the client (and the peer
+    /// whose --real-ip-header is believed only if it is in --trust-proxy itself). Only peers
+    /// in --trust-proxy may connect (so it needs --trust-proxy).
     #[arg(long, env = "READYSERVE_PROXY_PROTOCOL", value_parser = BoolishValueParser::new())]
     pub proxy_protocol: bool,
 

@@ -253,6 +253,10 @@ pub struct Connection<S> {
     progress_at: Instant,
     /// At least one request was answered.
     served_any: bool,
+    /// The PROXY header named no client (UNKNOWN, LOCAL, UNSPEC, a Unix client): the peer
+    /// is still the proxy itself, which is trusted, so a real-ip header would be believed,
+    /// and the client could write it. For this connection no such header is believed.
+    forwarded_untrusted: bool,
     /// Requests answered, and bytes read from the client (for the live view).
     requests: u64,
     received: u64,
@@ -301,6 +305,7 @@ impl<S: Transport> Connection<S> {
             idle_since: now,
             progress_at: now,
             served_any: false,
+            forwarded_untrusted: false,
             requests: 0,
             received: 0,
             turn_requests: 0,
@@ -553,6 +558,16 @@ impl<S: Transport> Connection<S> {
     /// Runs the state machine until it has to wait for the socket, its turn is used up,
     /// or the connection is closed.
     fn run(&mut self, ctx: &mut Context<'_>) {
+        let trusted = ctx.trusted;
+        if self.forwarded_untrusted {
+            ctx.trusted = &[];
+        }
+        self.run_steps(ctx);
+        ctx.trusted = trusted;
+    }
+
+    /// The loop of [`Connection::run`].
+    fn run_steps(&mut self, ctx: &mut Context<'_>) {
         self.now = ctx.now;
         self.turn_requests = 0;
         self.turn_bytes = 0;
@@ -618,10 +633,16 @@ impl<S: Transport> Connection<S> {
         match proxy_protocol::parse(self.input.pending(), ctx.limits.max_head) {
             Ok(Parsed::Complete { source, len }) => {
                 self.input.consume(len);
+                // The named client is the peer from now on, for the log and for whether its
+                // X-Forwarded-For is believed (only if it is itself a trusted proxy).
                 match source {
                     Source::Addr(addr) => self.peer = Some(addr),
                     Source::Unix => self.peer = None,
                     Source::Connection => {}
+                }
+                if !matches!(source, Source::Addr(_)) {
+                    self.forwarded_untrusted = true;
+                    ctx.trusted = &[]; // for the rest of this run too (see `run`)
                 }
                 log::trace!(
                     "token={} PROXY header: client {}",
@@ -1286,11 +1307,16 @@ impl<S: Transport> Connection<S> {
             self.out = ctx.pool.take_out();
         }
         let outcome = answer::answer_later(&req, &reply, &mut self.out, ctx);
+        let trusted = ctx.trusted;
+        if self.forwarded_untrusted {
+            ctx.trusted = &[]; // as in `run`
+        }
         if let Some(entry) = answer::record(ctx, self.peer, &req, &outcome, deferred.started, true)
         {
             let end = self.output_end();
             log_when_sent(&mut self.unsent, ctx.pool, &entry, end, deferred.started);
         }
+        ctx.trusted = trusted;
         self.input.consume(n);
         self.close_after_write |= outcome.close;
         self.served_any = true;

@@ -393,18 +393,7 @@ impl Server {
             )
             .with_handler(handler)
             .with_metrics(metrics.as_mut(), slots.len() - metrics_open)
-            // Under --proxy-protocol the PROXY header alone names the client (as nginx's
-            // `real_ip_header proxy_protocol`): a header that says no client (UNKNOWN,
-            // LOCAL) leaves the proxy's own, trusted, address, whose X-Forwarded-For the
-            // client could then write itself.
-            .with_proxies(
-                if self.config.proxy_protocol {
-                    &[]
-                } else {
-                    &self.config.trust_proxy
-                },
-                self.config.real_ip_header,
-            )
+            .with_proxies(&self.config.trust_proxy, self.config.real_ip_header)
             .with_health(self.config.health_path.as_deref(), drain_until.is_some())
             .with_mailbox(&self.mailbox)
             .with_watchers(&mut watchers)

@@ -208,12 +208,12 @@ fn a_peer_outside_trust_proxy_is_refused_even_with_a_good_header() {
     srv.stop().expect("stop");
 }
 
-/// Under `--proxy-protocol` the PROXY header alone names the client: a real-ip header is
-/// never believed, whether the header names a client outside the trusted range, one inside
-/// it, or none (`UNKNOWN`, `LOCAL`: then the proxy's own address stands, and a client must
-/// not be able to name itself through `X-Forwarded-For`).
+/// Under `--proxy-protocol` the PROXY header's client is the peer for the trust decision:
+/// its X-Forwarded-For is believed only if it is itself a trusted proxy (a chain). A header
+/// that names no client (`UNKNOWN`, `LOCAL`) leaves the proxy's own, trusted, address as
+/// the peer; then no X-Forwarded-For is believed, or any client could name itself.
 #[test]
-fn x_forwarded_for_is_never_believed_under_the_proxy_protocol() {
+fn x_forwarded_for_is_believed_only_from_a_trusted_client_the_header_names() {
     let log_dir = tempfile::tempdir().expect("dir");
     let srv = server("127.0.0.0/8", |c| with_log(c, log_dir.path()));
     let headers: Vec<Vec<u8>> = vec![
@@ -234,7 +234,7 @@ fn x_forwarded_for_is_never_believed_under_the_proxy_protocol() {
     let clients: Vec<&str> = lines.iter().filter_map(|l| l.split(' ').next()).collect();
     assert_eq!(
         clients,
-        ["127.0.0.9", "192.0.2.50", "127.0.0.1", "127.0.0.1"],
+        ["198.51.100.7", "192.0.2.50", "127.0.0.1", "127.0.0.1"],
         "{lines:#?}"
     );
 }
