@@ -34,6 +34,13 @@
 //! this one check, because it asks the question serving asks. In between, a hit costs no
 //! syscall at all. (Half a second, not one: with the root's own re-check, see
 //! [`crate::files::static_files`], a re-pointed root is then served within a second too.)
+//!
+//! # Without inotify
+//!
+//! inotify is Linux's. Elsewhere, and on Linux with the `portable-fallbacks` feature, there
+//! is no watcher: this second check alone keeps entries fresh (a change shows within a
+//! second), and listings are not kept. Everything that differs is in the small `watching`
+//! module at the end of this file.
 
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{HashMap, HashSet, VecDeque};

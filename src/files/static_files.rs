@@ -23,9 +23,11 @@
 //! `--follow-symlinks` is the documented opt-in to links that leave the root: then the
 //! kernel follows them (still without magic links such as `/proc/self/fd/N`).
 //!
-//! Kernels older than 5.6 lack `openat2` (`ENOSYS`). There the path is walked one name at
-//! a time with `openat(O_NOFOLLOW)` from the root, which refuses *every* symlink (404),
-//! inside the root or not: safe, and stricter than with `openat2`.
+//! Kernels older than 5.6 lack `openat2` (`ENOSYS`), and other systems have none (nor has
+//! Linux with the `portable-fallbacks` feature). There the path is walked one name at a time
+//! with `openat(O_NOFOLLOW)` from the root, which refuses *every* symlink (404), inside the
+//! root or not: safe, and stricter than with `openat2`. Without `O_PATH` (Linux's), the root
+//! and the directories on the way are opened for reading, which needs read permission.
 //!
 //! The root itself is opened by the path it was given, and that path is opened again at
 //! most four times a second: a root that is a symlink re-pointed by a deploy (`--root
