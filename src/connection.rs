@@ -1076,6 +1076,16 @@ impl<S: Transport> Connection<S> {
                         self.read_more = true;
                         return Step::Wait;
                     }
+                    Err(e) if peer_gone(&e) => {
+                        // As below for sendfile: a file body copied through the buffer (no
+                        // sendfile) is cut short here.
+                        log::debug!(
+                            "token={} {} client went away: {e}",
+                            self.token.0,
+                            Peer(self.peer)
+                        );
+                        return self.close("client went away");
+                    }
                     Err(e) => {
                         log::debug!(
                             "token={} {} write error: {e}",

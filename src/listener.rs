@@ -295,12 +295,12 @@ fn inherit(fd: RawFd) -> Result<Listener, InheritError> {
     if sockopt::socket_type(&owned).map_err(sys)? != SocketType::STREAM {
         return Err(InheritError::NotAStream(fd));
     }
-    let unix = match sockopt::socket_domain(&owned).map_err(sys)? {
+    let unix = match socket_domain(&owned).map_err(sys)? {
         AddressFamily::INET | AddressFamily::INET6 => false,
         AddressFamily::UNIX => true,
         other => return Err(InheritError::Family(fd, other)),
     };
-    if !sockopt::socket_acceptconn(&owned).map_err(sys)? {
+    if !is_listening(&owned).map_err(sys)? {
         return Err(InheritError::NotListening(fd));
     }
     // systemd clears close-on-exec so that the descriptor survives its exec(2) into us; set
@@ -324,10 +324,51 @@ fn inherit(fd: RawFd) -> Result<Listener, InheritError> {
     })
 }
 
+/// The address family of a socket (`SO_DOMAIN`).
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+fn socket_domain(socket: &OwnedFd) -> rustix::io::Result<rustix::net::AddressFamily> {
+    rustix::net::sockopt::socket_domain(socket)
+}
+
+/// The address family of a socket, from its address: systems such as macOS have no
+/// `SO_DOMAIN`.
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+fn socket_domain(socket: &OwnedFd) -> rustix::io::Result<rustix::net::AddressFamily> {
+    Ok(rustix::net::getsockname(socket)?.address_family())
+}
+
+/// Whether a socket is listening (`SO_ACCEPTCONN`).
+#[cfg(not(target_vendor = "apple"))]
+fn is_listening(socket: &OwnedFd) -> rustix::io::Result<bool> {
+    rustix::net::sockopt::socket_acceptconn(socket)
+}
+
+/// Apple's systems declare `SO_ACCEPTCONN` but do not implement it: there a socket is taken
+/// on trust, and one that is not listening fails at its first accept(2).
+#[cfg(target_vendor = "apple")]
+fn is_listening(_: &OwnedFd) -> rustix::io::Result<bool> {
+    Ok(true)
+}
+
+/// The name of an abstract Unix socket (a Linux invention), if `addr` is one.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn abstract_name(addr: &std::os::unix::net::SocketAddr) -> Option<&[u8]> {
+    #[cfg(target_os = "android")]
+    use std::os::android::net::SocketAddrExt;
+    #[cfg(target_os = "linux")]
+    use std::os::linux::net::SocketAddrExt;
+    addr.as_abstract_name()
+}
+
+/// Other systems have no abstract sockets.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn abstract_name(_: &std::os::unix::net::SocketAddr) -> Option<&[u8]> {
+    None
+}
+
 /// A Unix socket's address for people: its path, or `@name` for an abstract socket.
 fn unix_path(addr: &std::os::unix::net::SocketAddr) -> PathBuf {
-    use std::os::linux::net::SocketAddrExt;
-    match (addr.as_pathname(), addr.as_abstract_name()) {
+    match (addr.as_pathname(), abstract_name(addr)) {
         (Some(path), _) => path.to_path_buf(),
         (None, Some(name)) => PathBuf::from(format!("@{}", String::from_utf8_lossy(name))),
         (None, None) => PathBuf::from("(unnamed)"),
@@ -470,15 +511,72 @@ pub trait Transport: Read + Write {
 /// MSG_NOSIGNAL (a client that went away is an error to handle, not a SIGPIPE) and, when a
 /// file follows, MSG_MORE.
 fn send_vectored(socket: impl AsFd, bufs: &[IoSlice<'_>], more: bool) -> io::Result<usize> {
-    use rustix::net::{SendAncillaryBuffer, SendFlags};
-    let flags = if more {
+    use rustix::net::SendAncillaryBuffer;
+    // No control messages: the empty ancillary buffer allocates nothing.
+    let mut control = SendAncillaryBuffer::default();
+    Ok(rustix::net::sendmsg(
+        socket,
+        bufs,
+        &mut control,
+        send_flags(more),
+    )?)
+}
+
+/// `MSG_NOSIGNAL`, and `MSG_MORE` when `more`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn send_flags(more: bool) -> rustix::net::SendFlags {
+    use rustix::net::SendFlags;
+    if more {
         SendFlags::MORE | SendFlags::NOSIGNAL
     } else {
         SendFlags::NOSIGNAL
-    };
-    // No control messages: the empty ancillary buffer allocates nothing.
-    let mut control = SendAncillaryBuffer::default();
-    Ok(rustix::net::sendmsg(socket, bufs, &mut control, flags)?)
+    }
+}
+
+/// The BSDs have no `MSG_MORE`: a response head may go out in a packet of its own.
+#[cfg(any(
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+))]
+fn send_flags(_more: bool) -> rustix::net::SendFlags {
+    rustix::net::SendFlags::NOSIGNAL
+}
+
+/// Apple's systems have neither flag. SIGPIPE stays harmless: mio and socket2 set
+/// `SO_NOSIGPIPE` on the sockets they make, and a Rust program ignores SIGPIPE anyway.
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+)))]
+fn send_flags(_more: bool) -> rustix::net::SendFlags {
+    rustix::net::SendFlags::empty()
+}
+
+/// sendfile(2): up to `count` bytes of `file`, from and advancing its own offset, to
+/// `socket`.
+#[cfg(all(
+    any(target_os = "linux", target_os = "android"),
+    not(feature = "portable-fallbacks")
+))]
+fn sendfile(socket: impl AsFd, file: &File, count: usize) -> io::Result<usize> {
+    // `None`: use and advance the file's own offset, as read(2) would.
+    Ok(rustix::fs::sendfile(socket, file, None, count)?)
+}
+
+/// Other systems' sendfile has another shape (and the `portable-fallbacks` feature hides
+/// Linux's): `Unsupported`, and the connection reads and writes instead.
+#[cfg(not(all(
+    any(target_os = "linux", target_os = "android"),
+    not(feature = "portable-fallbacks")
+)))]
+fn sendfile(_: impl AsFd, _: &File, _: usize) -> io::Result<usize> {
+    Err(io::ErrorKind::Unsupported.into())
 }
 
 impl Transport for Stream {
@@ -498,10 +596,9 @@ impl Transport for Stream {
     }
 
     fn send_file(&mut self, file: &mut File, count: usize) -> io::Result<usize> {
-        // `None`: use and advance the file's own offset, as read(2) would.
         match self {
-            Stream::Tcp(s) => Ok(rustix::fs::sendfile(&*s, &*file, None, count)?),
-            Stream::Unix(s) => Ok(rustix::fs::sendfile(&*s, &*file, None, count)?),
+            Stream::Tcp(s) => sendfile(&*s, file, count),
+            Stream::Unix(s) => sendfile(&*s, file, count),
         }
     }
 }

@@ -74,6 +74,10 @@ fn etag_changes_when_the_file_changes() {
     let before = server.get("/style.css").header("ETag").map(str::to_string);
     std::thread::sleep(std::time::Duration::from_millis(20));
     fs::write(server.root().join("style.css"), "body { color: blue }\n").expect("write");
+    if cfg!(feature = "portable-fallbacks") {
+        // No inotify: the cached copy is checked again after half a second.
+        std::thread::sleep(std::time::Duration::from_millis(600));
+    }
     let r = server.get("/style.css");
     assert_ne!(r.header("ETag").map(str::to_string), before);
     assert_eq!(r.body_text(), "body { color: blue }\n");
@@ -331,7 +335,13 @@ fn dotfiles_symlinks_and_their_flags() {
     fs::write(server.root().join(".git/config"), "[core]").expect("write");
     assert_eq!(server.get("/.git/config").status, 404);
     assert_eq!(server.get("/link-outside").status, 404);
-    assert_eq!(server.get("/link-inside").body_text(), INDEX);
+    // Served through openat2; refused by the walk that replaces it elsewhere.
+    let inside = server.get("/link-inside");
+    if cfg!(feature = "portable-fallbacks") {
+        assert_eq!(inside.status, 404);
+    } else {
+        assert_eq!(inside.body_text(), INDEX);
+    }
 
     let open = TestServer::start_with(|c| {
         c.serve_dotfiles = true;
@@ -404,6 +414,10 @@ fn file_that_shrinks_while_sent_closes_the_connection_and_server_goes_on() {
 }
 
 #[test]
+#[cfg_attr(
+    feature = "portable-fallbacks",
+    ignore = "inotify's promise; without it a change shows within a second (etag_changes_when_the_file_changes)"
+)]
 fn cached_file_is_never_served_stale() {
     let server = TestServer::start();
     let path = server.root().join("live.txt");

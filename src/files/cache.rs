@@ -34,21 +34,25 @@
 //! this one check, because it asks the question serving asks. In between, a hit costs no
 //! syscall at all. (Half a second, not one: with the root's own re-check, see
 //! [`crate::files::static_files`], a re-pointed root is then served within a second too.)
+//!
+//! # Without inotify
+//!
+//! inotify is Linux's. Elsewhere, and on Linux with the `portable-fallbacks` feature, there
+//! is no watcher: this second check alone keeps entries fresh (a change shows within a
+//! second), and listings are not kept. Everything that differs is in the small `watching`
+//! module at the end of this file.
 
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
 use std::fs::{File, Metadata};
 use std::io;
-use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-
-use rustix::fs::inotify;
 
 use crate::files::static_files::Directory;
 use crate::files::static_files::StaticFiles;
@@ -189,13 +193,16 @@ impl FileCache {
     /// A cache holding at most `budget` bytes (0 disables it), watching with inotify when
     /// it can.
     pub fn new(budget: usize) -> Self {
-        let flags = inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC;
-        let watcher = match (budget > 0).then(|| inotify::init(flags)) {
+        let watcher = match (budget > 0).then(watching::init) {
             Some(Ok(fd)) => Some(Watcher {
                 fd,
                 by_dir: HashMap::new(),
                 by_wd: HashMap::new(),
             }),
+            Some(Err(e)) if e.kind() == io::ErrorKind::Unsupported => {
+                log::info!("no inotify in this build: cached files are revalidated twice a second");
+                None
+            }
             Some(Err(e)) => {
                 log::warn!(
                     "inotify unavailable ({e}): cached files are revalidated twice a second"
@@ -229,48 +236,33 @@ impl FileCache {
         let Some(watcher) = self.watcher.as_mut() else {
             return;
         };
-        let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
-        let mut reader = inotify::Reader::new(&watcher.fd, &mut buf);
         // What the events concern: (watch, name in it), or the whole directory (`None`).
         let mut changed: Vec<(i32, Option<Vec<u8>>)> = Vec::new();
         // Keys whose watch the kernel removed (their directory is gone).
         let mut stale: Vec<String> = Vec::new();
         let mut everything = false;
-        loop {
-            let event = match reader.next() {
-                Ok(event) => event,
-                Err(rustix::io::Errno::AGAIN) => break,
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => {
-                    log::warn!("inotify read failed: {e}; dropping the whole cache");
-                    everything = true;
-                    break;
-                }
-            };
-            let flags = event.events();
-            if flags.contains(inotify::ReadFlags::QUEUE_OVERFLOW) {
-                everything = true;
-                continue;
-            }
-            if flags.contains(inotify::ReadFlags::IGNORED) {
+        let map = &mut self.map;
+        let read = watching::read_changes(watcher.fd.as_fd(), |change| match change {
+            Change::Overflow => everything = true,
+            Change::WatchGone(wd) => {
                 // The kernel removed the watch (the directory is gone, or we removed it):
                 // forget it first, so that dropping its entries does not remove it again.
-                if let Some(watch) = watcher.by_wd.remove(&event.wd()) {
+                if let Some(watch) = watcher.by_wd.remove(&wd) {
                     watcher.by_dir.remove(&watch.dir);
                     for key in &watch.keys {
-                        if let Some(slot) = self.map.get_mut(key) {
+                        if let Some(slot) = map.get_mut(key) {
                             slot.watch = None;
                         }
                     }
                     stale.extend(watch.keys);
                 }
-                continue;
             }
-            if flags.intersects(inotify::ReadFlags::DELETE_SELF | inotify::ReadFlags::MOVE_SELF) {
-                changed.push((event.wd(), None));
-            } else if let Some(name) = event.file_name() {
-                changed.push((event.wd(), Some(name.to_bytes().to_vec())));
-            }
+            Change::Dir(wd) => changed.push((wd, None)),
+            Change::Name(wd, name) => changed.push((wd, Some(name))),
+        });
+        if let Err(e) = read {
+            log::warn!("inotify read failed: {e}; dropping the whole cache");
+            everything = true;
         }
         if everything {
             stale = self.map.keys().cloned().collect();
@@ -326,9 +318,7 @@ impl FileCache {
     fn acquire(&mut self, key: &str, fd: BorrowedFd<'_>, whole_dir: bool) -> Option<Watched> {
         let watcher = self.watcher.as_mut()?;
         // Where the descriptor really is, every symlink resolved, as the kernel sees it.
-        let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-        let real = rustix::fs::readlink(proc_path.as_str(), Vec::new()).ok()?;
-        let real = PathBuf::from(OsString::from_vec(real.into_bytes()));
+        let real = watching::real_path(fd)?;
         let (dir, name) = if whole_dir {
             (real.as_path(), None)
         } else {
@@ -337,17 +327,7 @@ impl FileCache {
         let wd = match watcher.by_dir.get(dir) {
             Some(&wd) => wd,
             None => {
-                let mask = inotify::WatchFlags::MODIFY
-                    | inotify::WatchFlags::ATTRIB
-                    | inotify::WatchFlags::CLOSE_WRITE
-                    | inotify::WatchFlags::CREATE
-                    | inotify::WatchFlags::DELETE
-                    | inotify::WatchFlags::MOVED_FROM
-                    | inotify::WatchFlags::MOVED_TO
-                    | inotify::WatchFlags::DELETE_SELF
-                    | inotify::WatchFlags::MOVE_SELF
-                    | inotify::WatchFlags::ONLYDIR;
-                match inotify::add_watch(&watcher.fd, dir, mask) {
+                match watching::add_watch(watcher.fd.as_fd(), dir) {
                     Ok(wd) => {
                         // The same directory under another path (a bind mount) gets the same
                         // descriptor back: then it joins that watch.
@@ -388,7 +368,7 @@ impl FileCache {
                 watcher.by_dir.remove(&watch.dir);
             }
             // Fails only if the kernel removed it already (its IGNORED event is on the way).
-            if let Err(e) = inotify::remove_watch(&watcher.fd, wd) {
+            if let Err(e) = watching::remove_watch(watcher.fd.as_fd(), wd) {
                 log::debug!("inotify_rm_watch: {e}");
             }
         }
@@ -572,6 +552,135 @@ impl FileCache {
     }
 }
 
+/// What one event of the watcher says, in the cache's terms.
+// Off Linux (and with `portable-fallbacks`) there is no watcher, so nothing makes these.
+#[allow(dead_code)]
+#[derive(Debug)]
+enum Change {
+    /// The kernel's queue overflowed and events were lost: anything may have changed.
+    Overflow,
+    /// The kernel removed watch `wd`: its directory is gone, or we removed the watch.
+    WatchGone(i32),
+    /// The directory of watch `wd` was itself deleted or moved.
+    Dir(i32),
+    /// The entry with this name in the directory of watch `wd` changed.
+    Name(i32, Vec<u8>),
+}
+
+/// The operating system's side of watching: inotify(7), on Linux. Everything that differs
+/// between systems is in these few functions, so the cache above has no `cfg` at all.
+#[cfg(all(
+    any(target_os = "linux", target_os = "android"),
+    not(feature = "portable-fallbacks")
+))]
+mod watching {
+    use std::ffi::OsString;
+    use std::io;
+    use std::mem::MaybeUninit;
+    use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+    use std::os::unix::ffi::OsStringExt;
+    use std::path::{Path, PathBuf};
+
+    use rustix::fs::inotify::{self, ReadFlags, WatchFlags};
+    use rustix::io::Errno;
+
+    use super::Change;
+
+    /// A new inotify instance, non-blocking (the loop reads it until WouldBlock).
+    pub(super) fn init() -> io::Result<OwnedFd> {
+        let flags = inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC;
+        Ok(inotify::init(flags)?)
+    }
+
+    /// Watches the directory `dir` for every change that can make an entry stale.
+    pub(super) fn add_watch(fd: BorrowedFd<'_>, dir: &Path) -> io::Result<i32> {
+        let mask = WatchFlags::MODIFY
+            | WatchFlags::ATTRIB
+            | WatchFlags::CLOSE_WRITE
+            | WatchFlags::CREATE
+            | WatchFlags::DELETE
+            | WatchFlags::MOVED_FROM
+            | WatchFlags::MOVED_TO
+            | WatchFlags::DELETE_SELF
+            | WatchFlags::MOVE_SELF
+            | WatchFlags::ONLYDIR;
+        Ok(inotify::add_watch(fd, dir, mask)?)
+    }
+
+    /// Removes watch `wd` (`inotify_rm_watch`).
+    pub(super) fn remove_watch(fd: BorrowedFd<'_>, wd: i32) -> io::Result<()> {
+        Ok(inotify::remove_watch(fd, wd)?)
+    }
+
+    /// Reads every pending event, until WouldBlock, and hands each to `each`.
+    pub(super) fn read_changes(fd: BorrowedFd<'_>, mut each: impl FnMut(Change)) -> io::Result<()> {
+        let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
+        let mut reader = inotify::Reader::new(fd, &mut buf);
+        loop {
+            let event = match reader.next() {
+                Ok(event) => event,
+                Err(Errno::AGAIN) => return Ok(()),
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let flags = event.events();
+            if flags.contains(ReadFlags::QUEUE_OVERFLOW) {
+                each(Change::Overflow);
+            } else if flags.contains(ReadFlags::IGNORED) {
+                each(Change::WatchGone(event.wd()));
+            } else if flags.intersects(ReadFlags::DELETE_SELF | ReadFlags::MOVE_SELF) {
+                each(Change::Dir(event.wd()));
+            } else if let Some(name) = event.file_name() {
+                each(Change::Name(event.wd(), name.to_bytes().to_vec()));
+            }
+        }
+    }
+
+    /// The path of the open file `fd` with every symlink resolved, as the kernel sees it:
+    /// the link `/proc/self/fd/N` points there.
+    pub(super) fn real_path(fd: BorrowedFd<'_>) -> Option<PathBuf> {
+        let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        let real = rustix::fs::readlink(proc_path.as_str(), Vec::new()).ok()?;
+        Some(PathBuf::from(OsString::from_vec(real.into_bytes())))
+    }
+}
+
+/// Without inotify (other systems, or the `portable-fallbacks` feature): no watcher is made,
+/// and every entry is kept fresh by resolving its URL again (see the module docs).
+#[cfg(not(all(
+    any(target_os = "linux", target_os = "android"),
+    not(feature = "portable-fallbacks")
+)))]
+mod watching {
+    use std::io;
+    use std::os::fd::{BorrowedFd, OwnedFd};
+    use std::path::{Path, PathBuf};
+
+    use super::Change;
+
+    /// `Unsupported`: the cache then runs without a watcher.
+    pub(super) fn init() -> io::Result<OwnedFd> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    // Never called, as there is no watcher; here so that the cache reads the same everywhere.
+    pub(super) fn add_watch(_: BorrowedFd<'_>, _: &Path) -> io::Result<i32> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    pub(super) fn remove_watch(_: BorrowedFd<'_>, _: i32) -> io::Result<()> {
+        Ok(())
+    }
+
+    pub(super) fn read_changes(_: BorrowedFd<'_>, _: impl FnMut(Change)) -> io::Result<()> {
+        Ok(())
+    }
+
+    pub(super) fn real_path(_: BorrowedFd<'_>) -> Option<PathBuf> {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -630,6 +739,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        feature = "portable-fallbacks",
+        ignore = "inotify's behaviour; without it, see change_on_disk_is_seen_after_a_second"
+    )]
     fn inotify_drops_a_changed_file_at_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let files = StaticFiles::new(dir.path()).expect("root");
@@ -712,6 +825,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        feature = "portable-fallbacks",
+        ignore = "counts inotify watches, and there are none"
+    )]
     fn watches_are_counted_and_released_on_eviction() {
         let dir = tempfile::tempdir().expect("tempdir");
         let now = Instant::now();

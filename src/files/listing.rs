@@ -40,9 +40,9 @@ use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 
-use rustix::fs::{AtFlags, FileType, OFlags};
+use rustix::fs::{AtFlags, FileType};
 
-use crate::files::static_files::{Directory, open_beneath};
+use crate::files::static_files::{Directory, LOOKUP_ONLY, open_beneath};
 use crate::http::conditional::http_date;
 
 /// A page stops growing past this many bytes, whatever `--max-listing-entries` allows. A
@@ -128,7 +128,7 @@ impl Lister<'_> {
     /// What the symlink `name` leads to, resolved from the root exactly as serving it would.
     fn follow(&self, name: &CStr) -> Option<rustix::fs::Stat> {
         let rel = self.rel.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
-        let flags = OFlags::PATH;
+        let flags = LOOKUP_ONLY;
         let fd = open_beneath(self.root.as_fd(), &rel, flags, self.follow_symlinks).ok()?;
         rustix::fs::fstat(File::from(fd)).ok()
     }

@@ -23,9 +23,11 @@
 //! `--follow-symlinks` is the documented opt-in to links that leave the root: then the
 //! kernel follows them (still without magic links such as `/proc/self/fd/N`).
 //!
-//! Kernels older than 5.6 lack `openat2` (`ENOSYS`). There the path is walked one name at
-//! a time with `openat(O_NOFOLLOW)` from the root, which refuses *every* symlink (404),
-//! inside the root or not: safe, and stricter than with `openat2`.
+//! Kernels older than 5.6 lack `openat2` (`ENOSYS`), and other systems have none (nor has
+//! Linux with the `portable-fallbacks` feature). There the path is walked one name at a time
+//! with `openat(O_NOFOLLOW)` from the root, which refuses *every* symlink (404), inside the
+//! root or not: safe, and stricter than with `openat2`. Without `O_PATH` (Linux's), the root
+//! and the directories on the way are opened for reading, which needs read permission.
 //!
 //! The root itself is opened by the path it was given, and that path is opened again at
 //! most four times a second: a root that is a symlink re-pointed by a deploy (`--root
@@ -45,7 +47,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str};
-use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::http::encoding::Coding;
@@ -240,7 +242,7 @@ impl Directory {
     pub fn version(&self) -> io::Result<(u64, u64, i64, i64)> {
         let st = rustix::fs::fstat(&self.dir)?;
         Ok((
-            st.st_dev,
+            st.st_dev as u64, // `dev_t` is signed on macOS
             st.st_ino,
             st.st_mtime as i64,
             st.st_mtime_nsec as i64,
@@ -299,7 +301,7 @@ const ROOT_RECHECK: Duration = Duration::from_millis(250);
 /// The open document root.
 #[derive(Debug)]
 struct Root {
-    /// An `O_PATH` descriptor of the root directory: every open starts from it. Shared
+    /// A descriptor of the root directory ([`LOOKUP_ONLY`]): every open starts from it. Shared
     /// (`Arc`) with the listings rendered from it, which may outlive a root change.
     fd: Arc<OwnedFd>,
     /// Device and inode of that directory, to tell whether the path now leads elsewhere.
@@ -495,15 +497,13 @@ impl StaticFiles {
     }
 }
 
-/// Opens the root directory by its path, as an `O_PATH` descriptor, with its identity.
+/// Opens the root directory by its path (as an `O_PATH` descriptor on Linux, see
+/// [`LOOKUP_ONLY`]), with its identity.
 fn open_root(path: &Path) -> io::Result<(OwnedFd, (u64, u64))> {
-    let fd = rustix::fs::open(
-        path,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
+    let flags = LOOKUP_ONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let fd = rustix::fs::open(path, flags, Mode::empty())?;
     let st = rustix::fs::fstat(&fd)?;
-    Ok((fd, (st.st_dev, st.st_ino)))
+    Ok((fd, (st.st_dev as u64, st.st_ino)))
 }
 
 /// Set once `openat2` has answered `ENOSYS`, so that later opens go straight to the walk.
@@ -529,21 +529,18 @@ pub fn open_beneath(
         rel
     };
     if !NO_OPENAT2.load(Ordering::Relaxed) {
-        let mut resolve = ResolveFlags::NO_MAGICLINKS;
-        if !follow_symlinks {
-            resolve |= ResolveFlags::BENEATH;
-        }
-        match rustix::fs::openat2(root, rel, flags, Mode::empty(), resolve) {
+        match openat2(root, rel, flags, follow_symlinks) {
             Err(Errno::NOSYS) => {
-                log::warn!(
-                    "openat2 is not available: symlinks are refused unless --follow-symlinks"
+                // Info, not a warning: it is the rule on other systems, and safe everywhere.
+                log::info!(
+                    "no openat2 (Linux before 5.6, or another system): symlinks are refused \
+                     unless --follow-symlinks"
                 );
                 NO_OPENAT2.store(true, Ordering::Relaxed);
             }
             Err(Errno::AGAIN | Errno::INTR) => {
                 // openat2 may ask for a retry when a rename raced the lookup.
-                return rustix::fs::openat2(root, rel, flags, Mode::empty(), resolve)
-                    .map_err(io::Error::from);
+                return openat2(root, rel, flags, follow_symlinks).map_err(io::Error::from);
             }
             other => return other.map_err(io::Error::from),
         }
@@ -554,6 +551,52 @@ pub fn open_beneath(
     }
     open_walking(root, rel, flags)
 }
+
+/// `openat2(2)` with `RESOLVE_NO_MAGICLINKS`, and `RESOLVE_BENEATH` unless
+/// `follow_symlinks`: the kernel resolves `rel` and keeps it beneath `root`.
+#[cfg(all(
+    any(target_os = "linux", target_os = "android"),
+    not(feature = "portable-fallbacks")
+))]
+fn openat2(
+    root: BorrowedFd<'_>,
+    rel: &Path,
+    flags: OFlags,
+    follow_symlinks: bool,
+) -> rustix::io::Result<OwnedFd> {
+    use rustix::fs::ResolveFlags;
+    let mut resolve = ResolveFlags::NO_MAGICLINKS;
+    if !follow_symlinks {
+        resolve |= ResolveFlags::BENEATH;
+    }
+    rustix::fs::openat2(root, rel, flags, Mode::empty(), resolve)
+}
+
+/// Other systems have no `openat2` (and the `portable-fallbacks` feature hides it): say so
+/// as an old Linux kernel would, and [`open_beneath`] walks instead.
+#[cfg(not(all(
+    any(target_os = "linux", target_os = "android"),
+    not(feature = "portable-fallbacks")
+)))]
+fn openat2(_: BorrowedFd<'_>, _: &Path, _: OFlags, _: bool) -> rustix::io::Result<OwnedFd> {
+    Err(Errno::NOSYS)
+}
+
+/// Flags for a descriptor that only serves to look names up from, or to `fstat`: `O_PATH`
+/// on Linux, which needs no read permission and opens nothing (not even a FIFO).
+#[cfg(all(
+    any(target_os = "linux", target_os = "android"),
+    not(feature = "portable-fallbacks")
+))]
+pub(crate) const LOOKUP_ONLY: OFlags = OFlags::PATH;
+
+/// Without `O_PATH`: opened for reading, which needs read permission; `O_NONBLOCK` so that
+/// a FIFO does not block the loop, `O_NOCTTY` so that a terminal does not become ours.
+#[cfg(not(all(
+    any(target_os = "linux", target_os = "android"),
+    not(feature = "portable-fallbacks")
+)))]
+pub(crate) const LOOKUP_ONLY: OFlags = OFlags::RDONLY.union(OFlags::NONBLOCK).union(OFlags::NOCTTY);
 
 /// The fallback without `openat2`: one `openat(O_NOFOLLOW)` per name, each from the
 /// directory the previous one opened. No name is `..` (see [`map_target`]), and no symlink
@@ -573,7 +616,7 @@ fn open_walking(root: BorrowedFd<'_>, rel: &Path, flags: OFlags) -> io::Result<O
     let mut here: Option<OwnedFd> = None;
     for name in dirs {
         let from = here.as_ref().map_or(root, AsFd::as_fd);
-        let step_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let step_flags = LOOKUP_ONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         here = Some(rustix::fs::openat(from, *name, step_flags, Mode::empty())?);
     }
     let from = here.as_ref().map_or(root, AsFd::as_fd);
@@ -769,17 +812,22 @@ mod tests {
         io::read_to_string(File::from(fd))
     }
 
-    /// The kernel keeps every open inside the root; links that stay inside work.
+    /// The kernel keeps every open inside the root; links that stay inside work. (Without
+    /// openat2, with the `portable-fallbacks` feature, [`open_beneath`] walks instead, and
+    /// those links are refused too.)
     #[test]
     fn openat2_confines_opens_to_the_root() {
+        let walks = cfg!(feature = "portable-fallbacks");
         let dir = tree();
         let (root, _) = open_root(&dir.path().join("root")).expect("root");
-        for inside in ["sub/in.txt", "up-in", "sub/sibling"] {
-            assert_eq!(
-                read(&root, inside, false, false).ok().as_deref(),
-                Some("in"),
-                "{inside}"
-            );
+        assert_eq!(
+            read(&root, "sub/in.txt", false, false).ok().as_deref(),
+            Some("in")
+        );
+        for inside in ["up-in", "sub/sibling"] {
+            let got = read(&root, inside, false, false).ok();
+            let want = (!walks).then_some("in");
+            assert_eq!(got.as_deref(), want, "{inside}");
         }
         for outside in ["out", "sub/out", "absolute", "magic"] {
             let e = read(&root, outside, false, false).expect_err(outside);
@@ -791,13 +839,16 @@ mod tests {
                 "{outside}: {e}"
             );
         }
-        // The opt-in follows links out, but never magic links.
+        // The opt-in follows links out, but never magic links (a plain openat, without
+        // openat2, has no way to tell them apart).
         assert_eq!(read(&root, "out", true, false).ok().as_deref(), Some("out"));
         assert_eq!(
             read(&root, "absolute", true, false).ok().as_deref(),
             Some("out")
         );
-        assert!(read(&root, "magic", true, false).is_err());
+        if !walks {
+            assert!(read(&root, "magic", true, false).is_err());
+        }
     }
 
     /// The walk used without openat2 opens plain paths and refuses every symlink.
@@ -822,6 +873,8 @@ mod tests {
         // A symlinked directory in the middle of the path is refused too.
         std::os::unix::fs::symlink("sub", dir.path().join("root/alias")).expect("link");
         assert!(read(&root, "alias/in.txt", false, true).is_err());
-        assert!(read(&root, "alias/in.txt", false, false).is_ok());
+        // openat2 follows it, as it stays inside; the feature makes open_beneath walk too.
+        let walks = cfg!(feature = "portable-fallbacks");
+        assert_eq!(read(&root, "alias/in.txt", false, false).is_ok(), !walks);
     }
 }
