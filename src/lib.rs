@@ -85,6 +85,8 @@
 //! - [`ops::metrics`]: Prometheus counters, served by a second listener in the same loop.
 //! - [`ops::proxy`]: the real client address behind a trusted proxy (X-Forwarded-For).
 //! - [`ops::proxy_protocol`]: the PROXY protocol header (v1 and v2) a TCP proxy sends first.
+//! - [`ops::live`]: the live view of the loop (`/loop` on the metrics listener): the page
+//!   and the snapshots that its event stream carries.
 //!
 //! ## The life of a request
 //!
