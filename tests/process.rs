@@ -170,34 +170,28 @@ fn trace_shows_turns_interest_yields_sendfile_and_freed_slots() {
     // Every sendfile call's count, and the write totals include them. (With the
     // `portable-fallbacks` feature there is no sendfile: the body is copied, and counted
     // in the write totals alone.)
-    let sendfile: u64 = trace
-        .lines()
-        .filter_map(|l| {
-            l.split("token=0 sendfile ")
-                .nth(1)?
-                .split(' ')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum();
+    // The sum of the numbers after `token=0 <what> ` on every line.
+    let total = |what: &str| -> u64 {
+        let prefix = format!("token=0 {what} ");
+        trace
+            .lines()
+            .filter_map(|l| {
+                l.split(&prefix)
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    };
     let want = if cfg!(feature = "portable-fallbacks") {
         0
     } else {
         BIG_LEN as u64
     };
-    assert_eq!(sendfile, want, "{trace}");
-    let wrote: u64 = trace
-        .lines()
-        .filter_map(|l| {
-            l.split("token=0 wrote ")
-                .nth(1)?
-                .split(' ')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum();
+    assert_eq!(total("sendfile"), want, "{trace}");
+    let wrote = total("wrote");
     assert!(wrote > BIG_LEN as u64, "wrote {wrote}:\n{trace}");
 }
 
