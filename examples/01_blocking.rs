@@ -12,8 +12,8 @@
 //! $ curl -v http://127.0.0.1:9001/             # terminal 3: hangs...
 //! ```
 //!
-//! The curl in terminal 3 waits until you type a request (or an empty line) into the `nc`
-//! in terminal 2. One slow client stops the whole server.
+//! The curl in terminal 3 waits until you type a request into the `nc` in terminal 2 (or
+//! just press Enter twice: a blank line ends a request). One slow client stops the whole server.
 //!
 //! Break it: delete the `if n == 0 { ... }` check in `serve`. Connect with `nc`, and press
 //! Ctrl-C before sending anything: `read` now returns 0 (end of stream) for ever, the server

@@ -30,7 +30,8 @@
 //! ```
 //!
 //! Break it: add `break;` after the `write_all` in the `Ok` arm (one accept per event). The
-//! command above now says something like "41 of 50 greeted": the others wait in the kernel's
+//! command above now says that only a few of 50 were greeted (2 here; a second run may say
+//! 0, with the first run's connections still queued): the others wait in the kernel's
 //! accept queue until some later connection raises a new edge.
 //!
 //! Next: `04_slab_echo` keeps the clients connected.

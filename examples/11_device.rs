@@ -20,7 +20,7 @@
 //! $ curl -s -X PUT -d 21.5 http://127.0.0.1:9011/api/setpoint -w '%{http_code}\n'   # 204
 //! $ curl -s http://127.0.0.1:9011/api/setpoint         # 21.5
 //! $ curl -s http://127.0.0.1:9011/api/reading          # {"celsius":20.1,"setpoint":21.5}
-//! $ curl -sN http://127.0.0.1:9011/api/events          # data: {"tick":1,...} every 200 ms
+//! $ curl -sN http://127.0.0.1:9011/api/events          # ": connected", then data: {"tick":N} every 200 ms
 //! ```
 //!
 //! With `-- 127.0.0.1:9011 --trace`, the state machine prints its transitions: a reading's

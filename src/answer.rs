@@ -808,8 +808,8 @@ fn write_stream_head(
     chunked: bool,
 ) -> (Outcome, bool) {
     let status = reply_status(reply);
-    if status == 204 || status == 304 || frame.head_only {
-        // No body at all: an ordinary reply says so best (HEAD gets the head only).
+    if status == 204 || status == 304 {
+        // No body at all: an ordinary reply says so best.
         let outcome = write_reply(out, reply, frame);
         return (outcome, false);
     }
@@ -822,6 +822,11 @@ fn write_stream_head(
     };
     let reason = response::reason(status);
     let outcome = respond(out, None, frame, (status, reason), headers, Body::None);
+    if frame.head_only {
+        // The head a GET would get (RFC 9110 section 9.3.2), with its framing (chunked, or
+        // none: to the close), and no body: not the first piece's length.
+        return (outcome, false);
+    }
     deferred::frame_piece(out, &reply.body, chunked);
     (outcome, true)
 }

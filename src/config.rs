@@ -214,6 +214,8 @@ pub struct Config {
     pub access_log_format: AccessLogFormat,
 
     /// Level of the error and lifecycle log on stderr: error, warn, info, debug or trace.
+    /// (The binary installs the logger; a program that embeds the library installs its own
+    /// `log` backend, and this field is not used.)
     #[arg(long, env = "READYSERVE_LOG", default_value = "info", value_parser = parse_level)]
     pub log_level: log::LevelFilter,
 
@@ -246,7 +248,9 @@ pub struct Config {
     #[arg(long, env = "READYSERVE_CACHE_CONTROL", value_parser = parse_header_value)]
     pub cache_control: Option<String>,
 
-    /// Teaching mode: log every readiness event and state transition on stderr.
+    /// Teaching mode: log every readiness event and state transition on stderr. (In the
+    /// binary; a program that embeds the library sees them with a `log` backend at the
+    /// trace level for the `readyserve` target.)
     #[arg(long, env = "READYSERVE_TRACE", value_parser = BoolishValueParser::new())]
     pub trace: bool,
 }

@@ -539,8 +539,11 @@ fn a_head_request_gets_the_stream_s_head_only() {
         &mut s,
         "HEAD /events HTTP/1.1\r\nHost: t\r\n\r\nGET /index.html HTTP/1.1\r\nHost: t\r\n\r\n",
     );
-    let (status, _) = read_head(&mut s);
+    let (status, head) = read_head(&mut s);
     assert_eq!(status, 200);
+    // The head a GET would get: chunked, no length (not the first piece's).
+    assert!(head.contains("Transfer-Encoding: chunked\r\n"), "{head}");
+    assert!(!head.contains("Content-Length"), "{head}");
     assert_eq!(read_response(&mut s, false).body_text(), INDEX);
 }
 
