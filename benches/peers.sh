@@ -40,13 +40,13 @@ Options:
   --quick          one repetition of 2 s per run (about 1 min 15 s)
   --reps N         repetitions (default 3); the table gives medians
   --duration S     seconds per wrk run (default 5)
-  --port-base N    ports N+1 .. N+13 on 127.0.0.1 are used (default 18200)
+  --port-base N    ports N+1 .. N+14 on 127.0.0.1 are used (default 18200)
   --no-pin         do not pin processes to cores (default: servers on core 0, wrk on core 1;
                    behind the front: upstream on core 0, front nginx and wrk on core 1)
   --only LIST      run only these scenarios (comma-separated names from the list above)
   --baseline BIN   also run another readyserve binary (e.g. the main branch's build) as
-                   the server "baseline", in the same rotation: the ratios table then
-                   gives new / baseline side by side, measured in the same minutes
+                   the server "baseline", in the same rotation (behind the front too):
+                   the ratios table then gives new / baseline, measured in the same minutes
   --out FILE       also save the raw per-run results (TSV) to FILE
   --help           this text
 
@@ -283,7 +283,7 @@ start limit "$P_LIMIT" "${SRV_PIN[@]}" "$PROBE" "127.0.0.1:$P_LIMIT" "$ROOT/inde
 # carries load at a time. Upstream connections are HTTP/1.1 and kept alive (a pool of 64),
 # as in a tuned reverse-proxy setup. proxy_max_temp_file_size 0: a large response streams
 # through the front's buffers instead of being spooled to disk.
-FRONT_UPSTREAMS=(readyserve lighttpd nginx)
+FRONT_UPSTREAMS=(readyserve ${BASELINE:+baseline} lighttpd nginx)
 fp=$((PORT_BASE + 11))
 for up in "${FRONT_UPSTREAMS[@]}"; do
   start "front-$up" "$fp" "${FRONT_PIN[@]}" nginx -p "$WORK/front-$up" \
