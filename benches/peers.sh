@@ -17,7 +17,7 @@ set -euo pipefail
 usage() {
   cat <<'EOF'
 Usage: benches/peers.sh [--quick] [--reps N] [--duration SECONDS] [--port-base N]
-                        [--no-pin] [--out FILE] [--help]
+                        [--no-pin] [--only LIST] [--baseline BIN] [--out FILE] [--help]
 
 Benchmarks readyserve's release build against peers, side by side, on 127.0.0.1 only:
   nginx        nginx, 1 worker, sendfile on, tcp_nopush on (the stock static setup)
@@ -40,9 +40,13 @@ Options:
   --quick          one repetition of 2 s per run (about 1 min 15 s)
   --reps N         repetitions (default 3); the table gives medians
   --duration S     seconds per wrk run (default 5)
-  --port-base N    ports N+1 .. N+13 on 127.0.0.1 are used (default 18200)
+  --port-base N    ports N+1 .. N+14 on 127.0.0.1 are used (default 18200)
   --no-pin         do not pin processes to cores (default: servers on core 0, wrk on core 1;
                    behind the front: upstream on core 0, front nginx and wrk on core 1)
+  --only LIST      run only these scenarios (comma-separated names from the list above)
+  --baseline BIN   also run another readyserve binary (e.g. the main branch's build) as
+                   the server "baseline", in the same rotation (behind the front too):
+                   the ratios table then gives new / baseline, measured in the same minutes
   --out FILE       also save the raw per-run results (TSV) to FILE
   --help           this text
 
@@ -55,6 +59,8 @@ REPS=3
 DUR=5
 PIN=1
 OUT=""
+ONLY=""
+BASELINE=""
 PORT_BASE=18200
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -64,6 +70,8 @@ while [ $# -gt 0 ]; do
     --port-base) PORT_BASE=${2:?--port-base needs a port}; shift 2 ;;
     --no-pin) PIN=0; shift ;;
     --out) OUT=${2:?--out needs a file}; shift 2 ;;
+    --only) ONLY=${2:?--only needs scenario names}; shift 2 ;;
+    --baseline) BASELINE=${2:?--baseline needs a binary}; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "peers.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -73,6 +81,10 @@ for n in "$REPS" "$DUR" "$PORT_BASE"; do
 done
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+if [ -n "$BASELINE" ]; then
+  [ -x "$BASELINE" ] || { echo "peers.sh: --baseline: not an executable: $BASELINE" >&2; exit 2; }
+  BASELINE=$(cd "$(dirname "$BASELINE")" && pwd)/$(basename "$BASELINE")
+fi
 say() { printf '%s\n' "$*"; }
 die() { printf 'peers.sh: %s\n' "$*" >&2; exit 1; }
 
@@ -230,10 +242,15 @@ head -c 10485760 /dev/urandom >"$ROOT/10m.bin"
 
 # --- servers ------------------------------------------------------------------------------
 P_READYSERVE=$((PORT_BASE + 1)) P_NGINX=$((PORT_BASE + 2)) P_TUNED=$((PORT_BASE + 3))
-P_LIGHTTPD=$((PORT_BASE + 4)) P_LIMIT=$((PORT_BASE + 5))
+P_LIGHTTPD=$((PORT_BASE + 4)) P_LIMIT=$((PORT_BASE + 5)) P_BASELINE=$((PORT_BASE + 6))
 
 start readyserve "$P_READYSERVE" "${SRV_PIN[@]}" "$READYSERVE" --listen "127.0.0.1:$P_READYSERVE" \
   --root "$ROOT" --access-log off --log-level warn
+
+if [ -n "$BASELINE" ]; then
+  start baseline "$P_BASELINE" "${SRV_PIN[@]}" "$BASELINE" --listen "127.0.0.1:$P_BASELINE" \
+    --root "$ROOT" --access-log off --log-level warn
+fi
 
 start nginx "$P_NGINX" "${SRV_PIN[@]}" nginx -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$(
   nginx_conf nginx "$P_NGINX" "sendfile on; tcp_nopush on;
@@ -266,7 +283,7 @@ start limit "$P_LIMIT" "${SRV_PIN[@]}" "$PROBE" "127.0.0.1:$P_LIMIT" "$ROOT/inde
 # carries load at a time. Upstream connections are HTTP/1.1 and kept alive (a pool of 64),
 # as in a tuned reverse-proxy setup. proxy_max_temp_file_size 0: a large response streams
 # through the front's buffers instead of being spooled to disk.
-FRONT_UPSTREAMS=(readyserve lighttpd nginx)
+FRONT_UPSTREAMS=(readyserve ${BASELINE:+baseline} lighttpd nginx)
 fp=$((PORT_BASE + 11))
 for up in "${FRONT_UPSTREAMS[@]}"; do
   start "front-$up" "$fp" "${FRONT_PIN[@]}" nginx -p "$WORK/front-$up" \
@@ -298,7 +315,7 @@ check() { # NAME PORT FILE
   fi
   rm -f "$WORK/check.body"
 }
-for name in readyserve nginx nginx-tuned lighttpd; do
+for name in readyserve ${BASELINE:+baseline} nginx nginx-tuned lighttpd; do
   for f in index.html 100k.bin 10m.bin; do check "$name" "${PORT[$name]}" "$f"; done
 done
 check limit "$P_LIMIT" index.html
@@ -355,8 +372,16 @@ SCENARIOS=(
   "front-index-c64|64|/index.html|front|"
   "front-10m-c8|8|/10m.bin|front|"
 )
-ALL=(readyserve nginx nginx-tuned lighttpd limit)
-FILES=(readyserve nginx nginx-tuned lighttpd)
+ALL=(readyserve ${BASELINE:+baseline} nginx nginx-tuned lighttpd limit)
+FILES=(readyserve ${BASELINE:+baseline} nginx nginx-tuned lighttpd)
+if [ -n "$ONLY" ]; then
+  picked=()
+  for sc in "${SCENARIOS[@]}"; do
+    case ",$ONLY," in *",${sc%%|*},"*) picked+=("$sc") ;; esac
+  done
+  [ ${#picked[@]} -gt 0 ] || die "--only: no such scenario: $ONLY (see --help)"
+  SCENARIOS=("${picked[@]}")
+fi
 
 rotate() { # K ITEMS...: the items, starting from the K-th (mod count)
   local k=$1

@@ -27,6 +27,24 @@ use crate::config::ListenAddr;
 /// The kernel's queue of connections not yet accepted.
 const BACKLOG: i32 = 1024;
 
+/// Most bytes a TCP socket holds that it has not transmitted yet (`TCP_NOTSENT_LOWAT`):
+/// past this, a send takes no more and the socket is not writable; it is again once the
+/// unsent part is below half of it.
+///
+/// Why bound it: without a bound, a large file fills the whole send buffer (autotuned to 4
+/// MiB, `tcp_wmem`) while the client's window is closed, and then every byte of it is
+/// transmitted later from the client's ACK processing, in softirq, on the client's CPU. On
+/// loopback that CPU also delivers the segment to the client's socket. With the bound, the
+/// bytes are sent from our own send call as the window opens. Measured on the 2 vCPU bench
+/// VM (10 MiB file, 8 connections, server and wrk on their own cores, 8 alternating
+/// rounds): wrk's CPU per response fell from 7.0 to 4.3 ms, ours rose from 2.0 to 3.0 ms,
+/// the sum fell by a fifth, and throughput rose by about a fifth. 128 KiB spent the least
+/// in total; 512 KiB, 1 MiB and 2 MiB moved less work (wrk 4.9, 5.5, 6.7 ms). It costs one
+/// setsockopt(2) per connection, nothing per request. It is what the kernel documents for
+/// servers that write more than the network can take at once (`tcp_notsent_lowat` in
+/// Documentation/networking/ip-sysctl.rst).
+const NOTSENT_LOWAT: u32 = 128 * 1024;
+
 /// A listening socket.
 #[derive(Debug)]
 pub enum Listener {
@@ -93,6 +111,9 @@ impl Listener {
                 // Responses are written whole; Nagle's algorithm would only delay their tails.
                 if let Err(e) = stream.set_nodelay(true) {
                     log::debug!("{peer}: TCP_NODELAY failed: {e}");
+                }
+                if let Err(e) = set_notsent_lowat(&stream, NOTSENT_LOWAT) {
+                    log::debug!("{peer}: TCP_NOTSENT_LOWAT failed: {e}");
                 }
                 Ok((Stream::Tcp(stream), Some(peer)))
             }
@@ -256,6 +277,29 @@ fn env_number(var: &'static str) -> Result<u32, InheritError> {
     value
         .parse()
         .map_err(|_| InheritError::NotANumber(var, value.into_owned()))
+}
+
+/// Sets `TCP_NOTSENT_LOWAT` (see [`NOTSENT_LOWAT`]). Neither std nor rustix wraps this
+/// option, so it is one setsockopt(2) here.
+fn set_notsent_lowat(socket: &impl std::os::fd::AsRawFd, bytes: u32) -> io::Result<()> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the descriptor is open for the duration of the call (it is borrowed from a
+    // live socket), and the option value is a valid c_int on the stack whose exact size
+    // is passed; the kernel only reads those bytes.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Takes over the listening socket on descriptor `fd`: checks that it is a listening stream
@@ -728,5 +772,54 @@ pub mod testing {
             self.shut_down = true;
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    /// The socket option as the kernel holds it.
+    fn notsent_lowat(socket: &impl AsRawFd) -> libc::c_int {
+        let mut value: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: a live descriptor, and a c_int-sized buffer whose size is passed.
+        let rc = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_NOTSENT_LOWAT,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "getsockopt: {}", io::Error::last_os_error());
+        value
+    }
+
+    #[test]
+    fn accepted_tcp_connections_bound_their_unsent_bytes() {
+        let options = BindOptions {
+            reuse_port: false,
+            unix_mode: 0o660,
+        };
+        let addr = ListenAddr::Tcp("127.0.0.1:0".parse().expect("address"));
+        let listener = Listener::bind(&addr, options).expect("bind");
+        let client =
+            std::net::TcpStream::connect(listener.tcp_addr().expect("tcp")).expect("connect");
+        // The kernel's default is "no bound" (u32::MAX, read back as -1).
+        assert_ne!(notsent_lowat(&client), NOTSENT_LOWAT as libc::c_int);
+        let accepted = loop {
+            match listener.accept() {
+                Ok((Stream::Tcp(s), _)) => break s,
+                Ok(_) => panic!("a TCP listener accepted something else"),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        assert_eq!(notsent_lowat(&accepted), NOTSENT_LOWAT as libc::c_int);
     }
 }
