@@ -279,27 +279,16 @@ fn env_number(var: &'static str) -> Result<u32, InheritError> {
         .map_err(|_| InheritError::NotANumber(var, value.into_owned()))
 }
 
-/// Sets `TCP_NOTSENT_LOWAT` (see [`NOTSENT_LOWAT`]). Neither std nor rustix wraps this
-/// option, so it is one setsockopt(2) here.
-fn set_notsent_lowat(socket: &impl std::os::fd::AsRawFd, bytes: u32) -> io::Result<()> {
-    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: the descriptor is open for the duration of the call (it is borrowed from a
-    // live socket), and the option value is a valid c_int on the stack whose exact size
-    // is passed; the kernel only reads those bytes.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_NOTSENT_LOWAT,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+/// Sets `TCP_NOTSENT_LOWAT` (see [`NOTSENT_LOWAT`]), through socket2.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn set_notsent_lowat(socket: &TcpStream, bytes: u32) -> io::Result<()> {
+    socket2::SockRef::from(socket).set_tcp_notsent_lowat(bytes)
+}
+
+/// Elsewhere the option is left alone: it paces large files, nothing depends on it.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn set_notsent_lowat(_socket: &TcpStream, _bytes: u32) -> io::Result<()> {
+    Ok(())
 }
 
 /// Takes over the listening socket on descriptor `fd`: checks that it is a listening stream
@@ -778,27 +767,16 @@ pub mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsRawFd;
 
-    /// The socket option as the kernel holds it.
-    fn notsent_lowat(socket: &impl AsRawFd) -> libc::c_int {
-        let mut value: libc::c_int = -1;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: a live descriptor, and a c_int-sized buffer whose size is passed.
-        let rc = unsafe {
-            libc::getsockopt(
-                socket.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_NOTSENT_LOWAT,
-                (&mut value as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        assert_eq!(rc, 0, "getsockopt: {}", io::Error::last_os_error());
-        value
+    /// The socket option as the kernel holds it (`u32::MAX`: no bound).
+    fn notsent_lowat(socket: &impl std::os::fd::AsFd) -> u32 {
+        socket2::SockRef::from(socket)
+            .tcp_notsent_lowat()
+            .expect("getsockopt")
     }
 
     #[test]
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     fn accepted_tcp_connections_bound_their_unsent_bytes() {
         let options = BindOptions {
             reuse_port: false,
@@ -808,8 +786,8 @@ mod tests {
         let listener = Listener::bind(&addr, options).expect("bind");
         let client =
             std::net::TcpStream::connect(listener.tcp_addr().expect("tcp")).expect("connect");
-        // The kernel's default is "no bound" (u32::MAX, read back as -1).
-        assert_ne!(notsent_lowat(&client), NOTSENT_LOWAT as libc::c_int);
+        // The kernel's default is "no bound" (u32::MAX).
+        assert_ne!(notsent_lowat(&client), NOTSENT_LOWAT);
         let accepted = loop {
             match listener.accept() {
                 Ok((Stream::Tcp(s), _)) => break s,
@@ -820,6 +798,6 @@ mod tests {
                 Err(e) => panic!("accept: {e}"),
             }
         };
-        assert_eq!(notsent_lowat(&accepted), NOTSENT_LOWAT as libc::c_int);
+        assert_eq!(notsent_lowat(&accepted), NOTSENT_LOWAT);
     }
 }

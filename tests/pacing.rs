@@ -28,7 +28,7 @@ fn read_slowly(stream: &mut std::net::TcpStream, len: usize) -> Vec<u8> {
         assert!(n > 0, "connection closed after {at} of {len} bytes");
         at += n;
         pieces += 1;
-        if pieces % 32 == 0 {
+        if pieces.is_multiple_of(32) {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
