@@ -517,6 +517,21 @@ impl Server {
                 let grace = self.config.shutdown_grace();
                 shutdown_deadline = Some(now + grace);
                 if let Some(mut listener) = self.listener.take() {
+                    // Connections the kernel has already completed wait in the listener's
+                    // queue, and closing it would reset them: their clients connected while
+                    // we were accepting. Take them (up to the cap) and answer them, with
+                    // `Connection: close`, like any connection accepted before the shutdown.
+                    accept_all(
+                        &listener,
+                        &self.config.trust_proxy,
+                        registry,
+                        &mut slots,
+                        max_connections + metrics_open,
+                        now,
+                        &self.limits,
+                        &mut schedule.timers,
+                        ctx.metrics.as_deref_mut(),
+                    );
                     let _ = registry.deregister(&mut listener);
                     // Dropping it closes it (and removes a Unix socket file).
                 }

@@ -471,3 +471,50 @@ fn a_connection_accepted_before_the_shutdown_gets_its_answer() {
     assert_eq!(r.header("connection"), Some("close"));
     thread.join().expect("join").expect("run");
 }
+
+/// Connections the kernel completed while the loop was busy wait in the listener's queue.
+/// When the shutdown closes the listener, they are taken and answered first (with
+/// `Connection: close`), not reset: their clients connected while the server accepted.
+#[test]
+fn connections_waiting_in_the_accept_queue_at_shutdown_are_answered() {
+    let dir = fixture();
+    let config = Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        root: dir.path().join("root"),
+        access_log: AccessLogTarget::Off,
+        ..Config::default()
+    };
+    let mut server = Server::bind(config).expect("bind");
+    // A handler that holds the loop for a moment (handlers must never do this; here it
+    // makes the race certain): meanwhile clients connect and the stop comes.
+    server.set_handler(|req: &Request<'_>| {
+        (req.path() == "/hold").then(|| {
+            std::thread::sleep(Duration::from_millis(500));
+            Reply::text(200, "held\n")
+        })
+    });
+    let addr = server.local_addr().expect("addr");
+    let handle = server.handle();
+    let thread = std::thread::spawn(move || server.run());
+    let mut holder = TcpStream::connect(addr).expect("connect");
+    send(&mut holder, "GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(100));
+    // The loop is in the handler: these wait in the kernel's accept queue.
+    let mut queued: Vec<TcpStream> = (0..5)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            send(&mut s, "GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n");
+            s
+        })
+        .collect();
+    handle.stop();
+    assert_eq!(read_response(&mut holder, false).status, 200);
+    for s in &mut queued {
+        let r = read_response(s, false);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("connection"), Some("close"));
+    }
+    thread.join().expect("join").expect("run");
+}
