@@ -813,6 +813,12 @@ impl<S: Transport> Connection<S> {
             return Step::Continue;
         }
         if self.turn_requests >= MAX_REQUESTS_PER_TURN {
+            // This turn's share of requests is answered: send them before yielding, so
+            // that their clients do not wait for a pass over every other connection.
+            if has_output {
+                self.start_writing("turn's share of requests answered");
+                return Step::Continue;
+            }
             return Step::Yield;
         }
 
@@ -1584,8 +1590,8 @@ mod tests {
             "Closed", &[], R, false),
         ("a request and the FIN together: answered, then closed", &[Some(GET), None], ALL,
             "Parsing Writing Reading Closed", &["200 OK"], R, false),
-        ("forty pipelined: a fair share queued, then yield", &[Some(FORTY)], ALL,
-            "Parsing", &[], R, true),
+        ("forty pipelined: a fair share answered and sent, then yield", &[Some(FORTY)], ALL,
+            "Parsing Writing Parsing", &["200 OK"; 32], R, true),
     ];
 
     #[test]
