@@ -1,7 +1,8 @@
 //! Fuzz the connection state machine through an in-memory transport.
 //!
 //! The input is a script: each step's first byte picks how many of the following bytes the
-//! client sends and how much room the "socket" has for output. After the script, the output
+//! client sends and how much room the "socket" has for output (0xfe also sends the client's
+//! FIN, 0xff fires the connection's deadline). After the script, the output
 //! must be a sequence of well-formed HTTP/1.1 responses, and nothing may panic.
 //!
 //! A handler takes the bodies of `/echo` (up to 64 bytes: it asserts that nothing longer
@@ -114,11 +115,16 @@ fn run(data: &[u8], cache: &mut FileCache) {
         let socket = conn.socket_mut();
         socket.input.extend(chunk);
         socket.room += usize::from(op >> 6) * 4096 + 512;
+        // 0xfe: the client sends its FIN after this chunk (half-close), as `nc -N` does.
+        let fin = op == 0xfe;
+        if fin {
+            socket.eof = true;
+        }
         let at = now + Duration::from_millis(steps);
         let mut ctx = Context::new(&limits, files(), &date, &mut log, cache, &mut pool, clock(at))
             .with_handler(Some(&mut handler))
             .with_mailbox(&mailbox);
-        conn.ready(Readiness { readable: true, read_closed: false }, &mut ctx);
+        conn.ready(Readiness { readable: true, read_closed: fin }, &mut ctx);
         while conn.wants_resume() {
             conn.resume(&mut ctx);
         }
