@@ -918,14 +918,12 @@ impl<S: Transport> Connection<S> {
                 let site = !self.metrics_only;
                 if let Some(entry) = answer::record(ctx, self.peer, &req, &outcome, started, site) {
                     let end = self.output_end();
-                    if !self.unsent.has_capacity() {
-                        self.unsent = ctx.pool.take_unsent();
-                    }
+                    let lines = unsent_lines(&mut self.unsent, ctx.pool);
                     if streamed {
                         // Its line waits for the end of the stream (or of the connection).
-                        self.unsent.push_open(&entry, end, started);
+                        lines.push_open(&entry, end, started);
                     } else {
-                        self.unsent.push(&entry, end, started);
+                        lines.push(&entry, end, started);
                     }
                 }
                 self.input.consume(n);
@@ -987,7 +985,7 @@ impl<S: Transport> Connection<S> {
             micros: 0,
         };
         let end = self.output_end();
-        log_when_sent(&mut self.unsent, ctx.pool, &entry, end, started);
+        unsent_lines(&mut self.unsent, ctx.pool).push(&entry, end, started);
     }
 
     /// Where the output queued so far ends, in bytes since the accept.
@@ -1347,7 +1345,7 @@ impl<S: Transport> Connection<S> {
         if let Some(entry) = answer::record(ctx, self.peer, &req, &outcome, deferred.started, true)
         {
             let end = self.output_end();
-            log_when_sent(&mut self.unsent, ctx.pool, &entry, end, deferred.started);
+            unsent_lines(&mut self.unsent, ctx.pool).push(&entry, end, deferred.started);
         }
         ctx.trusted = trusted;
         self.input.consume(n);
@@ -1393,19 +1391,14 @@ struct HeldHead {
     started: Instant,
 }
 
-/// Keeps the access-log line of a response just queued, which ends at `end` in the output,
-/// to be written when its last byte has gone out (see [`Unsent`]).
-fn log_when_sent(
-    unsent: &mut Unsent,
-    pool: &mut BufferPool,
-    entry: &Entry<'_>,
-    end: u64,
-    started: Instant,
-) {
+/// The connection's queue of access-log lines waiting for their responses to go out (see
+/// [`Unsent`]), with memory from the pool if it has none: the line of a response just
+/// queued goes in, to be written when its last byte has gone out.
+fn unsent_lines<'u>(unsent: &'u mut Unsent, pool: &mut BufferPool) -> &'u mut Unsent {
     if !unsent.has_capacity() {
         *unsent = pool.take_unsent();
     }
-    unsent.push(entry, end, started);
+    unsent
 }
 
 /// A request body being read for the handler that takes it.

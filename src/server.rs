@@ -410,6 +410,8 @@ impl Server {
 
             // ---- 3. events
             let mut begin_shutdown = false;
+            // The shutdown closes the listener this turn, after one last accept.
+            let mut close_listener = false;
             for event in events.iter() {
                 match event.token() {
                     LISTENER => accept_again = true,
@@ -516,25 +518,12 @@ impl Server {
             if drained && shutdown_deadline.is_none() {
                 let grace = self.config.shutdown_grace();
                 shutdown_deadline = Some(now + grace);
-                if let Some(mut listener) = self.listener.take() {
-                    // Connections the kernel has already completed wait in the listener's
-                    // queue, and closing it would reset them: their clients connected while
-                    // we were accepting. Take them (up to the cap) and answer them, with
-                    // `Connection: close`, like any connection accepted before the shutdown.
-                    accept_all(
-                        &listener,
-                        &self.config.trust_proxy,
-                        registry,
-                        &mut slots,
-                        max_connections + metrics_open,
-                        now,
-                        &self.limits,
-                        &mut schedule.timers,
-                        ctx.metrics.as_deref_mut(),
-                    );
-                    let _ = registry.deregister(&mut listener);
-                    // Dropping it closes it (and removes a Unix socket file).
-                }
+                // Connections the kernel has already completed wait in the listener's queue,
+                // and closing it would reset them: their clients connected while we were
+                // accepting. So the accept step below takes them first (up to the cap), to be
+                // answered with `Connection: close`, and only then is the listener closed.
+                accept_again = true;
+                close_listener = true;
                 let mut idle = 0;
                 // From here on every response says `Connection: close`.
                 ctx.shutting_down = true;
@@ -607,6 +596,10 @@ impl Server {
                         accept_paused_until = Some(now + ACCEPT_BACKOFF);
                     }
                 }
+            }
+            if close_listener && let Some(mut listener) = self.listener.take() {
+                let _ = registry.deregister(&mut listener);
+                // Dropping it closes it (and removes a Unix socket file).
             }
 
             // ---- the live view: a snapshot for the watchers of /loop, while there are some
