@@ -52,6 +52,9 @@ pub struct FileBody {
     pub remaining: u64,
     /// Try sendfile(2) first (cleared when the transport or the file cannot do it).
     pub sendfile: bool,
+    /// How many sendfile(2) calls for this body stopped short (the socket full): the sign
+    /// of a client that takes it slower than we send (see `listener::NOTSENT_LOWAT_SLOW_READER`).
+    pub short_sends: u32,
 }
 
 /// The result of answering one request.
@@ -396,6 +399,7 @@ fn queue_file(
                 file,
                 remaining: count,
                 sendfile: true,
+                short_sends: 0,
             });
             true
         }

@@ -71,7 +71,7 @@ use crate::deferred::{Feed, Note, Pending};
 use crate::http::body::Discard;
 use crate::http::error::HttpError;
 use crate::http::request::{self, BodyLength, Parsed, Version};
-use crate::listener::Transport;
+use crate::listener::{self, Transport};
 use crate::ops::access_log::{Entry, Unsent};
 use crate::ops::metrics::TimeoutKind;
 use crate::reply::Reply;
@@ -95,6 +95,11 @@ const LINGER_BYTES: usize = 64 * 1024;
 /// holds its unsent bound, so this only caps one call's work; 256 KiB measured no better,
 /// 4 MiB worse (README, Benchmarking).
 const SENDFILE_CHUNK: usize = 1024 * 1024;
+/// Short sendfile(2) calls in one body after which its client counts as slower than us and
+/// the socket's unsent bound is raised for the rest of the body (see
+/// `listener::NOTSENT_LOWAT_SLOW_READER`). A client that keeps up sees about one short
+/// call in four 10 MiB bodies; an nginx front, one per 160 KiB.
+const SHORT_SENDS_FOR_SLOW_READER: u32 = 3;
 
 /// Whether an I/O error on the socket only says that the client went away (closed, reset,
 /// unreachable). That is normal, not a server problem: it is logged at debug.
@@ -268,6 +273,9 @@ pub struct Connection<S> {
     /// This turn's work, for fairness.
     turn_requests: u32,
     turn_bytes: usize,
+    /// The socket holds `listener::NOTSENT_LOWAT_SLOW_READER`, not the usual bound, for the
+    /// file body being sent.
+    slow_reader: bool,
     /// How the last run ended: `Yield` asks the loop to run it again this turn.
     stopped: Step,
     /// Bytes read while lingering.
@@ -315,6 +323,7 @@ impl<S: Transport> Connection<S> {
             received: 0,
             turn_requests: 0,
             turn_bytes: 0,
+            slow_reader: false,
             stopped: Step::Wait,
             linger_read: 0,
             now,
@@ -489,6 +498,15 @@ impl<S: Transport> Connection<S> {
                 self.close("idle timeout");
             }
             Waiting::Room(_) => {
+                // No writable edge for a whole write timeout. A client that reads, but
+                // slower than half the socket's unsent bound per timeout, makes none either
+                // (4 MiB bound, 100 KB/s: one per 20 s): so try once. If the socket takes
+                // anything, the client has taken something since, and the clock restarts.
+                let sent = self.sent;
+                self.run(ctx);
+                if self.sent > sent || self.state != State::Writing {
+                    return;
+                }
                 count_timeout(ctx, TimeoutKind::Write);
                 log::debug!(
                     "token={} write timeout: the client stopped reading",
@@ -1185,6 +1203,13 @@ impl<S: Transport> Connection<S> {
         };
         if body.remaining == 0 {
             self.file = None;
+            if self.slow_reader {
+                // The next body starts with the usual bound: this client may keep up with
+                // that one.
+                log::trace!("token={} body queued: usual unsent bound", self.token.0);
+                self.set_unsent_bound(listener::NOTSENT_LOWAT);
+                self.slow_reader = false;
+            }
             return Ok(false);
         }
         let shrank =
@@ -1199,19 +1224,32 @@ impl<S: Transport> Connection<S> {
                     self.sent += n as u64;
                     self.turn_bytes += n;
                     self.progress_at = self.now;
-                    if n < count {
-                        // Short: the socket took all it would (its buffer, or the unsent
-                        // bound, see listener::NOTSENT_LOWAT). The kernel has marked it so
-                        // (SOCK_NOSPACE) and will raise a writable edge when there is room,
-                        // so wait for that instead of making the call that only says
-                        // WouldBlock: that call is not cheap, it looks up and pins the
-                        // file's pages before the socket refuses them. Behind an nginx
-                        // front, 10 MiB files: 59 of those calls per response, gone.
-                        // (A file that shrank mid-call also stops short; the next call
-                        // then finds its end, or the send timeout closes the connection.)
-                        return Err(io::ErrorKind::WouldBlock.into());
+                    if n == count {
+                        return Ok(true);
                     }
-                    return Ok(true);
+                    // Short: the socket took all it would (its buffer, or the unsent
+                    // bound, see listener::NOTSENT_LOWAT). The kernel has marked it so
+                    // (SOCK_NOSPACE) and will raise a writable edge when there is room,
+                    // so wait for that instead of making the call that only says
+                    // WouldBlock: that call is not cheap, it looks up and pins the
+                    // file's pages before the socket refuses them. Behind an nginx
+                    // front, 10 MiB files: 59 of those calls per response, gone.
+                    // (A file that shrank mid-call also stops short; the next call
+                    // then finds its end, or the send timeout closes the connection.)
+                    body.short_sends += 1;
+                    if body.short_sends == SHORT_SENDS_FOR_SLOW_READER && !self.slow_reader {
+                        // The client's window sets the pace, not our sending: a larger
+                        // bound wakes us a sixteenth as often. Send again at once, up to it.
+                        log::trace!(
+                            "token={} slow reader: unsent bound raised to {} KiB",
+                            self.token.0,
+                            listener::NOTSENT_LOWAT_SLOW_READER / 1024
+                        );
+                        self.slow_reader = true;
+                        self.set_unsent_bound(listener::NOTSENT_LOWAT_SLOW_READER);
+                        return Ok(true);
+                    }
+                    return Err(io::ErrorKind::WouldBlock.into());
                 }
                 Err(e)
                     if e.kind() == io::ErrorKind::Unsupported
@@ -1231,6 +1269,13 @@ impl<S: Transport> Connection<S> {
         }
         body.remaining -= got as u64;
         Ok(true)
+    }
+
+    /// Sets the socket's unsent bound; a failure costs only pacing, so it is logged.
+    fn set_unsent_bound(&mut self, bytes: u32) {
+        if let Err(e) = self.socket.set_unsent_bound(bytes) {
+            log::debug!("token={} TCP_NOTSENT_LOWAT failed: {e}", self.token.0);
+        }
     }
 
     // ----- Handlers: bodies they take, answers that come later --------------------------

@@ -86,3 +86,94 @@ fn slow_readers_get_large_files_byte_exact_and_the_connection_goes_on() {
         assert_eq!(read_response(&mut s, false).body_text(), INDEX);
     }
 }
+
+/// A client slower than the server gets a larger unsent bound for the rest of its body (so
+/// that it wakes the server once per megabyte, not once per 64 KiB), and the next body on
+/// the connection starts with the usual one. Seen in `--trace`.
+#[test]
+fn a_slow_reader_raises_the_unsent_bound_for_that_body_only() {
+    let dir = common::fixture();
+    let (mut child, addr, stderr) = common::spawn_binary(
+        dir.path(),
+        &["--trace", "--access-log", "off", "--log-level", "warn"],
+    );
+    let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    send(&mut s, "GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+    read_head(&mut s);
+    let body = read_slowly(&mut s, BIG_LEN);
+    assert!(body == big_content(), "large file corrupted");
+    s.write_all(b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send");
+    assert_eq!(read_response(&mut s, false).body_text(), INDEX);
+    drop(s);
+    common::sigterm(&child);
+    child.wait().expect("wait");
+    let trace = stderr.join().expect("stderr");
+    let at = |needle: &str| trace.find(needle);
+    let raised = at("slow reader: unsent bound raised to 4096 KiB");
+    let lowered = at("body queued: usual unsent bound");
+    let second = at("request GET /index.html");
+    assert!(raised.is_some(), "never raised:\n{}", tail(&trace));
+    assert!(lowered.is_some(), "never lowered:\n{}", tail(&trace));
+    assert!(
+        raised < lowered && lowered < second,
+        "out of order:\n{}",
+        tail(&trace)
+    );
+}
+
+/// A client that reads, but so slowly that the socket makes no writable edge within the
+/// write timeout (here 1 s; 16 KiB every 100 ms drains a megabyte-sized bound in seconds),
+/// is not taken for one that stopped reading: at the timeout the server tries once more,
+/// and the socket takes what the client made room for.
+#[test]
+fn a_client_reading_slower_than_the_bound_drains_is_not_timed_out() {
+    let dir = common::fixture();
+    let (mut child, addr, stderr) = common::spawn_binary(
+        dir.path(),
+        &[
+            "--write-timeout",
+            "1",
+            "--access-log",
+            "off",
+            "--log-level",
+            "debug",
+        ],
+    );
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    // A small receive buffer: the bytes wait in the server's socket, not in ours.
+    socket.set_recv_buffer_size(64 * 1024).expect("SO_RCVBUF");
+    let addr: std::net::SocketAddr = addr.parse().expect("address");
+    socket.connect(&addr.into()).expect("connect");
+    let mut s: std::net::TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    send(&mut s, "GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+    read_head(&mut s);
+    let mut piece = vec![0u8; 16 * 1024];
+    let mut got = 0;
+    for _ in 0..50 {
+        let n = s.read(&mut piece).expect("body bytes keep coming");
+        assert!(n > 0, "closed after {got} bytes");
+        got += n;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(s);
+    common::sigterm(&child);
+    child.wait().expect("wait");
+    let log = stderr.join().expect("stderr");
+    assert!(
+        !log.contains("write timeout"),
+        "a reading client was timed out ({got} bytes read):\n{}",
+        tail(&log)
+    );
+}
+
+/// The last lines of a long log, for an assertion message.
+fn tail(text: &str) -> String {
+    let lines: Vec<_> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
