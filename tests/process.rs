@@ -236,3 +236,39 @@ fn a_second_sigterm_still_logs_what_it_cut_short() {
         .expect("bytes");
     assert!(bytes >= 4096 && bytes < BIG_LEN as u64, "{line}");
 }
+
+/// Idle keep-alive connections hold no buffer, whatever their last response was: here
+/// each downloaded 512 KiB, which ends with a look for more input (a short sendfile(2)
+/// waited for a writable edge, and no input was reported meanwhile). That look found
+/// nothing, and kept a 4 KiB read buffer per connection before it gave it back.
+#[test]
+fn idle_connections_after_large_downloads_hold_no_buffers() {
+    let dir = fixture();
+    let (mut child, addr, _stderr) = spawn_binary(dir.path(), &["--access-log", "off"]);
+    let pid = child.id();
+    let fetch = |s: &mut TcpStream| {
+        send(
+            s,
+            "GET /big.bin HTTP/1.1\r\nHost: t\r\nRange: bytes=0-524287\r\n\r\n",
+        );
+        let response = read_response(s, false);
+        assert_eq!(response.body.len(), 512 * 1024);
+    };
+    let mut warm = TcpStream::connect(&addr).expect("connect");
+    fetch(&mut warm);
+    let before = rss_kib(pid);
+    let idle: Vec<_> = (0..400)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).expect("connect");
+            fetch(&mut s);
+            s
+        })
+        .collect();
+    let grown = rss_kib(pid).saturating_sub(before);
+    eprintln!("RSS +{grown} KiB with 400 idle connections after 512 KiB each");
+    // 400 slots are about 220 KiB; 400 read buffers would be 1600 KiB more.
+    assert!(grown < 1000, "RSS grew by {grown} KiB");
+    drop(idle);
+    sigterm(&child);
+    let _ = child.wait();
+}
