@@ -48,7 +48,8 @@ pub const INLINE_FILE_MAX: u64 = 64 * 1024;
 pub struct FileBody {
     /// The open file, its offset at the next byte to send.
     pub file: File,
-    /// Bytes still to send.
+    /// The body's length, and the bytes of it still to send.
+    pub length: u64,
     pub remaining: u64,
     /// Try sendfile(2) first (cleared when the transport or the file cannot do it).
     pub sendfile: bool,
@@ -397,6 +398,7 @@ fn queue_file(
         Some(slot) if count > INLINE_FILE_MAX => {
             *slot = Some(FileBody {
                 file,
+                length: count,
                 remaining: count,
                 sendfile: true,
                 short_sends: 0,

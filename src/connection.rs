@@ -96,10 +96,20 @@ const LINGER_BYTES: usize = 64 * 1024;
 /// 4 MiB worse (README, Benchmarking).
 const SENDFILE_CHUNK: usize = 1024 * 1024;
 /// Short sendfile(2) calls in one body after which its client counts as slower than us and
-/// the socket's unsent bound is raised for the rest of the body (see
-/// `listener::NOTSENT_LOWAT_SLOW_READER`). A client that keeps up sees about one short
-/// call in four 10 MiB bodies; an nginx front, one per 160 KiB.
+/// the socket's unsent bound is raised (see `listener::NOTSENT_LOWAT_SLOW_READER`), until a
+/// body shows it keeps up ([`slower_than_us`]). Under the usual bound, a client that keeps
+/// up sees about one short call in four 10 MiB bodies; an nginx front, one per 160 KiB.
 const SHORT_SENDS_FOR_SLOW_READER: u32 = 3;
+
+/// Whether the client of a body sent under the larger unsent bound was slower than us: its
+/// window, not our sending, stopped our sends short at least once per such bound's worth
+/// of the body (each refill of the bound). Measured with 10 MiB bodies: an nginx front, 3-4
+/// short sends per body (it stays slower from one response to the next); wrk on loopback,
+/// 1-2 in six bodies of seven.
+fn slower_than_us(body: &FileBody) -> bool {
+    let bound = u64::from(listener::NOTSENT_LOWAT_SLOW_READER);
+    u64::from(body.short_sends) * bound >= body.length
+}
 
 /// Whether an I/O error on the socket only says that the client went away (closed, reset,
 /// unreachable). That is normal, not a server problem: it is logged at debug.
@@ -273,8 +283,8 @@ pub struct Connection<S> {
     /// This turn's work, for fairness.
     turn_requests: u32,
     turn_bytes: usize,
-    /// The socket holds `listener::NOTSENT_LOWAT_SLOW_READER`, not the usual bound, for the
-    /// file body being sent.
+    /// The socket holds `listener::NOTSENT_LOWAT_SLOW_READER`, not the usual bound: raised
+    /// after short sends in one body, lowered after a body the client kept up with.
     slow_reader: bool,
     /// How the last run ended: `Yield` asks the loop to run it again this turn.
     stopped: Step,
@@ -1208,14 +1218,13 @@ impl<S: Transport> Connection<S> {
             return Ok(false);
         };
         if body.remaining == 0 {
-            self.file = None;
-            if self.slow_reader {
-                // The next body starts with the usual bound: this client may keep up with
-                // that one.
-                log::trace!("token={} body queued: usual unsent bound", self.token.0);
+            if self.slow_reader && !slower_than_us(body) {
+                // The client keeps up again: the next body starts with the usual bound.
+                log::trace!("token={} client keeps up: usual unsent bound", self.token.0);
                 self.set_unsent_bound(listener::NOTSENT_LOWAT);
                 self.slow_reader = false;
             }
+            self.file = None;
             return Ok(false);
         }
         let shrank =
@@ -1243,7 +1252,7 @@ impl<S: Transport> Connection<S> {
                     // (A file that shrank mid-call also stops short; the next call
                     // then finds its end, or the send timeout closes the connection.)
                     body.short_sends += 1;
-                    if body.short_sends == SHORT_SENDS_FOR_SLOW_READER && !self.slow_reader {
+                    if !self.slow_reader && body.short_sends == SHORT_SENDS_FOR_SLOW_READER {
                         // The client's window sets the pace, not our sending: a larger
                         // bound wakes us a sixteenth as often. Send again at once, up to it.
                         log::trace!(

@@ -44,15 +44,15 @@ const BACKLOG: i32 = 1024;
 /// more than the network can take at once (`tcp_notsent_lowat` in
 /// Documentation/networking/ip-sysctl.rst).
 ///
-/// A client that cannot keep up gets [`NOTSENT_LOWAT_SLOW_READER`] instead, for the rest of
-/// that body (see there).
+/// A client that cannot keep up gets [`NOTSENT_LOWAT_SLOW_READER`] instead, until it can
+/// again (see there).
 pub const NOTSENT_LOWAT: u32 = 128 * 1024;
 
 /// The unsent bound for a body whose client's window, not our sending, sets the pace: an
 /// nginx front reading its upstream through 8 KiB buffers, a slow network. The connection
 /// switches to it when sendfile(2) stops short a few times in one body (the socket holds
-/// its bound and the window is shut), and back to [`NOTSENT_LOWAT`] when the body is
-/// queued. 4 MiB is Linux's largest autotuned send buffer (`tcp_wmem`), so for such a
+/// its bound and the window is shut), and back to [`NOTSENT_LOWAT`] after a body the client
+/// kept up with (fewer than one short send per 4 MiB). 4 MiB is Linux's largest autotuned send buffer (`tcp_wmem`), so for such a
 /// client the send buffer is the bound, as it is for nginx and lighttpd.
 ///
 /// Why: with the small bound, such a client wakes us for every 64 KiB it takes, and each
