@@ -329,6 +329,13 @@ CLK_TCK=$(getconf CLK_TCK)
 cpu_ticks() { # utime + stime, fields 14 and 15 of /proc/PID/stat (12 and 13 after the ")")
   sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}' || echo 0
 }
+# Busy time of core N (user + nice + system + irq + softirq, from /proc/stat), in ticks. On
+# loopback the kernel delivers a segment into the receiver's socket on the CPU that transmits
+# it, so which side does that work depends on the server's pacing: wrk's core shows the
+# client's share of each response.
+core_ticks() {
+  awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8 }' /proc/stat
+}
 
 # wrk_run OUTFILE WRK-ARGS...: one bounded wrk run; a signal ends it at once (see cleanup).
 wrk_run() {
@@ -440,10 +447,12 @@ for rep in $(seq "$REPS"); do
       esac
       pid=${CPUPID[$name]}
       c0=$(cpu_ticks "$pid")
+      w0=$(core_ticks 1)
       f0=0
       [ -z "$front_pid" ] || f0=$(cpu_ticks "$front_pid")
       wrk_run "$WORK/wrk.out" "${args[@]}" || true
       c1=$(cpu_ticks "$pid")
+      w1=$(core_ticks 1)
       f1=0
       [ -z "$front_pid" ] || f1=$(cpu_ticks "$front_pid")
       IFS=$'\t' read -r req rps mib se nx p50 p99 < <(parse_wrk "$WORK/wrk.out")
@@ -451,12 +460,16 @@ for rep in $(seq "$REPS"); do
         sed 's/^/    wrk: /' "$WORK/wrk.out" | head -5 >&2
         se=$((se + 1))
       fi
-      read -r cpu fcpu < <(awk -v a="$c0" -v b="$c1" -v fa="$f0" -v fb="$f1" -v n="$req" \
-        -v hz="$CLK_TCK" 'BEGIN { if (n > 0) printf "%.2f %.2f\n", (b - a) * 1e6 / hz / n,
-                                   (fb - fa) * 1e6 / hz / n; else print "0 0" }')
+      # wcpu: the rest of wrk's core, i.e. wrk and the kernel's work there (behind the
+      # front, which shares that core, less the front's own time).
+      read -r cpu fcpu wcpu < <(awk -v a="$c0" -v b="$c1" -v fa="$f0" -v fb="$f1" \
+        -v wa="$w0" -v wb="$w1" -v n="$req" -v hz="$CLK_TCK" 'BEGIN { if (n > 0)
+          printf "%.2f %.2f %.2f\n", (b - a) * 1e6 / hz / n, (fb - fa) * 1e6 / hz / n,
+            ((wb - wa) - (fb - fa)) * 1e6 / hz / n; else print "0 0 0" }')
       [ "$who" = front ] || fcpu=-
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sname" "$name" "$rep" "$req" \
-        "$rps" "$mib" "$cpu" "$fcpu" "$p50" "$p99" "$se" "$nx" >>"$RES"
+      [ "$PIN" = 1 ] || wcpu=-
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sname" "$name" "$rep" "$req" \
+        "$rps" "$mib" "$cpu" "$fcpu" "$p50" "$p99" "$se" "$nx" "$wcpu" >>"$RES"
       flag=""
       if [ "$se" != 0 ] || [ "$nx" != 0 ]; then flag="  ERRORS: $se socket, $nx non-2xx/3xx"; fi
       printf '  rep %d/%d  %-16s %-12s %9s req/s %9s MiB/s %9s us/req%s\n' "$rep" "$REPS" \
@@ -496,6 +509,8 @@ awk -F'\t' -v scen_order="$(printf '%s\n' "${SCENARIOS[@]}" | cut -d'|' -f1 | tr
     if (!((s SUBSEP n) in seen)) { seen[s, n] = 1; who[s] = who[s] " " n }
     add(s SUBSEP n SUBSEP "rps", $5); add(s SUBSEP n SUBSEP "mib", $6)
     add(s SUBSEP n SUBSEP "cpu", $7); if ($8 != "-") add(s SUBSEP n SUBSEP "fcpu", $8)
+    if ($13 != "-") { add(s SUBSEP n SUBSEP "wcpu", $13); wcpu[s, n, r] = $13
+                      all[s, n, r] = $7 + ($8 == "-" ? 0 : $8) + $13 }
     if ($10 > 0) { add(s SUBSEP n SUBSEP "p50", $9); add(s SUBSEP n SUBSEP "p99", $10) }
     err[s, n] += $11 + $12
     rps[s, n, r] = $5; mib[s, n, r] = $6; cpu[s, n, r] = $7; p99[s, n, r] = $10; reps[s] = reps[s] " " r
@@ -504,9 +519,11 @@ awk -F'\t' -v scen_order="$(printf '%s\n' "${SCENARIOS[@]}" | cut -d'|' -f1 | tr
     while ((getline line < rssfile) > 0) { split(line, f, "\t"); rss[f[1]] = f[2] }
     ns = split(scen_order, sc, " ")
     print "Figures: medians over repetitions (req/s also min-max). cpu = the server'"'"'s own CPU"
-    print "time per request (behind the front: the upstream'"'"'s; front = the front nginx'"'"'s)."
-    printf "%-16s %-17s %9s %-15s %8s %8s %8s %7s %7s  %s\n", "scenario", "server", "req/s",
-      "(min-max)", "MiB/s", "cpu us", "front us", "p50 ms", "p99 ms", "errors"
+    print "time per request (behind the front: the upstream'"'"'s; front = the front nginx'"'"'s);"
+    print "wrk = the rest of wrk'"'"'s core per request: wrk and the kernel'"'"'s work on that core"
+    print "(on loopback, a segment is delivered on the CPU that transmits it)."
+    printf "%-16s %-17s %9s %-15s %8s %8s %8s %8s %7s %7s  %s\n", "scenario", "server", "req/s",
+      "(min-max)", "MiB/s", "cpu us", "front us", "wrk us", "p50 ms", "p99 ms", "errors"
     for (i = 1; i <= ns; i++) {
       s = sc[i]; m = split(who[s], members, " ")
       for (j = 1; j <= m; j++) {
@@ -515,32 +532,38 @@ awk -F'\t' -v scen_order="$(printf '%s\n' "${SCENARIOS[@]}" | cut -d'|' -f1 | tr
         if (index(" " bad " ", " " n " ") || (s ~ /^front/ && index(" " bad " ", " front-" n " ")))
           e = e " BYTES-DIFFER"
         label = (s ~ /^front/) ? "nginx>" n : n
-        printf "%-16s %-17s %9.0f %-15s %8.1f %8.2f %8s %7s %7s  %s\n", s, label,
+        printf "%-16s %-17s %9.0f %-15s %8.1f %8.2f %8s %8s %7s %7s  %s\n", s, label,
           median(acc[k "rps"]), "(" minmax(acc[k "rps"]) ")", median(acc[k "mib"]), median(acc[k "cpu"]),
-          fmt(median(acc[k "fcpu"]), "%.2f"), fmt(median(acc[k "p50"]), "%.2f"),
+          fmt(median(acc[k "fcpu"]), "%.2f"), fmt(median(acc[k "wcpu"]), "%.2f"), fmt(median(acc[k "p50"]), "%.2f"),
           fmt(median(acc[k "p99"]), "%.2f"), e
       }
     }
     print ""
     print "Ratios, readyserve / peer: medians of the per-repetition ratios. req/s and MiB/s:"
-    print "above 1 = readyserve is faster. cpu/req and p99: below 1 = readyserve spends less."
+    print "above 1 = readyserve is faster. cpu/req and p99: below 1 = readyserve spends less;"
+    print "wrk/req: below 1 = the client spends less on readyserve'"'"'s responses; all/req: the"
+    print "whole machine'"'"'s CPU per request (server, front, wrk'"'"'s core)."
     print "(limit sends a shorter head than the others, so MiB/s against it compares unlike bytes.)"
-    printf "%-16s %-17s %7s %7s %8s %7s\n", "scenario", "vs", "req/s", "MiB/s", "cpu/req", "p99"
+    printf "%-16s %-17s %7s %7s %8s %8s %8s %7s\n", "scenario", "vs", "req/s", "MiB/s", "cpu/req",
+      "wrk/req", "all/req", "p99"
     for (i = 1; i <= ns; i++) {
       s = sc[i]; m = split(who[s], members, " "); nr = split(reps[s], rl, " ")
       for (j = 1; j <= m; j++) {
         n = members[j]; if (n == "readyserve") continue
-        delete seenrep; a = b = c = d = ""
+        delete seenrep; a = b = c = d = w = t = ""
         for (q = 1; q <= nr; q++) {
           r = rl[q]; if (r in seenrep) continue; seenrep[r] = 1
           if (rps[s, n, r] > 0) a = a " " rps[s, "readyserve", r] / rps[s, n, r]
           if (mib[s, n, r] > 0) b = b " " mib[s, "readyserve", r] / mib[s, n, r]
           if (cpu[s, n, r] > 0) c = c " " cpu[s, "readyserve", r] / cpu[s, n, r]
           if (p99[s, n, r] > 0) d = d " " p99[s, "readyserve", r] / p99[s, n, r]
+          if (wcpu[s, n, r] > 0) w = w " " wcpu[s, "readyserve", r] / wcpu[s, n, r]
+          if (all[s, n, r] > 0) t = t " " all[s, "readyserve", r] / all[s, n, r]
         }
         label = (s ~ /^front/) ? "nginx>" n : n
-        printf "%-16s %-17s %7s %7s %8s %7s\n", s, label, fmt(median(a), "%.2f"),
-          fmt(median(b), "%.2f"), fmt(median(c), "%.2f"), fmt(median(d), "%.2f")
+        printf "%-16s %-17s %7s %7s %8s %8s %8s %7s\n", s, label, fmt(median(a), "%.2f"),
+          fmt(median(b), "%.2f"), fmt(median(c), "%.2f"), fmt(median(w), "%.2f"),
+          fmt(median(t), "%.2f"), fmt(median(d), "%.2f")
       }
     }
     print ""
