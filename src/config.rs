@@ -170,7 +170,8 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=MAX_SECS))]
     pub keep_alive_timeout: u64,
 
-    /// Seconds without any progress on output before a connection is closed.
+    /// A client must take 1 MiB of a response (or all of it) per this many seconds, or it is
+    /// closed: 35 KB/s at 30 s.
     #[arg(long, env = "READYSERVE_WRITE_TIMEOUT", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=MAX_SECS))]
     pub write_timeout: u64,

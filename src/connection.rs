@@ -95,6 +95,38 @@ const LINGER_BYTES: usize = 64 * 1024;
 /// holds its unsent bound, so this only caps one call's work; 256 KiB measured no better,
 /// 4 MiB worse (README, Benchmarking).
 const SENDFILE_CHUNK: usize = 1024 * 1024;
+/// The least a client must take of our output per write timeout (`--write-timeout`), or
+/// everything we had for it: 35 KB/s at the default 30 s. A slower client holds a slot and
+/// up to 4 MiB of kernel memory ([`listener::NOTSENT_LOWAT_SLOW_READER`]) for little, and
+/// a few thousand of them hold every slot. nginx's `send_timeout` sets a like floor without
+/// naming it: it waits for a writable edge, which a full 4 MiB send buffer gives once about
+/// a third of it has been taken. Before this floor, a client taking a single window update
+/// per timeout (an outside attack read 128 KiB per 4.5 s against a 5 s timeout) was kept
+/// for as long as it liked; nginx and lighttpd closed it at the timeout.
+const MIN_TAKEN_PER_WRITE_TIMEOUT: u64 = 1024 * 1024;
+
+/// The write timeout's clock: when it last started, and how much had been sent then. It
+/// starts when a response starts going out and again whenever the client has taken
+/// [`MIN_TAKEN_PER_WRITE_TIMEOUT`] since, or all there was to send.
+#[derive(Debug, Clone, Copy)]
+struct WriteClock {
+    since: Instant,
+    sent: u64,
+}
+
+impl WriteClock {
+    fn start(now: Instant, sent: u64) -> Self {
+        WriteClock { since: now, sent }
+    }
+
+    /// Output went out; `sent` is the connection's running total.
+    fn took(&mut self, sent: u64, now: Instant) {
+        if sent - self.sent >= MIN_TAKEN_PER_WRITE_TIMEOUT {
+            *self = WriteClock::start(now, sent);
+        }
+    }
+}
+
 /// Short sendfile(2) calls in one body after which its client counts as slower than us and
 /// the socket's unsent bound is raised (see `listener::NOTSENT_LOWAT_SLOW_READER`), until a
 /// body shows it keeps up ([`slower_than_us`]). Under the usual bound, a client that keeps
@@ -269,8 +301,10 @@ pub struct Connection<S> {
     head_started: Option<Instant>,
     /// When the connection last became idle (for `--keep-alive-timeout`).
     idle_since: Instant,
-    /// Last progress on output, body or lingering (for `--write-timeout` and the others).
+    /// Since when a request body has been awaited, or the connection has lingered.
     progress_at: Instant,
+    /// For `--write-timeout` (see [`WriteClock`]).
+    write_clock: WriteClock,
     /// At least one request was answered.
     served_any: bool,
     /// The PROXY header named no client (UNKNOWN, LOCAL, UNSPEC, a Unix client): the peer
@@ -327,6 +361,7 @@ impl<S: Transport> Connection<S> {
             head_started: None,
             idle_since: now,
             progress_at: now,
+            write_clock: WriteClock::start(now, 0),
             served_any: false,
             forwarded_untrusted: false,
             requests: 0,
@@ -432,7 +467,7 @@ impl<S: Transport> Connection<S> {
                 Some(deferred) => Waiting::Handler(deferred.since),
                 None => Waiting::Stream,
             },
-            State::Writing => Waiting::Room(self.progress_at),
+            State::Writing => Waiting::Room(self.write_clock.since),
             State::Closing => Waiting::Linger(self.progress_at),
             State::Closed => Waiting::Nothing,
             State::Reading | State::Parsing => {
@@ -508,19 +543,22 @@ impl<S: Transport> Connection<S> {
                 self.close("idle timeout");
             }
             Waiting::Room(_) => {
-                // No writable edge for a whole write timeout. A client that reads, but
-                // slower than half the socket's unsent bound per timeout, makes none either
-                // (4 MiB bound, 100 KB/s: one per 20 s): so try once. If the socket takes
-                // anything, the client has taken something since, and the clock restarts.
-                let sent = self.sent;
+                // The client has not taken MIN_TAKEN_PER_WRITE_TIMEOUT in a whole write
+                // timeout, as far as our sends know. A client that reads, but slower than
+                // half the socket's unsent bound per timeout, makes no writable edge (4 MiB
+                // bound, 100 KB/s: one per 20 s), so what it took since our last send is
+                // not known yet: try once, and the socket takes what it made room for.
+                let since = self.write_clock.since;
                 self.run(ctx);
-                if self.sent > sent || self.state != State::Writing {
-                    return;
+                if self.write_clock.since != since || self.state != State::Writing {
+                    return; // enough taken (the clock restarted), or all of it
                 }
                 count_timeout(ctx, TimeoutKind::Write);
                 log::debug!(
-                    "token={} write timeout: the client stopped reading",
-                    self.token.0
+                    "token={} write timeout: the client took {} bytes in {:?}",
+                    self.token.0,
+                    self.sent - self.write_clock.sent,
+                    self.now - since
                 );
                 self.close("write timeout");
             }
@@ -648,10 +686,10 @@ impl<S: Transport> Connection<S> {
         self.state = next;
     }
 
-    /// Goes to Writing. The write timeout counts from here: time with no progress on output.
+    /// Goes to Writing. The write timeout counts from here (see [`WriteClock`]).
     fn start_writing(&mut self, why: &'static str) {
         if self.state != State::Writing {
-            self.progress_at = self.now;
+            self.write_clock = WriteClock::start(self.now, self.sent);
         }
         self.set_state(State::Writing, why);
     }
@@ -1124,7 +1162,7 @@ impl<S: Transport> Connection<S> {
                         self.out.advance(n);
                         self.sent += n as u64;
                         self.turn_bytes += n;
-                        self.progress_at = self.now;
+                        self.write_clock.took(self.sent, self.now);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         // The socket's send buffer is full: the client reads slower than we
@@ -1184,6 +1222,8 @@ impl<S: Transport> Connection<S> {
             }
         }
         self.trace_wrote(before, "all sent");
+        // The client has taken all there was: what comes next gets a whole timeout.
+        self.write_clock = WriteClock::start(self.now, self.sent);
         if let Some(step) = self.feed_from_handler() {
             return step;
         }
@@ -1253,7 +1293,7 @@ impl<S: Transport> Connection<S> {
                     body.remaining -= n as u64;
                     self.sent += n as u64;
                     self.turn_bytes += n;
-                    self.progress_at = self.now;
+                    self.write_clock.took(self.sent, self.now);
                     if n == count {
                         return Ok(true);
                     }
@@ -1831,6 +1871,72 @@ mod tests {
         idle.timed_out(&mut fx.ctx());
         assert!(idle.is_done());
         assert_eq!(idle.deadline(&fx.limits), None);
+    }
+
+    /// `--write-timeout` is a floor on the client's pace: at the deadline the connection goes
+    /// on only if the client has taken [`MIN_TAKEN_PER_WRITE_TIMEOUT`] since the clock
+    /// started, counting what the socket takes at the last try; and then it gets a whole
+    /// timeout again. Each row: what the client takes at a writable edge halfway through the
+    /// timeout, what it takes at the try, and whether the connection goes on.
+    #[test]
+    fn the_write_timeout_wants_a_megabyte_per_timeout() {
+        const KIB: usize = 1024;
+        let rows: &[(&str, usize, usize, bool)] = &[
+            ("nothing taken", 0, 0, false),
+            ("one window update at the try", 0, 128 * KIB, false),
+            (
+                "under the floor, over the edge and the try",
+                512 * KIB,
+                400 * KIB,
+                false,
+            ),
+            (
+                "the floor, over the edge and the try",
+                512 * KIB,
+                512 * KIB,
+                true,
+            ),
+            ("the floor at the try alone", 0, 1024 * KIB, true),
+            ("the floor at the edge, then nothing", 1024 * KIB, 0, false),
+        ];
+        for &(name, at_edge, at_try, goes_on) in rows {
+            let mut fx = Fixture::new(8 << 20, 0, 0);
+            let timeout = fx.limits.write_timeout;
+            let mut conn = connection(0);
+            conn.socket_mut()
+                .input
+                .extend(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+            conn.ready(READABLE, &mut fx.ctx());
+            assert_eq!(conn.state, State::Writing, "{name}");
+            let start = fx.now;
+            assert_eq!(conn.deadline(&fx.limits), Some(start + timeout), "{name}");
+
+            fx.now = start + timeout / 2;
+            conn.socket_mut().room = at_edge;
+            conn.ready(Readiness::default(), &mut fx.ctx());
+            while conn.wants_resume() {
+                conn.resume(&mut fx.ctx());
+            }
+            let restarted = at_edge >= 1024 * KIB;
+            let expected = if restarted { fx.now } else { start } + timeout;
+            assert_eq!(conn.deadline(&fx.limits), Some(expected), "{name}: edge");
+
+            fx.now = expected;
+            conn.socket_mut().room = at_try;
+            conn.timed_out(&mut fx.ctx());
+            while conn.wants_resume() {
+                conn.resume(&mut fx.ctx());
+            }
+            assert_eq!(conn.state == State::Writing, goes_on, "{name}: goes on");
+            if goes_on && !restarted {
+                assert_eq!(conn.deadline(&fx.limits), Some(fx.now + timeout), "{name}");
+            }
+            assert_eq!(
+                conn.socket().written,
+                at_edge + at_try,
+                "{name}: bytes sent"
+            );
+        }
     }
 
     /// Eight pipelined GETs for `target` from a client that does not read: the queue must
