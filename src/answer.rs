@@ -252,7 +252,13 @@ fn answer_files(
     let codings = encoding::preferred(req.accept_encoding);
     match ctx.files.open(req.target, &codings) {
         Ok(Resolved::File(found)) => serve_file(req, *found, key, out, file_slot, ctx),
-        Ok(Resolved::Redirect(location)) => {
+        Ok(Resolved::Redirect(mut location)) => {
+            // `/d?x=1` goes to `/d/?x=1`, as in nginx: the query is the client's, kept.
+            // httparse has refused control bytes in the target, so it is safe in a header.
+            if let Some(query) = req.query() {
+                location.push('?');
+                location.push_str(query);
+            }
             let page = response::error_page(301, "Moved Permanently");
             let headers = |head: &mut Vec<u8>| {
                 response::header(head, "Location", &location);

@@ -208,6 +208,9 @@ fn directory_redirects_and_index() {
     let r = server.get("/sub");
     assert_eq!(r.status, 301);
     assert_eq!(r.header("Location"), Some("/sub/"));
+    // The query is the client's: kept, as nginx keeps it.
+    let r = server.get("/sub?x=1&y=%2F");
+    assert_eq!(r.header("Location"), Some("/sub/?x=1&y=%2F"));
     let r = server.get("/sub/");
     assert_eq!(r.status, 200);
     assert_eq!(r.body_text(), "sub index\n");

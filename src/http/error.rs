@@ -29,8 +29,10 @@ pub enum HttpError {
     MethodNotAllowed,
     /// A method this server does not know (methods are case-sensitive: `get` is unknown).
     NotImplemented,
-    /// A `Transfer-Encoding` this server cannot decode.
+    /// A `Transfer-Encoding` this server cannot decode: anything but `chunked` alone.
     UnsupportedTransferCoding,
+    /// An `Expect` other than `100-continue` (RFC 9110 section 10.1.1).
+    ExpectationFailed,
     /// An HTTP version other than 1.0 and 1.1.
     VersionNotSupported,
     /// No file at that path (also used for hidden files, so they cannot be probed).
@@ -55,6 +57,7 @@ impl HttpError {
             HttpError::Timeout => (408, "Request Timeout"),
             HttpError::BodyTooLarge => (413, "Content Too Large"),
             HttpError::UriTooLong => (414, "URI Too Long"),
+            HttpError::ExpectationFailed => (417, "Expectation Failed"),
             HttpError::HeadersTooLarge => (431, "Request Header Fields Too Large"),
             HttpError::Internal => (500, "Internal Server Error"),
             HttpError::NotImplemented | HttpError::UnsupportedTransferCoding => {

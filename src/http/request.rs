@@ -147,6 +147,12 @@ impl Request<'_> {
         self.target.split(['?', '#']).next().unwrap_or(self.target)
     }
 
+    /// The query, without its `?`, if the target has one: `a=1` for `/d?a=1`.
+    pub fn query(&self) -> Option<&str> {
+        let (_, rest) = self.target.split_once('?')?;
+        Some(rest.split('#').next().unwrap_or(rest))
+    }
+
     /// The request line without its CRLF, e.g. `GET /index.html HTTP/1.1`, for the log.
     pub fn request_line(&self) -> &[u8] {
         // Empty lines before the request line are allowed (RFC 9112 section 2.2), and
@@ -275,10 +281,8 @@ pub fn parse(buf: &[u8], max_head: usize, max_body: u64) -> Result<Parsed<'_>, H
             content_length_count += 1;
             content_length = Some(parse_content_length(h.value)?);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            // Several Transfer-Encoding lines form one list (RFC 9110 section 5.3); only the
-            // last coding decides the framing.
-            let last = transfer_encoding_last(h.value)?;
-            transfer_encoding = Some(last);
+            // Several Transfer-Encoding lines form one list (RFC 9110 section 5.3).
+            transfer_encoding = Some(transfer_codings(h.value, transfer_encoding)?);
         } else if name.eq_ignore_ascii_case(b"connection") {
             for token in h.value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
@@ -287,7 +291,7 @@ pub fn parse(buf: &[u8], max_head: usize, max_body: u64) -> Result<Parsed<'_>, H
             }
         } else if name.eq_ignore_ascii_case(b"expect") {
             if !h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
-                return Err(HttpError::BadSyntax); // RFC 9110 section 10.1.1 would say 417
+                return Err(HttpError::ExpectationFailed);
             }
             expects_continue = true;
         } else if name.eq_ignore_ascii_case(b"referer") {
@@ -312,7 +316,8 @@ pub fn parse(buf: &[u8], max_head: usize, max_body: u64) -> Result<Parsed<'_>, H
     //     request past a proxy: reject, and close.
     //  2. Transfer-Encoding whose final coding is chunked: the body is chunked. Any other
     //     final coding leaves the length unknown: reject. An HTTP/1.0 message with
-    //     Transfer-Encoding is faulty framing.
+    //     Transfer-Encoding is faulty framing. Stricter than the RFC, as nginx is: `chunked`
+    //     must be the only coding (see `transfer_codings`).
     //  3. Content-Length: exactly that many bytes. Several Content-Length lines are rejected
     //     even when they agree; a list of values is rejected by `parse_content_length`.
     //  4. Neither: no body.
@@ -321,6 +326,7 @@ pub fn parse(buf: &[u8], max_head: usize, max_body: u64) -> Result<Parsed<'_>, H
         (Some(_), None) if version == Version::Http10 => return Err(HttpError::BadFraming),
         (Some(TransferCoding::Chunked), None) => BodyLength::Chunked,
         (Some(TransferCoding::Other), None) => return Err(HttpError::UnsupportedTransferCoding),
+        (Some(TransferCoding::Empty), None) => return Err(HttpError::BadFraming),
         (None, Some(_)) if content_length_count > 1 => return Err(HttpError::BadFraming),
         (None, Some(0)) => BodyLength::None,
         (None, Some(len)) => BodyLength::Length(len),
@@ -368,27 +374,39 @@ pub fn parse(buf: &[u8], max_head: usize, max_body: u64) -> Result<Parsed<'_>, H
     ))
 }
 
-/// The last coding of a Transfer-Encoding list, as far as framing cares.
+/// What the Transfer-Encoding lines so far say, as far as framing cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TransferCoding {
+    /// `chunked`, once, and nothing else.
     Chunked,
+    /// A coding other than `chunked` (`gzip, chunked`, say): this server cannot undo it, and
+    /// handing its bytes to a handler as the body would be wrong (RFC 9112 section 6.1: 501).
     Other,
+    /// No coding yet (an empty value).
+    Empty,
 }
 
-fn transfer_encoding_last(value: &[u8]) -> Result<TransferCoding, HttpError> {
-    let last = value
-        .rsplit(|&b| b == b',')
-        .next()
-        .map(<[u8]>::trim_ascii)
-        .unwrap_or_default();
-    if last.is_empty() {
-        return Err(HttpError::BadFraming);
+/// Adds one Transfer-Encoding line to what the lines before it said (`before`). An empty
+/// list element, or `chunked` twice (RFC 9112 section 6.1 forbids it), is faulty framing: a
+/// proxy in front may read such a list differently, so it is refused rather than guessed.
+fn transfer_codings(
+    value: &[u8],
+    before: Option<TransferCoding>,
+) -> Result<TransferCoding, HttpError> {
+    let mut codings = before.unwrap_or(TransferCoding::Empty);
+    for coding in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+        codings = match (codings, coding) {
+            (_, b"") => return Err(HttpError::BadFraming),
+            (TransferCoding::Chunked, c) if c.eq_ignore_ascii_case(b"chunked") => {
+                return Err(HttpError::BadFraming);
+            }
+            (TransferCoding::Empty, c) if c.eq_ignore_ascii_case(b"chunked") => {
+                TransferCoding::Chunked
+            }
+            _ => TransferCoding::Other,
+        };
     }
-    Ok(if last.eq_ignore_ascii_case(b"chunked") {
-        TransferCoding::Chunked
-    } else {
-        TransferCoding::Other
-    })
+    Ok(codings)
 }
 
 /// Content-Length is 1*DIGIT (RFC 9110 section 8.6). Signs, spaces inside, lists and numbers
@@ -557,8 +575,32 @@ mod tests {
                 Err(BadFraming),
             ),
             (
+                "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                Err(UnsupportedTransferCoding),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Err(UnsupportedTransferCoding),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+                Err(BadFraming),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Err(BadFraming),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ,chunked\r\n\r\n",
+                Err(BadFraming),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \r\n\r\n",
+                Err(BadFraming),
+            ),
+            (
                 "GET / HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\n\r\n",
-                Err(BadSyntax),
+                Err(ExpectationFailed),
             ),
         ];
         for (raw, want) in cases {
@@ -581,7 +623,7 @@ mod tests {
         let (req, _) = parse_ok("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
         assert_eq!(req.body, BodyLength::None);
         let (req, _) =
-            parse_ok("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+            parse_ok("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:  Chunked \r\n\r\n");
         assert_eq!(req.body, BodyLength::Chunked);
         let (req, _) = parse_ok(
             "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",

@@ -48,7 +48,7 @@ impl TimeoutKind {
 }
 
 /// Every rejection reason, in a fixed order, with its label.
-const REASONS: [(HttpError, &str); 12] = [
+const REASONS: [(HttpError, &str); 13] = [
     (HttpError::BadSyntax, "bad_syntax"),
     (HttpError::BadHost, "bad_host"),
     (HttpError::BadFraming, "bad_framing"),
@@ -64,6 +64,7 @@ const REASONS: [(HttpError, &str); 12] = [
         "unsupported_transfer_coding",
     ),
     (HttpError::VersionNotSupported, "version_not_supported"),
+    (HttpError::ExpectationFailed, "expectation_failed"),
 ];
 
 /// The counters.
