@@ -328,8 +328,9 @@ pub struct Connection<S> {
     now: Instant,
     /// This connection came in on the metrics listener: it is answered from the counters.
     metrics_only: bool,
-    /// The body of the current request, being read for the handler, which took it.
-    intake: Option<Intake>,
+    /// The body of the current request, being read for the handler, which took it. Boxed,
+    /// like `pending`: few connections ever have one, and every slot pays for what is inline.
+    intake: Option<Box<Intake>>,
     /// What a handler will still say: a deferred reply, or the rest of a streamed body.
     pending: Pending,
     /// Every state it entered, for the unit tests' transition checks.
@@ -1362,11 +1363,11 @@ impl<S: Transport> Connection<S> {
         interim: bool,
         pool: &mut BufferPool,
     ) {
-        self.intake = Some(Intake {
+        self.intake = Some(Box::new(Intake {
             data: Vec::new(),
             limit,
             continued: interim,
-        });
+        }));
         self.held = Some(HeldHead {
             len: head_len,
             started,

@@ -337,9 +337,10 @@ pub struct StreamIn {
     pub chunked: bool,
 }
 
-/// What one connection waits for from a handler, if anything.
+/// What one connection waits for from a handler, if anything. Boxed: most connections never
+/// wait for one, and every connection slot, idle ones too, pays for what is inline here.
 #[derive(Debug, Default)]
-pub struct Pending(Option<Waiting>);
+pub struct Pending(Option<Box<Waiting>>);
 
 #[derive(Debug)]
 enum Waiting {
@@ -385,18 +386,18 @@ impl Pending {
         continued: bool,
     ) {
         if let Later::Reply { serial } = later {
-            self.0 = Some(Waiting::Reply(DeferredReply {
+            self.0 = Some(Box::new(Waiting::Reply(DeferredReply {
                 serial,
                 since: now,
                 started,
                 continued,
-            }));
+            })));
         }
     }
 
     /// Takes the body from `stream`.
     pub fn take_stream(&mut self, stream: StreamIn) {
-        self.0 = Some(Waiting::Stream(stream));
+        self.0 = Some(Box::new(Waiting::Stream(stream)));
     }
 
     /// Whether a handler still has something to say.
@@ -406,7 +407,7 @@ impl Pending {
 
     /// The deferred reply waited for, if that is what is pending.
     pub fn deferred(&self) -> Option<&DeferredReply> {
-        match &self.0 {
+        match self.0.as_deref() {
             Some(Waiting::Reply(reply)) => Some(reply),
             _ => None,
         }
@@ -414,10 +415,10 @@ impl Pending {
 
     /// Stops waiting for the deferred reply (it timed out): returns what it was.
     pub fn give_up(&mut self) -> Option<DeferredReply> {
-        match self.0.take() {
+        match self.0.take().map(|waiting| *waiting) {
             Some(Waiting::Reply(reply)) => Some(reply),
             other => {
-                self.0 = other;
+                self.0 = other.map(Box::new);
                 None
             }
         }
@@ -428,7 +429,7 @@ impl Pending {
     /// stream's news (the connection takes the pieces as it writes), or a note that is not
     /// for what this connection waits for (`Err`, to be ignored).
     pub fn on_note(&mut self, note: Note) -> Result<Option<(Reply, DeferredReply)>, Note> {
-        match (&self.0, note.what) {
+        match (self.0.as_deref(), note.what) {
             (Some(Waiting::Reply(wait)), News::Reply(reply)) if wait.serial == note.serial => {
                 let wait = *wait;
                 self.0 = None;
@@ -451,7 +452,7 @@ impl Pending {
     /// Queues what the handler has for `out`, which must be empty: a stream's pieces,
     /// while `out` is below `high_water`, and the last chunk once the sender is gone.
     pub fn feed(&mut self, out: &mut OutBuf, high_water: usize) -> Feed {
-        let stream = match &mut self.0 {
+        let stream = match self.0.as_deref_mut() {
             None => return Feed::Idle,
             Some(Waiting::Reply(_)) => return Feed::Wait("deferred reply not answered yet"),
             Some(Waiting::Stream(stream)) => stream,
