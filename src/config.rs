@@ -66,7 +66,7 @@ impl std::str::FromStr for ListenAddr {
         // address is preferred when the name has both, as `localhost` usually does.
         let resolved: Vec<SocketAddr> = s
             .to_socket_addrs()
-            .map_err(|_| format!("'{s}' is not host:port (for example 127.0.0.1:7878)"))?
+            .map_err(|e| format!("{e} (give host:port, for example 127.0.0.1:7878)"))?
             .collect();
         resolved
             .iter()
@@ -386,11 +386,9 @@ fn explain(e: clap::Error, command: &clap::Command, args: &[OsString]) -> Comman
         .lines()
         .next()
         .unwrap_or("error: invalid arguments")
-        // The standard library's words for "-5" or "5s" where a count is wanted.
-        .replace(
-            "invalid digit found in string",
-            "expected a whole number, 0 or more",
-        )
+        // The standard library's words for "-5" or "5s" where a count is wanted. (Which
+        // numbers the flag takes, clap says when one is out of its range.)
+        .replace("invalid digit found in string", "expected a whole number")
         .to_string();
     if let Some(ContextValue::Strings(values)) = e.get(ContextKind::ValidValue)
         && !values.is_empty()
@@ -615,6 +613,34 @@ mod tests {
             }
             let plain = Config::from_command_line(["readyserve", "--listen", listen]);
             assert!(plain.is_ok(), "{listen}: {plain:?}");
+        }
+    }
+
+    /// The one line a bad value gets says what is wrong with it, not only that it is.
+    #[test]
+    fn bad_value_messages_say_why() {
+        for (args, says) in [
+            (
+                &["readyserve", "--listen", "localhost:99999"][..],
+                "invalid port value",
+            ),
+            (&["readyserve", "--listen", "nocolon"], "give host:port"),
+            (
+                &["readyserve", "--header-timeout", "5s"],
+                "expected a whole number",
+            ),
+            (
+                &["readyserve", "--header-timeout", "0"],
+                "0 is not in 1..=86400",
+            ),
+        ] {
+            match Config::from_command_line(args) {
+                Err(CommandLineError::Invalid(line)) => {
+                    assert!(line.contains(says), "{args:?}: {line}");
+                    assert!(!line.contains("0 or more"), "{args:?}: {line}");
+                }
+                other => panic!("{args:?} gave {other:?}"),
+            }
         }
     }
 
