@@ -18,6 +18,11 @@
 //! client is served. So it reads a counter and a clock, builds a string, and returns. If the
 //! status needed a slow measurement, another thread would take it and leave the result in an
 //! atomic for the handler to read.
+//!
+//! Break it: put `std::thread::sleep(std::time::Duration::from_secs(1));` at the top of the
+//! handler. Then `curl -s -o /dev/null -w '%{time_total}\n' http://127.0.0.1:9010/style.css`
+//! takes a second, though no handler answers it: the handler is asked first about every
+//! request, on the loop's only thread, and while it sleeps nobody is served.
 
 use std::process::ExitCode;
 use std::time::Instant;

@@ -27,6 +27,13 @@
 //! connection goes `Parsing=>Writing (waiting for the handler's deferred reply)`, says
 //! `waiting for the handler`, and moves on at `deferred reply came`.
 //!
+//! Break it: in the `/api/reading` arm, do the slow part on the loop instead: replace the
+//! arm's body with `std::thread::sleep(Duration::from_millis(100));` and
+//! `Reply::text(200, "20.1\n").into()`. Then fire twenty readings and time a page:
+//! `for i in $(seq 20); do curl -s -o /dev/null http://127.0.0.1:9011/api/reading & done;
+//! curl -s -o /dev/null -w '%{time_total}\n' http://127.0.0.1:9011/style.css` waits up to
+//! two seconds behind the readings, where the real example answers it in a millisecond.
+//!
 //! ## The readiness lessons in it
 //!
 //! **Why the worker exists.** The loop has one thread, and the handler runs on it. If the
