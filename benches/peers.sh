@@ -36,6 +36,19 @@ Scenarios (wrk -t1; content is generated into a temporary directory):
   front-10m-c8     the same for the 10 MiB file; upstreams: readyserve, lighttpd, nginx.
                    The CPU column is the UPSTREAM's; the front's is shown beside it.
 
+Columns (per server and scenario, medians over repetitions):
+  req/s, MiB/s     wrk's throughput (req/s also its min-max over repetitions)
+  cpu us           the server's own CPU time per request (utime + stime from /proc; for
+                   nginx its worker; behind the front, the upstream's)
+  front us         behind the front: the front nginx's CPU time per request
+  wrk us           core 1's busy time per request (/proc/stat), less the front's: the
+                   client's share, with the kernel's work done on its core
+  wrk%             how busy core 1 was: near 100, the client sets the pace
+  p50 ms, p99 ms   latency (index-c256)
+  wrk us, wrk% and the all/req ratio need pinning: "-" with --no-pin.
+Ratios, readyserve / peer (medians of per-repetition ratios): req/s, MiB/s, cpu/req,
+  wrk/req, all/req (both cores' busy time per request: the whole machine's cost), p99.
+
 Options:
   --quick          one repetition of 2 s per run (about 1 min 15 s)
   --reps N         repetitions (default 3); the table gives medians
@@ -79,6 +92,10 @@ done
 for n in "$REPS" "$DUR" "$PORT_BASE"; do
   [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "peers.sh: not a positive number: $n" >&2; exit 2; }
 done
+if [ "$PORT_BASE" -lt 1024 ] || [ "$PORT_BASE" -gt $((65535 - 14)) ]; then
+  echo "peers.sh: --port-base must be 1024..$((65535 - 14)) (ports N+1..N+14 are used)" >&2
+  exit 2
+fi
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 if [ -n "$BASELINE" ]; then
@@ -87,6 +104,33 @@ if [ -n "$BASELINE" ]; then
 fi
 say() { printf '%s\n' "$*"; }
 die() { printf 'peers.sh: %s\n' "$*" >&2; exit 1; }
+
+# Scenario table: NAME|CONNECTIONS|PATH|WHO|WRK-EXTRA. WHO: all (with limit), files (no
+# limit: it serves one page), front (each upstream behind its nginx front).
+SCENARIOS=(
+  "index-c64|64|/index.html|all|"
+  "index-c256|256|/index.html|all|--latency"
+  "100k-c64|64|/100k.bin|files|"
+  "10m-c8|8|/10m.bin|files|"
+  "pipe16-c64|64|/|all|pipeline"
+  "front-index-c64|64|/index.html|front|"
+  "front-10m-c8|8|/10m.bin|front|"
+)
+ALL=(readyserve ${BASELINE:+baseline} nginx nginx-tuned lighttpd limit)
+FILES=(readyserve ${BASELINE:+baseline} nginx nginx-tuned lighttpd)
+if [ -n "$ONLY" ]; then   # checked now, before a minute of building
+  IFS=',' read -r -a wanted <<<"$ONLY"
+  for w in "${wanted[@]}"; do
+    found=0
+    for sc in "${SCENARIOS[@]}"; do [ "${sc%%|*}" = "$w" ] && found=1; done
+    [ $found = 1 ] || die "--only: no such scenario: $w (see --help)"
+  done
+  picked=()
+  for sc in "${SCENARIOS[@]}"; do
+    case ",$ONLY," in *",${sc%%|*},"*) picked+=("$sc") ;; esac
+  done
+  SCENARIOS=("${picked[@]}")
+fi
 
 # --- tools ------------------------------------------------------------------------------
 command -v cargo >/dev/null || die "cargo is needed (https://rustup.rs)"
@@ -368,27 +412,6 @@ parse_wrk() {
     END { printf "%d\t%.0f\t%.1f\t%d\t%d\t%.3f\t%.3f\n", req, rps, mb, se, nx, p50, p99 }' "$1"
 }
 
-# Scenario table: NAME|CONNECTIONS|PATH|WHO|WRK-EXTRA. WHO: all (with limit), files (no
-# limit: it serves one page), front (each upstream behind its nginx front).
-SCENARIOS=(
-  "index-c64|64|/index.html|all|"
-  "index-c256|256|/index.html|all|--latency"
-  "100k-c64|64|/100k.bin|files|"
-  "10m-c8|8|/10m.bin|files|"
-  "pipe16-c64|64|/|all|pipeline"
-  "front-index-c64|64|/index.html|front|"
-  "front-10m-c8|8|/10m.bin|front|"
-)
-ALL=(readyserve ${BASELINE:+baseline} nginx nginx-tuned lighttpd limit)
-FILES=(readyserve ${BASELINE:+baseline} nginx nginx-tuned lighttpd)
-if [ -n "$ONLY" ]; then
-  picked=()
-  for sc in "${SCENARIOS[@]}"; do
-    case ",$ONLY," in *",${sc%%|*},"*) picked+=("$sc") ;; esac
-  done
-  [ ${#picked[@]} -gt 0 ] || die "--only: no such scenario: $ONLY (see --help)"
-  SCENARIOS=("${picked[@]}")
-fi
 
 rotate() { # K ITEMS...: the items, starting from the K-th (mod count)
   local k=$1
@@ -447,12 +470,16 @@ for rep in $(seq "$REPS"); do
       esac
       pid=${CPUPID[$name]}
       c0=$(cpu_ticks "$pid")
+      k0=$(core_ticks 0)
       w0=$(core_ticks 1)
+      t0=$(date +%s%N)
       f0=0
       [ -z "$front_pid" ] || f0=$(cpu_ticks "$front_pid")
       wrk_run "$WORK/wrk.out" "${args[@]}" || true
       c1=$(cpu_ticks "$pid")
+      k1=$(core_ticks 0)
       w1=$(core_ticks 1)
+      t1=$(date +%s%N)
       f1=0
       [ -z "$front_pid" ] || f1=$(cpu_ticks "$front_pid")
       IFS=$'\t' read -r req rps mib se nx p50 p99 < <(parse_wrk "$WORK/wrk.out")
@@ -460,16 +487,19 @@ for rep in $(seq "$REPS"); do
         sed 's/^/    wrk: /' "$WORK/wrk.out" | head -5 >&2
         se=$((se + 1))
       fi
-      # wcpu: the rest of wrk's core, i.e. wrk and the kernel's work there (behind the
-      # front, which shares that core, less the front's own time).
-      read -r cpu fcpu wcpu < <(awk -v a="$c0" -v b="$c1" -v fa="$f0" -v fb="$f1" \
-        -v wa="$w0" -v wb="$w1" -v n="$req" -v hz="$CLK_TCK" 'BEGIN { if (n > 0)
-          printf "%.2f %.2f %.2f\n", (b - a) * 1e6 / hz / n, (fb - fa) * 1e6 / hz / n,
-            ((wb - wa) - (fb - fa)) * 1e6 / hz / n; else print "0 0 0" }')
+      # wcpu: core 1's busy time less the front's (which shares that core): wrk and the
+      # kernel's work there. all: both cores' busy time, the whole machine's. busy: how
+      # much of the run core 1 was busy; near 100% the client sets the pace.
+      read -r cpu fcpu wcpu allcpu busy < <(awk -v a="$c0" -v b="$c1" -v fa="$f0" -v fb="$f1" \
+        -v ka="$k0" -v kb="$k1" -v wa="$w0" -v wb="$w1" -v n="$req" -v hz="$CLK_TCK" \
+        -v ns="$((t1 - t0))" 'BEGIN { if (n > 0)
+          printf "%.2f %.2f %.2f %.2f %.0f\n", (b - a) * 1e6 / hz / n, (fb - fa) * 1e6 / hz / n,
+            ((wb - wa) - (fb - fa)) * 1e6 / hz / n, ((kb - ka) + (wb - wa)) * 1e6 / hz / n,
+            (wb - wa) * 100 / hz / (ns / 1e9); else print "0 0 0 0 0" }')
       [ "$who" = front ] || fcpu=-
-      [ "$PIN" = 1 ] || wcpu=-
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sname" "$name" "$rep" "$req" \
-        "$rps" "$mib" "$cpu" "$fcpu" "$p50" "$p99" "$se" "$nx" "$wcpu" >>"$RES"
+      if [ "$PIN" != 1 ]; then wcpu=-; allcpu=-; busy=-; fi
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sname" "$name" "$rep" "$req" \
+        "$rps" "$mib" "$cpu" "$fcpu" "$p50" "$p99" "$se" "$nx" "$wcpu" "$allcpu" "$busy" >>"$RES"
       flag=""
       if [ "$se" != 0 ] || [ "$nx" != 0 ]; then flag="  ERRORS: $se socket, $nx non-2xx/3xx"; fi
       printf '  rep %d/%d  %-16s %-12s %9s req/s %9s MiB/s %9s us/req%s\n' "$rep" "$REPS" \
@@ -485,7 +515,11 @@ for name in "${ALL[@]}"; do
   printf '%s\t%s\n' "$name" "$(awk '/^VmHWM:/ {print $2}' "/proc/${CPUPID[$name]}/status" \
     2>/dev/null || echo 0)" >>"$RSS"
 done
-[ -z "$OUT" ] || cp "$RES" "$OUT"
+if [ -n "$OUT" ]; then
+  { printf 'scenario\tserver\trep\trequests\treq_s\tmib_s\tcpu_us\tfront_us\tp50_ms\tp99_ms'
+    printf '\tsocket_errors\tnon_2xx\twrk_us\tall_us\twrk_core_busy_pct\n'
+    cat "$RES"; } >"$OUT"
+fi
 
 # --- tables -------------------------------------------------------------------------------
 say ""
@@ -504,13 +538,15 @@ awk -F'\t' -v scen_order="$(printf '%s\n' "${SCENARIOS[@]}" | cut -d'|' -f1 | tr
   }
   function add(key, val) { acc[key] = (key in acc) ? acc[key] " " val : val }
   function fmt(v, f) { return (v == "" || v == "-") ? "-" : sprintf(f, v) }
+  # CPU figures come from 10 ms ticks: no more digits than they carry.
+  function us(v) { return (v == "" || v == "-") ? "-" : sprintf(v >= 1000 ? "%.0f" : v >= 100 ? "%.1f" : "%.2f", v) }
   {
     s = $1; n = $2; r = $3
     if (!((s SUBSEP n) in seen)) { seen[s, n] = 1; who[s] = who[s] " " n }
     add(s SUBSEP n SUBSEP "rps", $5); add(s SUBSEP n SUBSEP "mib", $6)
     add(s SUBSEP n SUBSEP "cpu", $7); if ($8 != "-") add(s SUBSEP n SUBSEP "fcpu", $8)
     if ($13 != "-") { add(s SUBSEP n SUBSEP "wcpu", $13); wcpu[s, n, r] = $13
-                      all[s, n, r] = $7 + ($8 == "-" ? 0 : $8) + $13 }
+                      all[s, n, r] = $14; add(s SUBSEP n SUBSEP "busy", $15) }
     if ($10 > 0) { add(s SUBSEP n SUBSEP "p50", $9); add(s SUBSEP n SUBSEP "p99", $10) }
     err[s, n] += $11 + $12
     rps[s, n, r] = $5; mib[s, n, r] = $6; cpu[s, n, r] = $7; p99[s, n, r] = $10; reps[s] = reps[s] " " r
@@ -519,11 +555,14 @@ awk -F'\t' -v scen_order="$(printf '%s\n' "${SCENARIOS[@]}" | cut -d'|' -f1 | tr
     while ((getline line < rssfile) > 0) { split(line, f, "\t"); rss[f[1]] = f[2] }
     ns = split(scen_order, sc, " ")
     print "Figures: medians over repetitions (req/s also min-max). cpu = the server'"'"'s own CPU"
-    print "time per request (behind the front: the upstream'"'"'s; front = the front nginx'"'"'s);"
-    print "wrk = the rest of wrk'"'"'s core per request: wrk and the kernel'"'"'s work on that core"
-    print "(on loopback, a segment is delivered on the CPU that transmits it)."
-    printf "%-16s %-17s %9s %-15s %8s %8s %8s %8s %7s %7s  %s\n", "scenario", "server", "req/s",
-      "(min-max)", "MiB/s", "cpu us", "front us", "wrk us", "p50 ms", "p99 ms", "errors"
+    print "time per request (behind the front: the upstream'"'"'s; front = the front nginx'"'"'s)."
+    print "wrk = the client'"'"'s share: core 1'"'"'s busy time per request, less the front'"'"'s; it"
+    print "includes the kernel'"'"'s work there (on loopback a segment is delivered on the CPU that"
+    print "transmits it, so a server'"'"'s pacing moves work between the cores). wrk% = how busy"
+    print "core 1 was: near 100 the client sets the pace, and req/s says more about wrk than"
+    print "about the server. (Needs pinning: \"-\" with --no-pin.)"
+    printf "%-16s %-17s %9s %-15s %8s %8s %8s %8s %4s %7s %7s  %s\n", "scenario", "server", "req/s",
+      "(min-max)", "MiB/s", "cpu us", "front us", "wrk us", "wrk%", "p50 ms", "p99 ms", "errors"
     for (i = 1; i <= ns; i++) {
       s = sc[i]; m = split(who[s], members, " ")
       for (j = 1; j <= m; j++) {
@@ -532,17 +571,19 @@ awk -F'\t' -v scen_order="$(printf '%s\n' "${SCENARIOS[@]}" | cut -d'|' -f1 | tr
         if (index(" " bad " ", " " n " ") || (s ~ /^front/ && index(" " bad " ", " front-" n " ")))
           e = e " BYTES-DIFFER"
         label = (s ~ /^front/) ? "nginx>" n : n
-        printf "%-16s %-17s %9.0f %-15s %8.1f %8.2f %8s %8s %7s %7s  %s\n", s, label,
-          median(acc[k "rps"]), "(" minmax(acc[k "rps"]) ")", median(acc[k "mib"]), median(acc[k "cpu"]),
-          fmt(median(acc[k "fcpu"]), "%.2f"), fmt(median(acc[k "wcpu"]), "%.2f"), fmt(median(acc[k "p50"]), "%.2f"),
+        printf "%-16s %-17s %9.0f %-15s %8.1f %8s %8s %8s %4s %7s %7s  %s\n", s, label,
+          median(acc[k "rps"]), "(" minmax(acc[k "rps"]) ")", median(acc[k "mib"]), us(median(acc[k "cpu"])),
+          us(median(acc[k "fcpu"])), us(median(acc[k "wcpu"])), fmt(median(acc[k "busy"]), "%.0f"),
+          fmt(median(acc[k "p50"]), "%.2f"),
           fmt(median(acc[k "p99"]), "%.2f"), e
       }
     }
     print ""
     print "Ratios, readyserve / peer: medians of the per-repetition ratios. req/s and MiB/s:"
     print "above 1 = readyserve is faster. cpu/req and p99: below 1 = readyserve spends less;"
-    print "wrk/req: below 1 = the client spends less on readyserve'"'"'s responses; all/req: the"
-    print "whole machine'"'"'s CPU per request (server, front, wrk'"'"'s core)."
+    print "wrk/req: below 1 = the client spends less on readyserve'"'"'s responses (where wrk% is"
+    print "near 100 for both, it is about 1 / the req/s ratio); all/req: both cores'"'"' busy time"
+    print "per request, the whole machine'"'"'s cost (server, front, wrk and the kernel'"'"'s work)."
     print "(limit sends a shorter head than the others, so MiB/s against it compares unlike bytes.)"
     printf "%-16s %-17s %7s %7s %8s %8s %8s %7s\n", "scenario", "vs", "req/s", "MiB/s", "cpu/req",
       "wrk/req", "all/req", "p99"
