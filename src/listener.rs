@@ -50,8 +50,8 @@ pub const NOTSENT_LOWAT: u32 = 128 * 1024;
 
 /// The unsent bound for a body whose client's window, not our sending, sets the pace: an
 /// nginx front reading its upstream through 8 KiB buffers, a slow network. The connection
-/// switches to it when sendfile(2) stops short a few times in one body (the socket holds
-/// its bound and the window is shut), and back to [`NOTSENT_LOWAT`] after a body the client
+/// switches to it when sendfile(2) stops short often in one body, at least once per 512 KiB
+/// (the socket holds its bound and the window is shut), and back to [`NOTSENT_LOWAT`] after a body the client
 /// kept up with (fewer than one short send per 4 MiB). 4 MiB is Linux's largest autotuned
 /// send buffer (`tcp_wmem`), so for such a client the send buffer is the bound, as it is
 /// for nginx and lighttpd.
