@@ -63,8 +63,10 @@ fn exchange(s: &mut TcpStream, n: usize, depth: usize, response_len: usize) {
 }
 
 /// Allocations on the server thread for 3,600 keep-alive requests (2,000 one at a time,
-/// 1,600 pipelined 16 deep) for a cached `index.html` holding `body`, after a warm-up.
-fn steady_state_allocations(body: &[u8], logged: bool) -> u64 {
+/// 1,600 pipelined 16 deep) for a cached `index.html` holding `body`, after a warm-up; and
+/// how many times in that window the cache may have resolved the URL again (at most once
+/// per half second, `files::cache`), which allocates about 14 times.
+fn steady_state_allocations(body: &[u8], logged: bool) -> (u64, u64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let log_dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("index.html"), body).expect("write");
@@ -108,14 +110,16 @@ fn steady_state_allocations(body: &[u8], logged: bool) -> u64 {
     exchange(&mut s, 160, 16, response_len);
 
     let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let started = std::time::Instant::now();
     exchange(&mut s, 2000, 1, response_len);
     exchange(&mut s, 1600, 16, response_len);
     let made = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let revalidations = started.elapsed().as_millis() as u64 / 500 + 1;
 
     handle.stop();
     drop(s);
     thread.join().expect("server thread").expect("run");
-    made
+    (made, revalidations)
 }
 
 /// One test, the cases one after the other: the counter is global, so two servers
@@ -130,10 +134,15 @@ fn cached_keep_alive_requests_allocate_nothing() {
         // Each line waits in the connection until its response is sent (`Unsent`).
         ("a small body, access log on", &b"<p>steady</p>\n"[..], true),
     ] {
-        let made = steady_state_allocations(body, logged);
-        // A Date change or a timer moved earlier may allocate once in a while; 3,600
-        // requests must not allocate per request.
+        let (made, revalidations) = steady_state_allocations(body, logged);
+        // A Date change or a timer moved earlier may allocate once in a while, and so does
+        // each revalidation (a slow run sees more of them: 15 allocations failed a CI run
+        // once); 3,600 requests must not allocate per request.
+        let allowed = 10 + 20 * revalidations;
         eprintln!("{what}: {made} allocations on the server thread for 3,600 requests");
-        assert!(made < 10, "{what}: {made} allocations for 3,600 requests");
+        assert!(
+            made < allowed,
+            "{what}: {made} allocations for 3,600 requests (allowed {allowed})"
+        );
     }
 }
