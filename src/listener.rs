@@ -51,10 +51,10 @@ pub const NOTSENT_LOWAT: u32 = 128 * 1024;
 /// The unsent bound for a body whose client's window, not our sending, sets the pace: an
 /// nginx front reading its upstream through 8 KiB buffers, a slow network. The connection
 /// switches to it when sendfile(2) stops short often in one body, at least once per 512 KiB
-/// (the socket holds its bound and the window is shut), and back to [`NOTSENT_LOWAT`] after a body the client
-/// kept up with (fewer than one short send per 4 MiB). 4 MiB is Linux's largest autotuned
-/// send buffer (`tcp_wmem`), so for such a client the send buffer is the bound, as it is
-/// for nginx and lighttpd.
+/// (the socket holds its bound and the window is shut), and back to [`NOTSENT_LOWAT`] after
+/// a body the client kept up with (fewer than one short send per 4 MiB). 4 MiB is Linux's
+/// largest autotuned send buffer (`tcp_wmem`), so for such a client the send buffer is the
+/// bound, as it is for nginx and lighttpd.
 ///
 /// Why: with the small bound, such a client wakes us for every 64 KiB it takes, and each
 /// wakeup is a context switch and a sendfile(2) call that transmits nothing (the bytes go
@@ -66,7 +66,8 @@ pub const NOTSENT_LOWAT: u32 = 128 * 1024;
 ///
 /// What it costs: a client reading slower than 2 MiB per write timeout makes no writable
 /// edge in that time, so the write timeout tries once more before it closes, and the
-/// client goes on if it has taken 1 MiB (see `Connection::timed_out`); and a client that reads in bursts and then pauses (`curl
+/// client goes on if it has taken 1 MiB (see `Connection::timed_out`); and a client that
+/// reads in bursts and then pauses (`curl
 /// --limit-rate`) has more buffered ahead of it, so its pause is longer. Nginx with a 30 s
 /// `send_timeout` cuts that curl at the same point.
 pub const NOTSENT_LOWAT_SLOW_READER: u32 = 4 * 1024 * 1024;
