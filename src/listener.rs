@@ -779,11 +779,9 @@ pub mod testing {
                     Err(io::ErrorKind::WouldBlock.into())
                 };
             }
-            let n = buf.len().min(self.input.len());
-            for (slot, byte) in buf.iter_mut().zip(self.input.drain(..n)) {
-                *slot = byte;
-            }
-            Ok(n)
+            // VecDeque's own Read copies a slice at a time (a byte at a time, as this did,
+            // made the benchmark a tenth slower).
+            self.input.read(buf)
         }
     }
 

@@ -181,7 +181,13 @@ struct Watcher {
 /// The cache: a map bounded in bytes, evicting the oldest entries first.
 #[derive(Debug)]
 pub struct FileCache {
-    map: HashMap<String, Slot>,
+    /// Hashed with foldhash, not the standard SipHash: every request looks a key up (twice
+    /// when it hits), and SipHash was a tenth of the user-space time per request
+    /// (`benches/parse_respond.rs`). Flooding is what SipHash guards against, and it needs
+    /// many keys that collide *in the map*: keys here are paths of files and directories
+    /// that exist under the root, inserted only after they were opened, so a client can
+    /// only look up, never add, and the seed is random per process besides.
+    map: HashMap<String, Slot, foldhash::fast::RandomState>,
     /// Keys in insertion order, for eviction. May hold keys already removed.
     order: VecDeque<String>,
     bytes: usize,
@@ -212,7 +218,7 @@ impl FileCache {
             None => None,
         };
         FileCache {
-            map: HashMap::new(),
+            map: HashMap::default(),
             order: VecDeque::new(),
             bytes: 0,
             budget,
