@@ -40,14 +40,20 @@ Columns (per server and scenario, medians over repetitions):
   req/s, MiB/s     wrk's throughput (req/s also its min-max over repetitions)
   cpu us           the server's own CPU time per request (utime + stime from /proc; for
                    nginx its worker; behind the front, the upstream's)
+  core us          core 0's busy time per request (/proc/stat): the server's core, with
+                   the kernel's work done there for either side. On loopback the CPU that
+                   transmits a segment also delivers it into the receiver's socket, and
+                   that work is charged to whichever process was running: so "cpu us" can
+                   rise while the server's core does less (see the README)
   front us         behind the front: the front nginx's CPU time per request
   wrk us           core 1's busy time per request (/proc/stat), less the front's: the
                    client's share, with the kernel's work done on its core
   wrk%             how busy core 1 was: near 100, the client sets the pace
   p50 ms, p99 ms   latency (index-c256)
-  wrk us, wrk% and the all/req ratio need pinning: "-" with --no-pin.
+  core us, wrk us, wrk% and the core/all ratios need pinning: "-" with --no-pin.
 Ratios, readyserve / peer (medians of per-repetition ratios): req/s, MiB/s, cpu/req,
-  wrk/req, all/req (both cores' busy time per request: the whole machine's cost), p99.
+  core/req, wrk/req, all/req (both cores' busy time per request: the whole machine's
+  cost), p99.
 
 Options:
   --quick          one repetition of 2 s per run (about 1 min 15 s)
@@ -490,16 +496,20 @@ for rep in $(seq "$REPS"); do
       # wcpu: core 1's busy time less the front's (which shares that core): wrk and the
       # kernel's work there. all: both cores' busy time, the whole machine's. busy: how
       # much of the run core 1 was busy; near 100% the client sets the pace.
-      read -r cpu fcpu wcpu allcpu busy < <(awk -v a="$c0" -v b="$c1" -v fa="$f0" -v fb="$f1" \
-        -v ka="$k0" -v kb="$k1" -v wa="$w0" -v wb="$w1" -v n="$req" -v hz="$CLK_TCK" \
-        -v ns="$((t1 - t0))" 'BEGIN { if (n > 0)
-          printf "%.2f %.2f %.2f %.2f %.0f\n", (b - a) * 1e6 / hz / n, (fb - fa) * 1e6 / hz / n,
-            ((wb - wa) - (fb - fa)) * 1e6 / hz / n, ((kb - ka) + (wb - wa)) * 1e6 / hz / n,
-            (wb - wa) * 100 / hz / (ns / 1e9); else print "0 0 0 0 0" }')
+      # core: core 0's busy time, the server's core: its own CPU and the kernel's work done
+      # there, for whichever socket.
+      read -r cpu fcpu wcpu allcpu busy core < <(awk -v a="$c0" -v b="$c1" -v fa="$f0" \
+        -v fb="$f1" -v ka="$k0" -v kb="$k1" -v wa="$w0" -v wb="$w1" -v n="$req" \
+        -v hz="$CLK_TCK" -v ns="$((t1 - t0))" 'BEGIN { if (n > 0)
+          printf "%.2f %.2f %.2f %.2f %.0f %.2f\n", (b - a) * 1e6 / hz / n,
+            (fb - fa) * 1e6 / hz / n, ((wb - wa) - (fb - fa)) * 1e6 / hz / n,
+            ((kb - ka) + (wb - wa)) * 1e6 / hz / n, (wb - wa) * 100 / hz / (ns / 1e9),
+            (kb - ka) * 1e6 / hz / n; else print "0 0 0 0 0 0" }')
       [ "$who" = front ] || fcpu=-
-      if [ "$PIN" != 1 ]; then wcpu=-; allcpu=-; busy=-; fi
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sname" "$name" "$rep" "$req" \
-        "$rps" "$mib" "$cpu" "$fcpu" "$p50" "$p99" "$se" "$nx" "$wcpu" "$allcpu" "$busy" >>"$RES"
+      if [ "$PIN" != 1 ]; then wcpu=-; allcpu=-; busy=-; core=-; fi
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sname" "$name" "$rep" \
+        "$req" "$rps" "$mib" "$cpu" "$fcpu" "$p50" "$p99" "$se" "$nx" "$wcpu" "$allcpu" "$busy" \
+        "$core" >>"$RES"
       flag=""
       if [ "$se" != 0 ] || [ "$nx" != 0 ]; then flag="  ERRORS: $se socket, $nx non-2xx/3xx"; fi
       printf '  rep %d/%d  %-16s %-12s %9s req/s %9s MiB/s %9s us/req%s\n' "$rep" "$REPS" \
@@ -517,7 +527,7 @@ for name in "${ALL[@]}"; do
 done
 if [ -n "$OUT" ]; then
   { printf 'scenario\tserver\trep\trequests\treq_s\tmib_s\tcpu_us\tfront_us\tp50_ms\tp99_ms'
-    printf '\tsocket_errors\tnon_2xx\twrk_us\tall_us\twrk_core_busy_pct\n'
+    printf '\tsocket_errors\tnon_2xx\twrk_us\tall_us\twrk_core_busy_pct\tserver_core_us\n'
     cat "$RES"; } >"$OUT"
 fi
 
@@ -546,7 +556,8 @@ awk -F'\t' -v scen_order="$(printf '%s\n' "${SCENARIOS[@]}" | cut -d'|' -f1 | tr
     add(s SUBSEP n SUBSEP "rps", $5); add(s SUBSEP n SUBSEP "mib", $6)
     add(s SUBSEP n SUBSEP "cpu", $7); if ($8 != "-") add(s SUBSEP n SUBSEP "fcpu", $8)
     if ($13 != "-") { add(s SUBSEP n SUBSEP "wcpu", $13); wcpu[s, n, r] = $13
-                      all[s, n, r] = $14; add(s SUBSEP n SUBSEP "busy", $15) }
+                      all[s, n, r] = $14; add(s SUBSEP n SUBSEP "busy", $15)
+                      add(s SUBSEP n SUBSEP "core", $16); core[s, n, r] = $16 }
     if ($10 > 0) { add(s SUBSEP n SUBSEP "p50", $9); add(s SUBSEP n SUBSEP "p99", $10) }
     err[s, n] += $11 + $12
     rps[s, n, r] = $5; mib[s, n, r] = $6; cpu[s, n, r] = $7; p99[s, n, r] = $10; reps[s] = reps[s] " " r
@@ -560,9 +571,11 @@ awk -F'\t' -v scen_order="$(printf '%s\n' "${SCENARIOS[@]}" | cut -d'|' -f1 | tr
     print "includes the kernel'"'"'s work there (on loopback a segment is delivered on the CPU that"
     print "transmits it, so a server'"'"'s pacing moves work between the cores). wrk% = how busy"
     print "core 1 was: near 100 the client sets the pace, and req/s says more about wrk than"
-    print "about the server. (Needs pinning: \"-\" with --no-pin.)"
-    printf "%-16s %-17s %9s %-15s %8s %8s %8s %8s %4s %7s %7s  %s\n", "scenario", "server", "req/s",
-      "(min-max)", "MiB/s", "cpu us", "front us", "wrk us", "wrk%", "p50 ms", "p99 ms", "errors"
+    print "about the server. core = core 0'"'"'s busy time per request: the server'"'"'s core, with the"
+    print "kernel'"'"'s work done there for either side. (Needs pinning: \"-\" with --no-pin.)"
+    printf "%-16s %-17s %9s %-15s %8s %8s %8s %8s %8s %4s %7s %7s  %s\n", "scenario", "server", "req/s",
+      "(min-max)", "MiB/s", "cpu us", "core us", "front us", "wrk us", "wrk%", "p50 ms", "p99 ms",
+      "errors"
     for (i = 1; i <= ns; i++) {
       s = sc[i]; m = split(who[s], members, " ")
       for (j = 1; j <= m; j++) {
@@ -571,9 +584,10 @@ awk -F'\t' -v scen_order="$(printf '%s\n' "${SCENARIOS[@]}" | cut -d'|' -f1 | tr
         if (index(" " bad " ", " " n " ") || (s ~ /^front/ && index(" " bad " ", " front-" n " ")))
           e = e " BYTES-DIFFER"
         label = (s ~ /^front/) ? "nginx>" n : n
-        printf "%-16s %-17s %9.0f %-15s %8.1f %8s %8s %8s %4s %7s %7s  %s\n", s, label,
+        printf "%-16s %-17s %9.0f %-15s %8.1f %8s %8s %8s %8s %4s %7s %7s  %s\n", s, label,
           median(acc[k "rps"]), "(" minmax(acc[k "rps"]) ")", median(acc[k "mib"]), us(median(acc[k "cpu"])),
-          us(median(acc[k "fcpu"])), us(median(acc[k "wcpu"])), fmt(median(acc[k "busy"]), "%.0f"),
+          us(median(acc[k "core"])), us(median(acc[k "fcpu"])), us(median(acc[k "wcpu"])),
+          fmt(median(acc[k "busy"]), "%.0f"),
           fmt(median(acc[k "p50"]), "%.2f"),
           fmt(median(acc[k "p99"]), "%.2f"), e
       }
@@ -583,15 +597,16 @@ awk -F'\t' -v scen_order="$(printf '%s\n' "${SCENARIOS[@]}" | cut -d'|' -f1 | tr
     print "above 1 = readyserve is faster. cpu/req and p99: below 1 = readyserve spends less;"
     print "wrk/req: below 1 = the client spends less on readyserve'"'"'s responses (where wrk% is"
     print "near 100 for both, it is about 1 / the req/s ratio); all/req: both cores'"'"' busy time"
-    print "per request, the whole machine'"'"'s cost (server, front, wrk and the kernel'"'"'s work)."
+    print "per request, the whole machine'"'"'s cost (server, front, wrk and the kernel'"'"'s work);"
+    print "core/req: the server'"'"'s core alone."
     print "(limit sends a shorter head than the others, so MiB/s against it compares unlike bytes.)"
-    printf "%-16s %-17s %7s %7s %8s %8s %8s %7s\n", "scenario", "vs", "req/s", "MiB/s", "cpu/req",
-      "wrk/req", "all/req", "p99"
+    printf "%-16s %-17s %7s %7s %8s %8s %8s %8s %7s\n", "scenario", "vs", "req/s", "MiB/s", "cpu/req",
+      "core/req", "wrk/req", "all/req", "p99"
     for (i = 1; i <= ns; i++) {
       s = sc[i]; m = split(who[s], members, " "); nr = split(reps[s], rl, " ")
       for (j = 1; j <= m; j++) {
         n = members[j]; if (n == "readyserve") continue
-        delete seenrep; a = b = c = d = w = t = ""
+        delete seenrep; a = b = c = d = w = t = o = ""
         for (q = 1; q <= nr; q++) {
           r = rl[q]; if (r in seenrep) continue; seenrep[r] = 1
           if (rps[s, n, r] > 0) a = a " " rps[s, "readyserve", r] / rps[s, n, r]
@@ -600,10 +615,11 @@ awk -F'\t' -v scen_order="$(printf '%s\n' "${SCENARIOS[@]}" | cut -d'|' -f1 | tr
           if (p99[s, n, r] > 0) d = d " " p99[s, "readyserve", r] / p99[s, n, r]
           if (wcpu[s, n, r] > 0) w = w " " wcpu[s, "readyserve", r] / wcpu[s, n, r]
           if (all[s, n, r] > 0) t = t " " all[s, "readyserve", r] / all[s, n, r]
+          if (core[s, n, r] > 0) o = o " " core[s, "readyserve", r] / core[s, n, r]
         }
         label = (s ~ /^front/) ? "nginx>" n : n
-        printf "%-16s %-17s %7s %7s %8s %8s %8s %7s\n", s, label, fmt(median(a), "%.2f"),
-          fmt(median(b), "%.2f"), fmt(median(c), "%.2f"), fmt(median(w), "%.2f"),
+        printf "%-16s %-17s %7s %7s %8s %8s %8s %8s %7s\n", s, label, fmt(median(a), "%.2f"),
+          fmt(median(b), "%.2f"), fmt(median(c), "%.2f"), fmt(median(o), "%.2f"), fmt(median(w), "%.2f"),
           fmt(median(t), "%.2f"), fmt(median(d), "%.2f")
       }
     }
