@@ -386,6 +386,52 @@ fn cache_control_on_200_206_and_304_only() {
     );
 }
 
+/// A cached file's responses copy header lines written once, when it was cached; they
+/// must be the very lines a file read from disk gets. Every kind of answer, with and
+/// without the cache, byte for byte apart from the Date line.
+#[test]
+fn cached_and_uncached_files_answer_with_the_same_heads() {
+    let tweak = |c: &mut readyserve::Config| c.cache_control = Some("max-age=60".into());
+    let cached = TestServer::start_with(tweak);
+    // The same files (the ETag names the inode), with no cache.
+    let uncached = TestServer::start_with(|c| {
+        tweak(c);
+        c.cache_bytes = 0;
+        c.root = cached.root();
+    });
+    let etag = cached
+        .get("/index.html")
+        .header("ETag")
+        .expect("etag")
+        .to_string();
+    let if_none_match = format!("If-None-Match: {etag}\r\n");
+    let cases = [
+        ("GET", ""),
+        ("HEAD", ""),
+        ("GET", "Range: bytes=2-5\r\n"),
+        ("GET", if_none_match.as_str()),
+        ("GET", "Range: bytes=900-\r\n"),
+    ];
+    let without_date = |r: &Response| -> Vec<String> {
+        let lines = r.head.split("\r\n").filter(|l| !l.starts_with("Date: "));
+        lines.map(str::to_string).collect()
+    };
+    for (method, headers) in cases {
+        // Twice on the cached server: the first answer fills the cache, the second is
+        // answered from it.
+        let want = request(&uncached, method, "/index.html", headers);
+        for _ in 0..2 {
+            let got = request(&cached, method, "/index.html", headers);
+            assert_eq!(
+                without_date(&got),
+                without_date(&want),
+                "{method} {headers:?}"
+            );
+            assert_eq!(got.body, want.body, "{method} {headers:?}");
+        }
+    }
+}
+
 #[test]
 fn file_that_shrinks_while_sent_closes_the_connection_and_server_goes_on() {
     let server = TestServer::start();

@@ -105,6 +105,10 @@ pub struct CachedFile {
     pub validators: Validators,
     /// Its `Last-Modified` value, formatted once; `None` if its time has no HTTP date.
     pub last_modified: Option<String>,
+    /// The header lines of its 200 response between `Date` and `Content-Length`, written
+    /// once by whoever caches it (`answer.rs`), so that each response copies them in one
+    /// piece. Empty: not written, and each response writes its own.
+    pub head_fields: Box<[u8]>,
     identity: Identity,
     checked_at: Instant,
 }
@@ -118,6 +122,7 @@ impl CachedFile {
             body: body.into(),
             content_type,
             last_modified: validators.last_modified(),
+            head_fields: Box::default(),
             validators,
             identity: Identity::of(meta),
             checked_at: now,
