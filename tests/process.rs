@@ -146,17 +146,14 @@ fn trace_shows_turns_interest_yields_sendfile_and_freed_slots() {
     let mut s = TcpStream::connect(&addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    std::io::Write::write_all(
-        &mut s,
-        b"GET /big.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-    )
-    .expect("send");
+    // Kept alive, and open until the shutdown closes it as idle, so that the connection
+    // surely goes back to reading (W=>R) once the body is out. Closing it from here raced:
+    // when the server's next read already met the client's FIN (its trace lines can block
+    // on a full stderr pipe meanwhile), it closed in that same run, and no W=>R was traced.
+    std::io::Write::write_all(&mut s, b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n").expect("send");
     // Not reading for a moment: the 8 MiB cannot all go at once.
     std::thread::sleep(Duration::from_millis(300));
-    let mut all = Vec::new();
-    s.read_to_end(&mut all).expect("read");
-    assert!(all.len() > BIG_LEN, "{}", all.len());
-    drop(s);
+    assert_eq!(read_response(&mut s, false).body.len(), BIG_LEN);
     // A client pipelining 40 requests in one write: past its fair share of a turn (32
     // requests), its connection yields to the others and is resumed.
     let mut p = TcpStream::connect(&addr).expect("connect");
@@ -171,6 +168,7 @@ fn trace_shows_turns_interest_yields_sendfile_and_freed_slots() {
     std::thread::sleep(Duration::from_millis(300));
     sigterm(&child);
     assert_eq!(child.wait().expect("wait").code(), Some(0));
+    drop(s);
     let trace = stderr.join().expect("stderr");
     let has = |needle: &str| trace.lines().any(|l| l.contains(needle));
     assert!(has("] turn 1: 1 events"), "{trace}");
