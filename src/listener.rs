@@ -15,7 +15,7 @@ use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use mio::event::Source;
@@ -84,9 +84,11 @@ pub enum Listener {
         /// Its filesystem path (`@name` for an abstract socket).
         path: PathBuf,
         /// This process made the socket file, so it removes it again when the listener is
-        /// closed. An inherited socket's file belongs to whoever made it (systemd removes its
-        /// own when the socket unit stops) and is left alone.
-        remove_on_drop: bool,
+        /// closed: the file's device and inode, to remove it only if it is still the same
+        /// file (another instance may have replaced it since). An inherited socket's file
+        /// belongs to whoever made it (systemd removes its own when the socket unit stops)
+        /// and is left alone: `None`.
+        made: Option<(u64, u64)>,
     },
 }
 
@@ -108,12 +110,11 @@ impl Listener {
             ListenAddr::Tcp(addr) => bind_tcp(*addr, options.reuse_port).map(Listener::Tcp),
             ListenAddr::Unix(path) => {
                 remove_stale_socket(path)?;
-                let listener = UnixListener::bind(path)?;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(options.unix_mode))?;
+                let (listener, made) = bind_unix(path, options.unix_mode)?;
                 Ok(Listener::Unix {
                     listener,
                     path: path.clone(),
-                    remove_on_drop: true,
+                    made: Some(made),
                 })
             }
             ListenAddr::Systemd => {
@@ -174,15 +175,30 @@ impl Listener {
 impl Drop for Listener {
     /// A Unix listener that made its socket file removes it when it is closed: on shutdown,
     /// and on any error path that drops the server. An inherited one leaves it to its owner.
+    ///
+    /// Only if the file there is still the one it made: a second instance started after
+    /// this one took the path for stale, or an operator replaced it, and that file is not
+    /// ours to remove.
     fn drop(&mut self) {
-        if let Listener::Unix {
+        let Listener::Unix {
             path,
-            remove_on_drop: true,
+            made: Some(made),
             ..
         } = self
-            && let Err(e) = std::fs::remove_file(&*path)
-        {
-            log::warn!("could not remove {}: {e}", path.display());
+        else {
+            return;
+        };
+        match std::fs::symlink_metadata(&*path) {
+            Ok(meta) if (meta.dev(), meta.ino()) == *made => {
+                if let Err(e) = std::fs::remove_file(&*path) {
+                    log::warn!("could not remove {}: {e}", path.display());
+                }
+            }
+            Ok(_) => log::warn!(
+                "{} is no longer the socket this server made; left in place",
+                path.display()
+            ),
+            Err(e) => log::debug!("{}: {e}; nothing to remove", path.display()),
         }
     }
 }
@@ -380,7 +396,7 @@ fn inherit(fd: RawFd) -> Result<Listener, InheritError> {
     Ok(Listener::Unix {
         listener: UnixListener::from_std(listener),
         path,
-        remove_on_drop: false,
+        made: None,
     })
 }
 
@@ -451,8 +467,66 @@ fn bind_tcp(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     Ok(TcpListener::from_std(socket.into()))
 }
 
-/// Removes a socket file left behind by a process that is gone. A file that is not a
-/// socket, or a socket someone still listens on, is left alone and reported.
+/// Binds a Unix socket at `path` with permissions `mode`, and returns it with its file's
+/// device and inode.
+///
+/// Bound at `path` directly, the socket would have the umask's mode (0777 with umask 000)
+/// until the chmod, and a client that connected in between would be served. So it is bound
+/// inside a private directory beside `path` (mode 0700: no one else can reach into it),
+/// given its mode there, and only then linked to `path`. link(2) fails if `path` exists, so
+/// a socket another process made there since [`remove_stale_socket`] looked is not replaced
+/// either. Where the private directory cannot be made, or the longer name does not fit in a
+/// socket address, it is bound at `path` and then chmod-ed, as before.
+fn bind_unix(path: &Path, mode: u32) -> io::Result<(UnixListener, (u64, u64))> {
+    let set_mode = |at: &Path| std::fs::set_permissions(at, std::fs::Permissions::from_mode(mode));
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let private = parent.join(format!(".readyserve-{}", std::process::id()));
+    let staged = private.join("s");
+    let listener = match std::fs::DirBuilder::new().mode(0o700).create(&private) {
+        Ok(()) => {
+            let linked = UnixListener::bind(&staged).and_then(|listener| {
+                set_mode(&staged)?;
+                std::fs::hard_link(&staged, path)?;
+                Ok(listener)
+            });
+            // The private name goes whatever happened; the socket lives on under `path`.
+            let _ = std::fs::remove_file(&staged);
+            let _ = std::fs::remove_dir(&private);
+            match linked {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        "another process made a socket file here meanwhile",
+                    ));
+                }
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => None, // too long
+                other => Some(other?),
+            }
+        }
+        Err(e) => {
+            log::debug!("{}: {e}; binding in place", private.display());
+            None
+        }
+    };
+    let listener = match listener {
+        Some(listener) => listener,
+        None => {
+            let listener = UnixListener::bind(path)?;
+            set_mode(path)?;
+            listener
+        }
+    };
+    let meta = std::fs::symlink_metadata(path)?;
+    Ok((listener, (meta.dev(), meta.ino())))
+}
+
+/// Removes a socket file left behind by a process that is gone: one whose connect(2) is
+/// refused. A file that is not a socket, a socket someone still listens on (the connect
+/// succeeds, or waits because its queue is full), and one we cannot tell about (no
+/// permission to connect: another user's live socket, say) are left alone and reported.
 fn remove_stale_socket(path: &Path) -> io::Result<()> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
@@ -465,15 +539,36 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
             "the path exists and is not a socket",
         ));
     }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(io::Error::new(
+    match probe_unix_socket(path) {
+        Ok(()) => Err(io::Error::new(
             io::ErrorKind::AddrInUse,
             "another process is listening on this socket",
         )),
-        Err(_) => {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "another process is listening on this socket (its queue is full)",
+        )),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
             log::info!("removing stale socket {}", path.display());
             std::fs::remove_file(path)
         }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()), // gone meanwhile
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("cannot tell whether the socket is in use ({e}); remove it if it is stale"),
+        )),
+    }
+}
+
+/// A non-blocking connect(2) to the socket at `path`: it does not wait for a listener that
+/// is too busy to accept (its queue full: `WouldBlock`).
+fn probe_unix_socket(path: &Path) -> io::Result<()> {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    match socket.connect(&SockAddr::unix(path)?) {
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(()),
+        other => other,
     }
 }
 

@@ -84,6 +84,106 @@ fn unix_socket_serving_mode_stale_file_and_cleanup() {
     );
 }
 
+/// The socket is bound in a private directory, given its mode, then linked into place: no
+/// moment with the umask's mode at the real path, and nothing left behind.
+#[test]
+fn unix_socket_leaves_no_staging_directory() {
+    let dir = fixture();
+    let sock = dir.path().join("staged.sock");
+    let mut config = base_config(dir.path());
+    config.listen = ListenAddr::Unix(sock.clone());
+    config.unix_mode = 0o600;
+    let (_, _, handle, thread) = spawn(config);
+    let mode = std::fs::metadata(&sock)
+        .expect("socket")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with(".readyserve-")),
+        "{names:?}"
+    );
+    handle.stop();
+    thread.join().expect("thread").expect("run");
+}
+
+/// A live listener whose queue is full is in use: the connect that tells would wait for
+/// it forever (the start-up hung), and the file is not taken for stale.
+#[test]
+fn unix_socket_with_a_full_queue_is_in_use() {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let dir = fixture();
+    let sock = dir.path().join("busy.sock");
+    let live = std::os::unix::net::UnixListener::bind(&sock).expect("live");
+    let inode =
+        |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).expect("meta"));
+    let before = inode(&sock);
+    let mut queued = Vec::new();
+    loop {
+        let s = Socket::new(Domain::UNIX, Type::STREAM, None).expect("socket");
+        s.set_nonblocking(true).expect("nonblocking");
+        match s.connect(&SockAddr::unix(&sock).expect("addr")) {
+            Ok(()) => queued.push(s),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("connect: {e}"),
+        }
+        assert!(queued.len() < 100_000, "the queue never filled");
+    }
+    let mut config = base_config(dir.path());
+    config.listen = ListenAddr::Unix(sock.clone());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(match Server::bind(config) {
+            Err(readyserve::server::StartError::Bind(_, e)) => Some(e.kind()),
+            _ => None,
+        });
+    });
+    let refused = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("binding waited on the busy listener");
+    assert_eq!(refused, Some(std::io::ErrorKind::AddrInUse));
+    assert_eq!(inode(&sock), before, "the live socket's file was replaced");
+    drop(live);
+}
+
+/// A server removes its socket file when it stops only if the file is still the one it
+/// made: here a second instance has made its own there since.
+#[test]
+fn unix_socket_file_of_another_instance_is_left_alone() {
+    let dir = fixture();
+    let sock = dir.path().join("shared.sock");
+    let config = |sock: &Path| {
+        let mut c = base_config(dir.path());
+        c.listen = ListenAddr::Unix(sock.to_path_buf());
+        c
+    };
+    let (_, _, first, first_thread) = spawn(config(&sock));
+    std::fs::remove_file(&sock).expect("remove");
+    let (_, _, second, second_thread) = spawn(config(&sock));
+    first.stop();
+    first_thread.join().expect("thread").expect("run");
+    assert!(
+        sock.exists(),
+        "the first server removed the second's socket"
+    );
+    let response = unix_get(
+        &sock,
+        "GET /index.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    second.stop();
+    second_thread.join().expect("thread").expect("run");
+    assert!(
+        !sock.exists(),
+        "the second server left its own socket behind"
+    );
+}
+
 #[test]
 fn unix_listen_refuses_to_delete_a_regular_file() {
     let dir = fixture();
