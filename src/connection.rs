@@ -91,6 +91,11 @@ const MAX_BYTES_PER_TURN: usize = 1024 * 1024;
 /// After an error response, how long and how much we keep reading before closing.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 64 * 1024;
+/// From the start of the shutdown, how long a connection that has sent nothing yet still
+/// waits for its first byte (not the whole header timeout): a request that was on its way
+/// when the shutdown began arrives within a round trip. nginx closes such connections at
+/// once; 10 s of header timeout held every shutdown that long.
+const SHUTDOWN_FIRST_BYTE_GRACE: Duration = Duration::from_secs(1);
 /// Most bytes handed to one sendfile(2) call. A call stops short anyway once the socket
 /// holds its unsent bound, so this only caps one call's work; 256 KiB measured no better,
 /// 4 MiB worse (README, Benchmarking).
@@ -320,6 +325,9 @@ pub struct Connection<S> {
     write_clock: WriteClock,
     /// At least one request was answered.
     served_any: bool,
+    /// The shutdown has begun and no byte has come yet: it waits only
+    /// [`SHUTDOWN_FIRST_BYTE_GRACE`] more, from `idle_since`.
+    hurried: bool,
     /// The PROXY header named no client (UNKNOWN, LOCAL, UNSPEC, a Unix client): the peer
     /// is still the proxy itself, which is trusted, so a real-ip header would be believed,
     /// and the client could write it. For this connection no such header is believed.
@@ -377,6 +385,7 @@ impl<S: Transport> Connection<S> {
             progress_at: now,
             write_clock: WriteClock::start(now, 0),
             served_any: false,
+            hurried: false,
             forwarded_untrusted: false,
             requests: 0,
             received: 0,
@@ -503,6 +512,9 @@ impl<S: Transport> Connection<S> {
     /// whatever it is waiting for.
     pub fn deadline(&self, limits: &Limits) -> Option<Instant> {
         Some(match self.waiting_for() {
+            Waiting::ProxyHeader(since) | Waiting::FirstRequest(since) if self.hurried => {
+                since + SHUTDOWN_FIRST_BYTE_GRACE
+            }
             Waiting::ProxyHeader(since) | Waiting::Head(since) | Waiting::Body(since) => {
                 since + limits.header_timeout
             }
@@ -520,6 +532,9 @@ impl<S: Transport> Connection<S> {
     pub fn timed_out(&mut self, ctx: &mut Context<'_>) {
         self.now = ctx.now;
         match self.waiting_for() {
+            Waiting::ProxyHeader(_) | Waiting::FirstRequest(_) if self.hurried => {
+                self.close("server shutting down: no request came");
+            }
             Waiting::ProxyHeader(_) => {
                 // No HTTP has been spoken: a 408 would be read as the client's by the proxy.
                 log::debug!("token={} PROXY header timeout", self.token.0);
@@ -612,27 +627,36 @@ impl<S: Transport> Connection<S> {
 
     /// Closes an idle keep-alive connection during shutdown. Returns whether it did.
     ///
-    /// A connection that has not sent its first request yet is not idle in this sense: the
-    /// client connected before the listener closed and its request is on its way (or the
-    /// kernel's accept queue held it until now). Closing it would fail a request the server
-    /// had accepted; it is answered instead (with `Connection: close`), or cut off by the
-    /// header timeout or the shutdown grace, whichever comes first.
-    ///
     /// An idle keep-alive connection may have a request on its way, or already in the
     /// socket with its edge not yet handled: so it reads once first, and a request that is
     /// there is answered (with `Connection: close`), as nginx does. Only a connection that
     /// still has nothing is closed.
+    ///
+    /// A connection that has sent nothing yet is not closed at once: the client connected
+    /// before the listener closed and its request may be on its way (or the kernel's accept
+    /// queue held it until now), and closing it would fail a request the server had
+    /// accepted. It reads once too; if nothing is there, it waits a second more
+    /// (`SHUTDOWN_FIRST_BYTE_GRACE`) instead of its whole header timeout, then closes.
     pub fn close_if_idle(&mut self, ctx: &mut Context<'_>) -> bool {
-        if !(self.is_idle() && self.served_any) {
+        let nothing_yet =
+            self.received == 0 && matches!(self.state, State::Reading | State::ProxyHeader);
+        if !(self.is_idle() && self.served_any || nothing_yet) {
             return false;
         }
-        if self.metrics_only {
+        if self.metrics_only && self.served_any {
             self.close("server shutting down");
             return true;
         }
         self.read_more = true;
         self.run(ctx);
-        if self.is_idle() {
+        if self.received == 0 && matches!(self.state, State::Reading | State::ProxyHeader) {
+            // Still nothing: a short grace, from now, rather than the header timeout.
+            if self.now + SHUTDOWN_FIRST_BYTE_GRACE < self.idle_since + ctx.limits.header_timeout {
+                self.idle_since = self.now;
+                self.hurried = true;
+            }
+            false
+        } else if self.is_idle() {
             self.close("server shutting down");
             true
         } else {

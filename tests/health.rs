@@ -472,6 +472,51 @@ fn a_connection_accepted_before_the_shutdown_gets_its_answer() {
     thread.join().expect("join").expect("run");
 }
 
+/// A connection that has sent nothing when the shutdown begins gets a short grace for its
+/// first byte, not its whole header timeout: it held every shutdown for that long (nginx
+/// closes it at once). Header timeout and shutdown grace 60 s here; the shutdown must end
+/// long before.
+#[test]
+fn a_silent_connection_does_not_hold_the_shutdown_for_its_header_timeout() {
+    let dir = fixture();
+    let config = Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        root: dir.path().join("root"),
+        access_log: AccessLogTarget::Off,
+        header_timeout: 60,
+        shutdown_grace: 60,
+        ..Config::default()
+    };
+    let server = Server::bind(config).expect("bind");
+    let addr = server.local_addr().expect("addr");
+    let handle = server.handle();
+    let thread = std::thread::spawn(move || server.run());
+    let mut silent = TcpStream::connect(addr).expect("connect");
+    // Accepted: a request on another connection is answered after the accept.
+    let mut probe = TcpStream::connect(addr).expect("connect");
+    probe
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    send(
+        &mut probe,
+        "GET /index.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(read_response(&mut probe, false).status, 200);
+    let started = Instant::now();
+    handle.stop();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(thread.join().map(|r| r.is_ok()));
+    });
+    let ended = rx.recv_timeout(Duration::from_secs(20));
+    assert!(
+        matches!(ended, Ok(Ok(true))),
+        "the shutdown waited on the silent connection ({:?} so far)",
+        started.elapsed()
+    );
+    assert!(is_closed(&mut silent));
+}
+
 /// Connections the kernel completed while the loop was busy wait in the listener's queue.
 /// When the shutdown closes the listener, they are taken and answered first (with
 /// `Connection: close`), not reset: their clients connected while the server accepted.
