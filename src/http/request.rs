@@ -294,6 +294,9 @@ pub fn parse(buf: &[u8], max_head: usize, max_body: u64) -> Result<Parsed<'_>, H
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"host") {
             host_count += 1;
+            if !is_valid_host(h.value) {
+                return Err(HttpError::BadHost);
+            }
         } else if name.eq_ignore_ascii_case(b"content-length") {
             content_length_count += 1;
             content_length = Some(parse_content_length(h.value)?);
@@ -443,6 +446,38 @@ fn request_line_len(buf: &[u8]) -> usize {
     buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len())
 }
 
+/// Whether `value` is a `Host` field value: `uri-host [ ":" port ]` (RFC 9112 section
+/// 3.2, RFC 3986 section 3.2.2). An empty host is refused too: an `http` URI may not have
+/// one (RFC 9110 section 4.2.1). Invalid values are a 400, as in nginx and lighttpd; the
+/// Host is not used to find files, but a handler may use it.
+fn is_valid_host(value: &[u8]) -> bool {
+    // reg-name and IPv4address: unreserved, pct-encoded, sub-delims.
+    let reg_name = |b: &u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(b);
+    let (host, port) = match value.strip_prefix(b"[") {
+        // IP-literal: hex digits, colons, dots (an IPv4 tail), and IPvFuture's letters.
+        Some(rest) => {
+            let Some(end) = rest.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            let literal = &rest[..end];
+            if literal.is_empty() || !literal.iter().all(|b| reg_name(b) || *b == b':') {
+                return false;
+            }
+            (&[][..], &rest[end + 1..])
+        }
+        None => match value.iter().position(|&b| b == b':') {
+            Some(colon) => (&value[..colon], &value[colon..]),
+            None => (value, &[][..]),
+        },
+    };
+    let port_ok = match port.strip_prefix(b":") {
+        Some(digits) => digits.iter().all(u8::is_ascii_digit),
+        None => port.is_empty(),
+    };
+    let host_ok = host.iter().all(reg_name) && (!host.is_empty() || value.starts_with(b"["));
+    host_ok && port_ok
+}
+
 fn check_partial_limits(buf: &[u8], max_head: usize) -> Result<(), HttpError> {
     if request_line_len(buf) > MAX_REQUEST_LINE {
         Err(HttpError::UriTooLong)
@@ -518,6 +553,26 @@ mod tests {
             ("GET http://a/x HTTP/1.1\r\nHost: a\r\n\r\n", Ok(true)),
             ("GET / HTTP/1.1\r\n\r\n", Err(BadHost)),
             ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", Err(BadHost)),
+            // The value must be a host and an optional port (RFC 9112 section 3.2).
+            ("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", Err(BadHost)),
+            ("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", Err(BadHost)),
+            ("GET / HTTP/1.1\r\nHost: a\\b\r\n\r\n", Err(BadHost)),
+            ("GET / HTTP/1.1\r\nHost: a:8x\r\n\r\n", Err(BadHost)),
+            ("GET / HTTP/1.1\r\nHost: a:1:2\r\n\r\n", Err(BadHost)),
+            ("GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", Err(BadHost)),
+            ("GET / HTTP/1.1\r\nHost: []\r\n\r\n", Err(BadHost)),
+            ("GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n", Err(BadHost)),
+            ("GET / HTTP/1.0\r\nHost: a@b\r\n\r\n", Err(BadHost)),
+            ("GET / HTTP/1.1\r\nHost: \r\n\r\n", Err(BadHost)),
+            ("GET / HTTP/1.1\r\nHost: :80\r\n\r\n", Err(BadHost)),
+            ("GET / HTTP/1.1\r\nHost: example.com:8080\r\n\r\n", Ok(true)),
+            ("GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", Ok(true)),
+            ("GET / HTTP/1.1\r\nHost: [v1.x]\r\n\r\n", Ok(true)),
+            ("GET / HTTP/1.1\r\nHost: 127.0.0.1:\r\n\r\n", Ok(true)),
+            (
+                "GET / HTTP/1.1\r\nHost: xn--bcher-kva.example\r\n\r\n",
+                Ok(true),
+            ),
             ("GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", Err(BadHost)),
             // Every method parses; `answer` decides whether the files allow it.
             ("POST / HTTP/1.1\r\nHost: a\r\n\r\n", Ok(true)),
