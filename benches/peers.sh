@@ -70,7 +70,7 @@ Options:
   --help           this text
 
 Needs cargo; installs wrk, nginx-light, lighttpd and curl with apt-get when they are missing.
-A full run (3 x 5 s) takes about 8 minutes after the builds.
+A full run (3 x 5 s) takes about 9 minutes after the builds.
 EOF
 }
 
