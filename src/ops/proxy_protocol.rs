@@ -135,17 +135,17 @@ fn parse_v1(buf: &[u8]) -> Result<Parsed, ProxyHeaderError> {
         return Err(V1Malformed("line does not end in CRLF"));
     }
     let len = lf + 1;
-    let line =
-        std::str::from_utf8(&buf[V1_PREFIX.len()..lf - 1]).map_err(|_| V1Malformed("not ASCII"))?;
-    let mut fields = line.split(' ');
-    let family = fields.next().unwrap_or_default();
-    if family == "UNKNOWN" {
-        // The rest of the line is to be ignored (section 2.1).
+    let line = &buf[V1_PREFIX.len()..lf - 1];
+    if line == b"UNKNOWN" || line.starts_with(b"UNKNOWN ") {
+        // The rest of the line is to be ignored (section 2.1), whatever its bytes.
         return Ok(Parsed::Complete {
             source: Source::Connection,
             len,
         });
     }
+    let line = std::str::from_utf8(line).map_err(|_| V1Malformed("not ASCII"))?;
+    let mut fields = line.split(' ');
+    let family = fields.next().unwrap_or_default();
     let want_v4 = match family {
         "TCP4" => true,
         "TCP6" => false,
@@ -286,6 +286,15 @@ mod tests {
         Source::Addr(s.parse().unwrap())
     }
 
+    /// After `UNKNOWN` the line is ignored, bytes that are not text included.
+    #[test]
+    fn v1_unknown_ignores_the_rest_of_the_line() {
+        assert_eq!(
+            parse_v1(b"PROXY UNKNOWN \xff\xfe\x80\r\nGET"),
+            complete(Source::Connection, 19)
+        );
+    }
+
     #[test]
     fn v1_table() {
         use ProxyHeaderError::*;
@@ -297,6 +306,10 @@ mod tests {
                 complete(addr("[2001:db8::7]:1"), 44),
             ),
             ("PROXY UNKNOWN\r\n", complete(Source::Connection, 15)),
+            (
+                "PROXY UNKNOWNX\r\n",
+                Err(V1Malformed("protocol is not TCP4, TCP6 or UNKNOWN")),
+            ),
             (
                 "PROXY UNKNOWN anything goes here\r\n",
                 complete(Source::Connection, 34),
