@@ -27,7 +27,7 @@ Benchmarks readyserve's release build against peers, side by side, on 127.0.0.1 
                I/O; its CPU per request is the floor for any server on this machine
 
 Scenarios (wrk -t1; content is generated into a temporary directory):
-  index-c64        index.html (~600 B), 64 keep-alive connections; key figure: CPU/request
+  index-c64        index.html (805 B), 64 keep-alive connections; key figure: CPU/request
   index-c256       index.html, 256 connections, wrk --latency: p50 and p99 latency
   100k-c64         a 100 KiB file, 64 connections: MiB/s
   10m-c8           a 10 MiB file, 8 connections: MiB/s and CPU per response
@@ -46,11 +46,14 @@ Columns (per server and scenario, medians over repetitions):
                    that work is charged to whichever process was running: so "cpu us" can
                    rise while the server's core does less (see the README)
   front us         behind the front: the front nginx's CPU time per request
+                   (utime + stime of its worker)
   wrk us           core 1's busy time per request (/proc/stat), less the front's: the
                    client's share, with the kernel's work done on its core
   wrk%             how busy core 1 was: near 100, the client sets the pace
   p50 ms, p99 ms   latency (index-c256)
-  core us, wrk us, wrk% and the core/all ratios need pinning: "-" with --no-pin.
+  core us, wrk us, wrk% and the core/req, wrk/req and all/req ratios need pinning: "-"
+  with --no-pin. They are the cores' whole busy time (/proc/stat): anything else running
+  on a core counts too, so run on an otherwise idle machine.
 Ratios, readyserve / peer (medians of per-repetition ratios): req/s, MiB/s, cpu/req,
   core/req, wrk/req, all/req (both cores' busy time per request: the whole machine's
   cost), p99.
@@ -283,7 +286,7 @@ mkdir -p "$ROOT"
   printf '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
   printf '<title>readyserve peer benchmark</title>\n</head>\n<body>\n<h1>A small page</h1>\n'
   for i in 1 2 3 4 5 6 7 8; do
-    printf '<p>Paragraph %d: a line of text, so that the page is about six hundred bytes.</p>\n' "$i"
+    printf '<p>Paragraph %d: a line of text, so that the page has about 800 bytes in all.</p>\n' "$i"
   done
   printf '</body>\n</html>\n'
 } >"$ROOT/index.html"
@@ -505,6 +508,9 @@ for rep in $(seq "$REPS"); do
             (fb - fa) * 1e6 / hz / n, ((wb - wa) - (fb - fa)) * 1e6 / hz / n,
             ((kb - ka) + (wb - wa)) * 1e6 / hz / n, (wb - wa) * 100 / hz / (ns / 1e9),
             (kb - ka) * 1e6 / hz / n; else print "0 0 0 0 0 0" }')
+      # Ticks are 10 ms and the two readings are not taken at the same instant as the
+      # clock: a core busy all the time can read 101%.
+      [ "${busy:-0}" -le 100 ] 2>/dev/null || busy=100
       [ "$who" = front ] || fcpu=-
       if [ "$PIN" != 1 ]; then wcpu=-; allcpu=-; busy=-; core=-; fi
       printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sname" "$name" "$rep" \

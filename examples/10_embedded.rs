@@ -73,6 +73,12 @@ fn main() -> ExitCode {
         Some(Reply::json(200, body).with_header("Cache-Control", "no-store"))
     });
 
+    // SIGTERM and SIGINT drain and stop the server as they do the binary; without this,
+    // SIGTERM ends the process at once.
+    if let Err(e) = server.handle_signals() {
+        eprintln!("cannot handle signals: {e}");
+        return ExitCode::FAILURE;
+    }
     match server.local_addr() {
         Some(addr) => println!("listening on {addr}"),
         None => println!("listening on {}", server.url()),

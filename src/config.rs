@@ -146,7 +146,8 @@ pub struct Config {
     )]
     pub real_ip_header: RealIpHeader,
 
-    /// Address of a second listener that serves Prometheus metrics at /metrics (off if unset).
+    /// Address of a second listener: Prometheus metrics at /metrics, /healthz, and the live
+    /// view at /loop; at most 16 connections of its own (off if unset).
     #[arg(long, env = "READYSERVE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
@@ -192,7 +193,8 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=MAX_SECS))]
     pub shutdown_grace: u64,
 
-    /// Largest request head (request line plus headers) in bytes; over it the answer is 431.
+    /// Largest request head (request line plus headers) in bytes, 256 to 1048576; over it
+    /// the answer is 431 (a request line over 8 KiB: 414).
     #[arg(long, env = "READYSERVE_MAX_HEADER_BYTES", default_value_t = 16 * 1024,
           value_parser = clap::value_parser!(u32).range(256..=1024 * 1024))]
     pub max_header_bytes: u32,
@@ -214,7 +216,7 @@ pub struct Config {
     )]
     pub access_log_format: AccessLogFormat,
 
-    /// Level of the error and lifecycle log on stderr: error, warn, info, debug or trace.
+    /// Level of the error and lifecycle log on stderr: off, error, warn, info, debug or trace.
     /// (The binary installs the logger; a program that embeds the library installs its own
     /// `log` backend, and this field is not used.)
     #[arg(long, env = "READYSERVE_LOG", default_value = "info", value_parser = parse_level)]
