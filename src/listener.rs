@@ -110,7 +110,15 @@ impl Listener {
             ListenAddr::Tcp(addr) => bind_tcp(*addr, options.reuse_port).map(Listener::Tcp),
             ListenAddr::Unix(path) => {
                 remove_stale_socket(path)?;
-                let (listener, made) = bind_unix(path, options.unix_mode)?;
+                let (listener, made) =
+                    bind_unix(path, options.unix_mode).map_err(|e| {
+                        match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                            Some(dir) if e.kind() == io::ErrorKind::NotFound && !dir.is_dir() => {
+                                io::Error::new(e.kind(), format!("no directory {}", dir.display()))
+                            }
+                            _ => e,
+                        }
+                    })?;
                 Ok(Listener::Unix {
                     listener,
                     path: path.clone(),

@@ -269,4 +269,18 @@ fn startup_errors_name_the_file_and_the_listener() {
     );
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("metrics") && err.contains(&addr), "{err}");
+    // A Unix socket in a directory that does not exist names the directory.
+    let nowhere = dir.path().join("no-such-dir");
+    let (code, err) = run_to_exit(
+        Command::new(BIN)
+            .arg("--listen")
+            .arg(format!("unix:{}/s.sock", nowhere.display()))
+            .arg("--root")
+            .arg(dir.path().join("root")),
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("no directory {}", nowhere.display())),
+        "{err}"
+    );
 }
