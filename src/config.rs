@@ -391,6 +391,11 @@ fn explain(e: clap::Error, command: &clap::Command, args: &[OsString]) -> Comman
         // The standard library's words for "-5" or "5s" where a count is wanted. (Which
         // numbers the flag takes, clap says when one is out of its range.)
         .replace("invalid digit found in string", "expected a whole number")
+        // clap's BoolishValueParser names no accepted words.
+        .replace(
+            "value was not a boolean",
+            "expected 1/0, true/false, yes/no or on/off",
+        )
         .to_string();
     if let Some(ContextValue::Strings(values)) = e.get(ContextKind::ValidValue)
         && !values.is_empty()

@@ -31,6 +31,13 @@ fn bad_env_value_exits_2() {
     let (code, err) = run_to_exit(Command::new(BIN).env("READYSERVE_LISTEN", "nope"));
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("nope"), "{err}");
+    // An on/off variable's error lists the words it takes.
+    let (code, err) = run_to_exit(Command::new(BIN).env("READYSERVE_TRACE", "maybe"));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("READYSERVE_TRACE") && err.contains("yes/no"),
+        "{err}"
+    );
 }
 
 #[test]
