@@ -638,9 +638,11 @@ impl<S: Transport> Connection<S> {
     /// accepted. It reads once too; if nothing is there, it waits a second more
     /// (`SHUTDOWN_FIRST_BYTE_GRACE`) instead of its whole header timeout, then closes.
     pub fn close_if_idle(&mut self, ctx: &mut Context<'_>) -> bool {
-        let nothing_yet =
-            self.received == 0 && matches!(self.state, State::Reading | State::ProxyHeader);
-        if !(self.is_idle() && self.served_any || nothing_yet) {
+        // No request byte yet: nothing at all, or only a PROXY header.
+        let nothing_yet = |c: &Self| {
+            !c.served_any && (c.is_idle() || (c.state == State::ProxyHeader && c.received == 0))
+        };
+        if !(self.is_idle() && self.served_any || nothing_yet(self)) {
             return false;
         }
         if self.metrics_only && self.served_any {
@@ -649,7 +651,7 @@ impl<S: Transport> Connection<S> {
         }
         self.read_more = true;
         self.run(ctx);
-        if self.received == 0 && matches!(self.state, State::Reading | State::ProxyHeader) {
+        if nothing_yet(self) {
             // Still nothing: a short grace, from now, rather than the header timeout.
             if self.now + SHUTDOWN_FIRST_BYTE_GRACE < self.idle_since + ctx.limits.header_timeout {
                 self.idle_since = self.now;

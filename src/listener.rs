@@ -109,6 +109,14 @@ impl Listener {
         match addr {
             ListenAddr::Tcp(addr) => bind_tcp(*addr, options.reuse_port).map(Listener::Tcp),
             ListenAddr::Unix(path) => {
+                // Bound through a short private name and linked into place, a path too long
+                // for a socket address would bind, and no client could connect to it.
+                socket2::SockAddr::unix(path).map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "the path is too long for a Unix socket (at most 107 bytes)",
+                    )
+                })?;
                 remove_stale_socket(path)?;
                 let (listener, made) =
                     bind_unix(path, options.unix_mode).map_err(|e| {
@@ -491,7 +499,12 @@ fn bind_unix(path: &Path, mode: u32) -> io::Result<(UnixListener, (u64, u64))> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let private = parent.join(format!(".readyserve-{}", std::process::id()));
+    // A name no one can guess ahead (the PID and the clock's nanoseconds): a directory made
+    // there beforehand would turn the protection off.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let private = parent.join(format!(".readyserve-{}-{nanos}", std::process::id()));
     let staged = private.join("s");
     let listener = match std::fs::DirBuilder::new().mode(0o700).create(&private) {
         Ok(()) => {
@@ -515,7 +528,10 @@ fn bind_unix(path: &Path, mode: u32) -> io::Result<(UnixListener, (u64, u64))> {
             }
         }
         Err(e) => {
-            log::debug!("{}: {e}; binding in place", private.display());
+            log::warn!(
+                "{}: {e}; binding the socket in place (its mode is the umask's until the chmod)",
+                private.display()
+            );
             None
         }
     };
@@ -557,6 +573,16 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
             "another process is listening on this socket (its queue is full)",
         )),
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            // Only if it is still the file that refused: another instance may have replaced
+            // it with its live socket meanwhile. This narrows the window between the probe
+            // and the unlink; closing it would take a lock file beside the socket.
+            let now = std::fs::symlink_metadata(path)?;
+            if (now.dev(), now.ino()) != (meta.dev(), meta.ino()) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "another process made a socket file here meanwhile",
+                ));
+            }
             log::info!("removing stale socket {}", path.display());
             std::fs::remove_file(path)
         }

@@ -184,6 +184,24 @@ fn unix_socket_file_of_another_instance_is_left_alone() {
     );
 }
 
+/// A path too long for a socket address is refused at start-up: bound through a short
+/// private name and linked into place, it used to start on a socket no client could reach.
+#[test]
+fn unix_socket_path_too_long_is_refused() {
+    let dir = fixture();
+    let long = dir.path().join("y".repeat(120));
+    let mut config = base_config(dir.path());
+    config.listen = ListenAddr::Unix(long.clone());
+    match Server::bind(config) {
+        Err(readyserve::server::StartError::Bind(_, e)) => {
+            assert!(e.to_string().contains("too long"), "{e}")
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("bound a socket at a path no client can connect to"),
+    }
+    assert!(!long.exists());
+}
+
 #[test]
 fn unix_listen_refuses_to_delete_a_regular_file() {
     let dir = fixture();

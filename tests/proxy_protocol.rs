@@ -319,3 +319,34 @@ fn refusals_are_counted_in_the_metrics() {
     handle.stop();
     thread.join().expect("join").expect("run");
 }
+
+/// A connection that sent its PROXY header and nothing more has sent no request either: at
+/// a shutdown it gets the same 1 s as a silent one, not its whole header timeout (it held
+/// the shutdown for it, behind HAProxy). Header timeout and grace 60 s here.
+#[test]
+fn a_proxy_header_and_then_silence_does_not_hold_the_shutdown() {
+    let server = server("127.0.0.1", |c| {
+        c.header_timeout = 60;
+        c.shutdown_grace = 60;
+    });
+    let mut silent = server.connect();
+    silent
+        .write_all(b"PROXY TCP4 192.0.2.7 127.0.0.1 1111 80\r\n")
+        .expect("send");
+    // Accepted and its header read: a request on another connection is answered after.
+    let mut probe = server.connect();
+    probe
+        .write_all(b"PROXY TCP4 192.0.2.8 127.0.0.1 1112 80\r\nGET /index.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    assert_eq!(read_response(&mut probe, false).status, 200);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(server.stop().is_ok());
+    });
+    assert_eq!(
+        rx.recv_timeout(std::time::Duration::from_secs(20)),
+        Ok(true),
+        "the shutdown waited on the connection that sent only its PROXY header"
+    );
+    assert!(is_closed(&mut silent));
+}

@@ -448,8 +448,9 @@ fn request_line_len(buf: &[u8]) -> usize {
 
 /// Whether `value` is a `Host` field value: `uri-host [ ":" port ]` (RFC 9112 section
 /// 3.2, RFC 3986 section 3.2.2). An empty host is refused too: an `http` URI may not have
-/// one (RFC 9110 section 4.2.1); so is an empty label (`a..b`), as nginx does. Invalid values are a 400, as in nginx and lighttpd; the
-/// Host is not used to find files, but a handler may use it.
+/// one (RFC 9110 section 4.2.1); so is an empty label (`a..b`, `.`). Invalid values are a
+/// 400: stricter than nginx, which takes `user@host` or `host?x`, and like it for spaces,
+/// slashes and empty labels. The Host is not used to find files, but a handler may use it.
 fn is_valid_host(value: &[u8]) -> bool {
     // reg-name and IPv4address: unreserved, pct-encoded, sub-delims.
     let reg_name = |b: &u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(b);
@@ -477,6 +478,7 @@ fn is_valid_host(value: &[u8]) -> bool {
     // An empty label (`a..b`, `..`) names no host, and nginx refuses it too.
     let host_ok = host.iter().all(reg_name)
         && !host.windows(2).any(|w| w == b"..")
+        && host != b"."
         && (!host.is_empty() || value.starts_with(b"["));
     host_ok && port_ok
 }
@@ -570,6 +572,8 @@ mod tests {
             ("GET / HTTP/1.1\r\nHost: :80\r\n\r\n", Err(BadHost)),
             ("GET / HTTP/1.1\r\nHost: ..\r\n\r\n", Err(BadHost)),
             ("GET / HTTP/1.1\r\nHost: a..b\r\n\r\n", Err(BadHost)),
+            ("GET / HTTP/1.1\r\nHost: .\r\n\r\n", Err(BadHost)),
+            ("GET / HTTP/1.1\r\nHost: example.com.\r\n\r\n", Ok(true)),
             ("GET / HTTP/1.1\r\nHost: example.com:8080\r\n\r\n", Ok(true)),
             ("GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", Ok(true)),
             ("GET / HTTP/1.1\r\nHost: [v1.x]\r\n\r\n", Ok(true)),
