@@ -30,8 +30,9 @@
 //! ([`crate::files::static_files::StaticFiles::current`]: the same `openat2` from the root, the
 //! same sidecar lookups) and the file it leads to must be the same version (device, inode,
 //! size and modification time to the nanosecond). A re-pointed symlink, a root that now
-//! leads elsewhere, a file that is gone, a watch that could not be added: all are caught by
-//! this one check, because it asks the question serving asks. In between, a hit costs no
+//! leads elsewhere, a file that is gone, a watch that could not be added, a sidecar that
+//! appears beside a symlink to the file (the watch is on the target's directory, not the
+//! link's): all are caught by this one check, because it asks the question serving asks. In between, a hit costs no
 //! syscall at all. (Half a second, not one: with the root's own re-check, see
 //! [`crate::files::static_files`], a re-pointed root is then served within a second too.)
 //!
