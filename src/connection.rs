@@ -325,7 +325,8 @@ pub struct Connection<S> {
     write_clock: WriteClock,
     /// At least one request was answered.
     served_any: bool,
-    /// The shutdown has begun and no byte has come yet: it waits only
+    /// The shutdown has begun and no request byte has come yet (nothing, or only a PROXY
+    /// header): it waits only
     /// [`SHUTDOWN_FIRST_BYTE_GRACE`] more, from `idle_since`.
     hurried: bool,
     /// The PROXY header named no client (UNKNOWN, LOCAL, UNSPEC, a Unix client): the peer
@@ -620,6 +621,12 @@ impl<S: Transport> Connection<S> {
         self.run(ctx);
     }
 
+    /// No byte of a request has come yet: nothing at all, or only a PROXY header.
+    fn sent_no_request_byte(&self) -> bool {
+        !self.served_any
+            && (self.is_idle() || (self.state == State::ProxyHeader && self.received == 0))
+    }
+
     /// Continues after yielding (see [`Connection::wants_resume`]).
     pub fn resume(&mut self, ctx: &mut Context<'_>) {
         self.run(ctx);
@@ -638,11 +645,7 @@ impl<S: Transport> Connection<S> {
     /// accepted. It reads once too; if nothing is there, it waits a second more
     /// (`SHUTDOWN_FIRST_BYTE_GRACE`) instead of its whole header timeout, then closes.
     pub fn close_if_idle(&mut self, ctx: &mut Context<'_>) -> bool {
-        // No request byte yet: nothing at all, or only a PROXY header.
-        let nothing_yet = |c: &Self| {
-            !c.served_any && (c.is_idle() || (c.state == State::ProxyHeader && c.received == 0))
-        };
-        if !(self.is_idle() && self.served_any || nothing_yet(self)) {
+        if !(self.is_idle() && self.served_any || self.sent_no_request_byte()) {
             return false;
         }
         if self.metrics_only && self.served_any {
@@ -651,7 +654,7 @@ impl<S: Transport> Connection<S> {
         }
         self.read_more = true;
         self.run(ctx);
-        if nothing_yet(self) {
+        if self.sent_no_request_byte() {
             // Still nothing: a short grace, from now, rather than the header timeout.
             if self.now + SHUTDOWN_FIRST_BYTE_GRACE < self.idle_since + ctx.limits.header_timeout {
                 self.idle_since = self.now;
