@@ -326,8 +326,7 @@ pub struct Connection<S> {
     /// At least one request was answered.
     served_any: bool,
     /// The shutdown has begun and no request byte has come yet (nothing, or only a PROXY
-    /// header): it waits only
-    /// [`SHUTDOWN_FIRST_BYTE_GRACE`] more, from `idle_since`.
+    /// header): it waits only [`SHUTDOWN_FIRST_BYTE_GRACE`] more, from `idle_since`.
     hurried: bool,
     /// The PROXY header named no client (UNKNOWN, LOCAL, UNSPEC, a Unix client): the peer
     /// is still the proxy itself, which is trusted, so a real-ip header would be believed,
