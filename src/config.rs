@@ -46,6 +46,11 @@ impl std::str::FromStr for ListenAddr {
             if path.is_empty() {
                 return Err("unix: needs a path, as in unix:/run/readyserve.sock".to_string());
             }
+            if path.ends_with('/') {
+                return Err(format!(
+                    "'{path}' names a directory; a socket needs a file name, as in {path}readyserve.sock"
+                ));
+            }
             return Ok(ListenAddr::Unix(PathBuf::from(path)));
         }
         if s == "systemd" {
@@ -665,6 +670,7 @@ mod tests {
             &["readyserve", "--trust-proxy", "nonsense"],
             &["readyserve", "--unix-mode", "999"],
             &["readyserve", "--listen", "unix:"],
+            &["readyserve", "--listen", "unix:/missing/dir/"],
             &["readyserve", "--access-log-format", "xml"],
             &["readyserve", "--header-timeout", "18446744073709551615"],
             &["readyserve", "--header-timeout", "86401"],

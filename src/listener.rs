@@ -523,7 +523,16 @@ fn bind_unix(path: &Path, mode: u32) -> io::Result<(UnixListener, (u64, u64))> {
                         "another process made a socket file here meanwhile",
                     ));
                 }
-                Err(e) if e.kind() == io::ErrorKind::InvalidInput => None, // too long
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                    // The private name is longer than a socket address takes; `path` is not
+                    // (that was checked before).
+                    log::warn!(
+                        "{}: too long for a socket address; binding the socket in place (its \
+                         mode is the umask's until the chmod)",
+                        staged.display()
+                    );
+                    None
+                }
                 other => Some(other?),
             }
         }

@@ -202,6 +202,38 @@ fn unix_socket_path_too_long_is_refused() {
     assert!(!long.exists());
 }
 
+/// A path that fits a socket address while the private name beside it does not: the
+/// socket is bound in place instead (with a warning), given its mode, and serves.
+#[test]
+fn unix_socket_path_near_the_limit_binds_in_place() {
+    let dir = fixture();
+    let base = dir.path().as_os_str().len() + 1;
+    assert!(
+        base < 90,
+        "the temporary directory's path is too long for this test"
+    );
+    let near = dir.path().join("n".repeat(105 - base));
+    assert_eq!(near.as_os_str().len(), 105);
+    let mut config = base_config(dir.path());
+    config.listen = ListenAddr::Unix(near.clone());
+    config.unix_mode = 0o600;
+    let (_, _, handle, thread) = spawn(config);
+    let mode = std::fs::metadata(&near)
+        .expect("socket")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let response = unix_get(
+        &near,
+        "GET /index.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    handle.stop();
+    thread.join().expect("thread").expect("run");
+    assert!(!near.exists(), "socket file left behind");
+}
+
 #[test]
 fn unix_listen_refuses_to_delete_a_regular_file() {
     let dir = fixture();
