@@ -353,6 +353,8 @@ impl Server {
                         .map(|t| t.saturating_duration_since(now)),
                     shutdown_deadline.map(|t| t.saturating_duration_since(now)),
                     live_next.map(|t| t.saturating_duration_since(now)),
+                    // Access-log lines waiting for a reader that stopped reading.
+                    self.access_log.retry_in(),
                 ]
                 .into_iter()
                 .flatten()

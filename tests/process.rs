@@ -318,3 +318,161 @@ fn clients_closing_together_do_not_raise_peak_memory() {
     sigterm(&child);
     let _ = child.wait();
 }
+
+/// One request with a 1000-byte `User-Agent` on its own connection (so each access-log line
+/// is about 1.1 KB); panics if it is not answered within 10 s.
+fn logged_get(addr: &str, target: &str) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let ua = "U".repeat(1000);
+    send(
+        &mut s,
+        &format!(
+            "GET {target} HTTP/1.1\r\nHost: t\r\nUser-Agent: {ua}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    let mut response = Vec::new();
+    s.read_to_end(&mut response)
+        .unwrap_or_else(|e| panic!("GET {target} not answered: {e}"));
+    assert!(response.starts_with(b"HTTP/1.1 200 OK\r\n"));
+}
+
+/// A child process that is killed if the test fails before it exits: a failing test
+/// leaves no server behind.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Waits (10 s at most) for the child to exit; returns its exit code.
+fn exit_code_within_10s(Reaped(child): &mut Reaped) -> Option<i32> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("the server did not exit after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The access log on stdout, piped to a reader that never reads: the pipe fills after
+/// about 60 lines. The loop used to block in write(2) there, SIGTERM included. Now the
+/// lines wait in memory (1 MiB), then are dropped and counted; serving and the shutdown go
+/// on, and the reader gets whole lines (all but perhaps the last, cut by the exit).
+#[test]
+fn an_access_log_reader_that_stops_reading_stops_nothing() {
+    let dir = fixture();
+    let (child, addr, stderr) = spawn_server(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--root"])
+            .arg(dir.path().join("root"))
+            .stdout(Stdio::piped()),
+    );
+    let mut child = Reaped(child);
+    for _ in 0..300 {
+        logged_get(&addr, "/");
+    }
+    sigterm(&child.0);
+    assert_eq!(exit_code_within_10s(&mut child), Some(0));
+    let err = stderr.join().expect("stderr");
+    assert!(err.contains("its reader is not reading"), "{err}");
+    assert!(err.contains("shutdown complete"), "{err}");
+    let mut log = Vec::new();
+    let mut stdout = child.0.stdout.take().expect("stdout");
+    stdout.read_to_end(&mut log).expect("read the log");
+    let text = String::from_utf8_lossy(&log);
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    assert!(lines.len() >= 40, "{} lines", lines.len());
+    for line in lines.iter().filter(|l| l.ends_with('\n')) {
+        assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+        assert!(line.contains("\"GET / HTTP/1.1\" 200 "), "{line}");
+    }
+}
+
+/// The reader stops, then reads again: what was kept comes first, then new lines; the
+/// dropped lines are counted on stderr, and kept plus dropped is every request.
+#[test]
+fn an_access_log_reader_that_reads_again_gets_the_lines_and_the_count() {
+    let dir = fixture();
+    let (child, addr, stderr) = spawn_server(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--root"])
+            .arg(dir.path().join("root"))
+            .stdout(Stdio::piped()),
+    );
+    let mut child = Reaped(child);
+    // About 1.6 MB of lines: more than the pipe and the backlog hold together.
+    let stalled = 1500;
+    for _ in 0..stalled {
+        logged_get(&addr, "/");
+    }
+    let mut stdout = child.0.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut log = Vec::new();
+        stdout.read_to_end(&mut log).expect("read the log");
+        log
+    });
+    logged_get(&addr, "/?after=1");
+    // The loop retries within 50 ms; the line is out long before the shutdown.
+    std::thread::sleep(Duration::from_millis(300));
+    sigterm(&child.0);
+    assert_eq!(exit_code_within_10s(&mut child), Some(0));
+    let log = reader.join().expect("reader");
+    let text = String::from_utf8_lossy(&log);
+    assert!(text.ends_with('\n'), "a line was cut");
+    assert!(text.lines().last().is_some_and(|l| l.contains("/?after=1")));
+    let err = stderr.join().expect("stderr");
+    let dropped: usize = err
+        .split("reads again; ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no count of dropped lines:\n{err}"));
+    assert!(dropped > 0);
+    assert_eq!(text.lines().count() + dropped, stalled + 1, "{err}");
+}
+
+/// stdout and stderr are one pipe (`2>&1`, or journald's one socket), and its reader stops
+/// after the start-up lines: the server's own log lines would wait for it too, the one
+/// about SIGTERM included, so they are silenced until the reader reads again.
+#[test]
+fn a_stalled_log_pipe_shared_with_stderr_stops_nothing() {
+    use std::io::BufRead;
+    let dir = fixture();
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    let mut child = Reaped(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--root"])
+            .arg(dir.path().join("root"))
+            .stdout(writer.try_clone().expect("clone"))
+            .stderr(writer)
+            .spawn()
+            .expect("spawn"),
+    );
+    let mut reader = std::io::BufReader::new(reader);
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).expect("read") > 0,
+            "no start-up"
+        );
+        if let Some(rest) = line.split(" on http://").nth(1) {
+            break rest.trim().trim_end_matches('/').to_string();
+        }
+    };
+    for _ in 0..300 {
+        logged_get(&addr, "/");
+    }
+    sigterm(&child.0);
+    assert_eq!(exit_code_within_10s(&mut child), Some(0));
+}

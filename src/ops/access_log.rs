@@ -16,13 +16,42 @@
 //! not once per request: a write(2) per request would cost more than serving a cached file.
 //! On SIGHUP the file is reopened ([`AccessLog::reopen`]), the logrotate convention. A failed
 //! write (a full disk) is reported once, and serving goes on.
+//!
+//! The loop must never wait for the log's reader. A pipe (stdout piped into a program, a
+//! FIFO) or a socket (journald's stdout) whose reader stops reading fills up, and a blocking
+//! write(2) would then stop the whole server, signals included. So writes that could wait
+//! do not: a pipe, FIFO or terminal is written through a non-blocking file description of
+//! its own (on Linux, stdout is reopened through `/proc/self/fd/1` for that, so that the
+//! description the process shares with others is left blocking), a socket with
+//! `MSG_DONTWAIT`. What the reader does not take waits in memory, up to [`BACKLOG`]; after
+//! that, lines are dropped and counted, and the count is reported once the reader reads
+//! again. A regular file is written as it is: a disk does not stall for long. When stderr
+//! is the same pipe or socket (`2>&1`, or journald's one socket for both), the server's
+//! own log would stall too, so it is silenced (`log::set_max_level(Off)`) until the reader
+//! reads again.
 
 use std::collections::VecDeque;
 use std::fs::OpenOptions;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::net::IpAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Lines the log's reader has not taken yet are kept up to this many bytes (a few thousand
+/// lines); after that, new lines are dropped and counted.
+pub const BACKLOG: usize = 1024 * 1024;
+
+/// Pending lines are written at once, mid-turn, when there are this many bytes of them.
+const WRITE_AT: usize = 64 * 1024;
+
+/// While lines wait for a reader that stopped reading, the loop wakes up this often to try
+/// again, even when nothing else happens.
+const RETRY: Duration = Duration::from_millis(50);
+
+/// At exit, lines still waiting get this long (from the reader's last progress) to go out.
+const LAST_WAIT: Duration = Duration::from_secs(1);
 
 /// Where access-log lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,7 +262,20 @@ impl Unsent {
 
 /// The access-log writer.
 pub struct AccessLog {
-    out: Option<BufWriter<Box<dyn Write + Send>>>,
+    /// Where the lines go (`None`: nowhere). A write that would wait says `WouldBlock`.
+    out: Option<Box<dyn Write + Send>>,
+    /// Lines not written yet: this turn's, and those a stalled reader has not taken.
+    pending: Vec<u8>,
+    /// Lines dropped since the last report, because `pending` had reached [`BACKLOG`].
+    dropped: u64,
+    /// The last write would have waited: the reader is not keeping up.
+    stalled: bool,
+    /// stderr is the same pipe or socket as the log (`2>&1`, or journald's one socket): a
+    /// stall of the log is a stall of stderr, and any log line would stop the loop.
+    quiet: bool,
+    /// While such a stall lasts, the process's log level is `Off`; this is the level to
+    /// give back when the reader reads again.
+    muted: Option<log::LevelFilter>,
     /// Where the lines go, for reopening.
     target: AccessLogTarget,
     format: AccessLogFormat,
@@ -257,32 +299,45 @@ impl std::fmt::Debug for AccessLog {
 impl AccessLog {
     /// Opens the access log named by `target`. A file is opened for appending.
     pub fn open(target: &AccessLogTarget, format: AccessLogFormat) -> io::Result<Self> {
-        let mut log = Self::with_writer(open_target(target)?);
+        let (out, quiet) = open_target(target, false)?;
+        let mut log = Self::with_writer(out);
+        log.quiet = quiet;
         log.target = target.clone();
         log.format = format;
         Ok(log)
     }
 
-    /// Reopens the log file (after logrotate moved it), flushing what is buffered first.
-    /// On failure the old file stays in use and the error is logged.
+    /// Reopens the log file (after logrotate moved it), writing what is pending first.
+    /// On failure the old file stays in use and the error is logged. A FIFO that no one
+    /// reads any more is a failure too (the open does not wait for a reader).
     pub fn reopen(&mut self) {
         if !matches!(self.target, AccessLogTarget::File(_)) {
             return;
         }
         self.flush();
-        match open_target(&self.target) {
-            Ok(out) => {
-                self.out = out.map(|w| BufWriter::with_capacity(64 * 1024, w));
+        match open_target(&self.target, true) {
+            Ok((out, quiet)) => {
+                self.out = out;
+                self.quiet = quiet;
                 self.failed = false;
             }
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => log::error!(
+                "cannot reopen the access log: it is a FIFO no process reads; keeping the old one"
+            ),
             Err(e) => log::error!("cannot reopen the access log: {e}; keeping the old file"),
         }
     }
 
-    /// An access log writing to `out` (`None` logs nothing). Useful in tests.
+    /// An access log writing to `out` (`None` logs nothing). Useful in tests. A write to
+    /// `out` that would wait must say `WouldBlock` instead.
     pub fn with_writer(out: Option<Box<dyn Write + Send>>) -> Self {
         AccessLog {
-            out: out.map(|w| BufWriter::with_capacity(64 * 1024, w)),
+            out,
+            pending: Vec::new(),
+            dropped: 0,
+            stalled: false,
+            quiet: false,
+            muted: None,
             target: AccessLogTarget::Off,
             format: AccessLogFormat::Combined,
             line: Vec::with_capacity(256),
@@ -307,10 +362,17 @@ impl AccessLog {
             AccessLogFormat::Combined => self.format_combined(entry),
             AccessLogFormat::Json => self.format_json(entry),
         }
-        if let Some(out) = self.out.as_mut()
-            && let Err(e) = out.write_all(&self.line)
-        {
-            self.report(&e);
+        if self.pending.len() + self.line.len() > BACKLOG {
+            // The reader may have read since the last try: one more, before dropping.
+            self.write_pending();
+            if self.pending.len() + self.line.len() > BACKLOG {
+                self.dropped += 1;
+                return;
+            }
+        }
+        self.pending.extend_from_slice(&self.line);
+        if self.pending.len() >= WRITE_AT && !self.stalled {
+            self.write_pending();
         }
     }
 
@@ -361,12 +423,108 @@ impl AccessLog {
         let _ = writeln!(line, "\",\"request_time_us\":{}}}", entry.micros);
     }
 
-    /// Writes buffered lines out. The loop calls this once per iteration and at exit.
+    /// Writes pending lines out, as far as the reader takes them without waiting. The loop
+    /// calls this once per iteration.
     pub fn flush(&mut self) {
-        if let Some(out) = self.out.as_mut()
-            && let Err(e) = out.flush()
-        {
-            self.report(&e);
+        self.write_pending();
+    }
+
+    /// When the loop should wake up to try again, if lines wait for a stalled reader.
+    pub fn retry_in(&self) -> Option<Duration> {
+        (self.out.is_some() && !self.pending.is_empty()).then_some(RETRY)
+    }
+
+    /// At exit: writes what is pending, waiting for a slow reader as long as it makes
+    /// progress, but at most a second for one that has stopped; reports what is lost.
+    pub fn finish(&mut self) {
+        let mut give_up = Instant::now() + LAST_WAIT;
+        while self.out.is_some() && !self.pending.is_empty() {
+            let before = self.pending.len();
+            self.write_pending();
+            if self.pending.len() < before {
+                give_up = Instant::now() + LAST_WAIT;
+            } else if Instant::now() >= give_up {
+                break;
+            } else {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let unwritten = self.pending.len();
+        if unwritten > 0 || self.dropped > 0 {
+            // Not written while muted: stderr is the reader that stopped.
+            log::warn!(
+                "access log: its reader did not read: {} lines dropped, {unwritten} bytes \
+                 not written",
+                self.dropped
+            );
+        }
+        self.pending.clear();
+        self.dropped = 0;
+        self.unmute();
+    }
+
+    /// Gives the process its log level back after a stall of a shared stderr.
+    fn unmute(&mut self) {
+        if let Some(level) = self.muted.take() {
+            log::set_max_level(level);
+        }
+    }
+
+    fn write_pending(&mut self) {
+        let Some(out) = self.out.as_mut() else {
+            self.pending.clear();
+            return;
+        };
+        let mut done = 0;
+        let result = loop {
+            if done == self.pending.len() {
+                break out.flush();
+            }
+            match out.write(&self.pending[done..]) {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.pending.drain(..done);
+        match result {
+            Ok(()) => {
+                self.unmute();
+                if self.stalled {
+                    log::warn!(
+                        "access log: its reader reads again; {} lines were dropped meanwhile",
+                        self.dropped
+                    );
+                }
+                if self.stalled || self.dropped > 0 {
+                    self.dropped = 0;
+                }
+                self.stalled = false;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !self.stalled && self.quiet {
+                    // stderr waits for the same reader: any log line, the one that says a
+                    // signal came included, would stop the loop. Silence until it reads.
+                    self.muted = Some(log::max_level());
+                    log::set_max_level(log::LevelFilter::Off);
+                } else if !self.stalled {
+                    log::warn!(
+                        "access log: its reader is not reading; keeping up to {} KiB of \
+                         lines, then dropping them",
+                        BACKLOG / 1024
+                    );
+                }
+                self.stalled = true;
+            }
+            Err(e) => {
+                // Gone (EPIPE: the reader exited) or failed (a full disk): the lines are lost.
+                self.report(&e);
+                self.pending.clear();
+                self.dropped = 0;
+                self.stalled = false;
+                self.unmute();
+            }
         }
     }
 
@@ -397,18 +555,89 @@ impl AccessLog {
 
 impl Drop for AccessLog {
     fn drop(&mut self) {
-        self.flush();
+        self.finish();
     }
 }
 
-fn open_target(target: &AccessLogTarget) -> io::Result<Option<Box<dyn Write + Send>>> {
-    Ok(match target {
-        AccessLogTarget::Off => None,
-        AccessLogTarget::Stdout => Some(Box::new(io::stdout())),
-        AccessLogTarget::File(path) => Some(Box::new(
-            OpenOptions::new().create(true).append(true).open(path)?,
-        )),
-    })
+/// Opens where the lines go, for writes that never wait for a reader (see the module's
+/// docs); also says whether stderr is the same pipe or socket. `reopening`: a FIFO with no
+/// reader is an error instead of a wait for one (at start-up, the wait is what a FIFO
+/// user expects; in the running loop it would stop the server).
+fn open_target(
+    target: &AccessLogTarget,
+    reopening: bool,
+) -> io::Result<(Option<Box<dyn Write + Send>>, bool)> {
+    use rustix::fs::FileType;
+    let fd: OwnedFd = match target {
+        AccessLogTarget::Off => return Ok((None, false)),
+        AccessLogTarget::Stdout => io::stdout().as_fd().try_clone_to_owned()?,
+        AccessLogTarget::File(path) => {
+            let mut options = OpenOptions::new();
+            options.create(true).append(true);
+            if reopening {
+                options.custom_flags(libc::O_NONBLOCK);
+            }
+            options.open(path)?.into()
+        }
+    };
+    let stat = rustix::fs::fstat(&fd)?;
+    let quiet = rustix::fs::fstat(io::stderr().as_fd()).is_ok_and(|err| {
+        (err.st_dev, err.st_ino) == (stat.st_dev, stat.st_ino)
+            && FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile
+    });
+    let out: Box<dyn Write + Send> = match FileType::from_raw_mode(stat.st_mode) {
+        FileType::RegularFile => Box::new(std::fs::File::from(fd)),
+        FileType::Socket => Box::new(DontWait(fd)),
+        _ if matches!(target, AccessLogTarget::Stdout) => match own_description(&fd) {
+            Some(file) => Box::new(file),
+            None => {
+                log::debug!("access log: stdout stays blocking on this system");
+                Box::new(std::fs::File::from(fd))
+            }
+        },
+        _ => {
+            // Opened here: the description is ours alone.
+            rustix::io::ioctl_fionbio(&fd, true)?;
+            Box::new(std::fs::File::from(fd))
+        }
+    };
+    Ok((Some(out), quiet))
+}
+
+/// A non-blocking description of its own for the pipe, FIFO or terminal that stdout is
+/// (setting O_NONBLOCK on stdout itself would change it for every process sharing it).
+/// Linux opens `/proc/self/fd/1` as the object itself, not as a copy of the descriptor.
+#[cfg(target_os = "linux")]
+fn own_description(_stdout: &OwnedFd) -> Option<std::fs::File> {
+    OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open("/proc/self/fd/1")
+        .ok()
+}
+
+/// Elsewhere `/dev/fd/1` duplicates the descriptor, sharing its flags: stdout stays blocking.
+#[cfg(not(target_os = "linux"))]
+fn own_description(_stdout: &OwnedFd) -> Option<std::fs::File> {
+    None
+}
+
+/// A socket written with `MSG_DONTWAIT`: non-blocking per call, without changing the
+/// socket's flags for whoever shares it (journald's stdout socket, say).
+struct DontWait(OwnedFd);
+
+impl Write for DontWait {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Ok(rustix::net::send(
+            &self.0,
+            buf,
+            rustix::net::SendFlags::DONTWAIT,
+        )?)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Copies `bytes` into a JSON string, escaping quotes, backslashes, control bytes, and
