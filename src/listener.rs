@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use mio::event::Source;
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -117,6 +118,7 @@ impl Listener {
                         "the path is too long for a Unix socket (at most 107 bytes)",
                     )
                 })?;
+                let lock = lock_directory(path)?;
                 remove_stale_socket(path)?;
                 let (listener, made) =
                     bind_unix(path, options.unix_mode).map_err(|e| {
@@ -127,6 +129,7 @@ impl Listener {
                             _ => e,
                         }
                     })?;
+                drop(lock);
                 Ok(Listener::Unix {
                     listener,
                     path: path.clone(),
@@ -556,6 +559,51 @@ fn bind_unix(path: &Path, mode: u32) -> io::Result<(UnixListener, (u64, u64))> {
     Ok((listener, (meta.dev(), meta.ino())))
 }
 
+/// How long a start-up waits for another process's lock on the socket's directory.
+const DIRECTORY_LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Two instances starting on one socket path at once each probe the file, and one could
+/// take the other's just-bound socket for stale and remove it. So the probe, the removal
+/// and the bind happen under an exclusive flock(2) on the socket's directory (a lock file
+/// would be one more file left behind). It is held for milliseconds, only while binding;
+/// a lock held longer than [`DIRECTORY_LOCK_WAIT`] (a process stopped mid-bind) is an
+/// error, not a reason to race. A directory that cannot be opened or locked at all (no
+/// read permission, a file system without flock) is bound as before, unlocked.
+fn lock_directory(path: &Path) -> io::Result<Option<File>> {
+    use rustix::fs::FlockOperation;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let Ok(handle) = File::open(dir) else {
+        return Ok(None); // a missing directory is reported by the bind
+    };
+    let give_up = Instant::now() + DIRECTORY_LOCK_WAIT;
+    loop {
+        match rustix::fs::flock(&handle, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(Some(handle)),
+            Err(rustix::io::Errno::WOULDBLOCK) if Instant::now() < give_up => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "another process has held a lock on {} for {}s (another instance \
+                         stopped while binding?)",
+                        dir.display(),
+                        DIRECTORY_LOCK_WAIT.as_secs()
+                    ),
+                ));
+            }
+            Err(e) => {
+                log::debug!("{}: flock: {e}; binding without the lock", dir.display());
+                return Ok(None);
+            }
+        }
+    }
+}
+
 /// Removes a socket file left behind by a process that is gone: one whose connect(2) is
 /// refused. A file that is not a socket, a socket someone still listens on (the connect
 /// succeeds, or waits because its queue is full), and one we cannot tell about (no
@@ -582,9 +630,9 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
             "another process is listening on this socket (its queue is full)",
         )),
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            // Only if it is still the file that refused: another instance may have replaced
-            // it with its live socket meanwhile. This narrows the window between the probe
-            // and the unlink; closing it would take a lock file beside the socket.
+            // Only if it is still the file that refused. Another readyserve cannot have
+            // replaced it meanwhile (both bind under the directory's lock, see
+            // `lock_directory`); another program could, and this narrows its window.
             let now = std::fs::symlink_metadata(path)?;
             if (now.dev(), now.ino()) != (meta.dev(), meta.ino()) {
                 return Err(io::Error::new(

@@ -202,6 +202,59 @@ fn unix_socket_path_too_long_is_refused() {
     assert!(!long.exists());
 }
 
+/// Another instance in the middle of its bind holds a lock on the socket's directory: a
+/// start-up waits for it, then finds that instance's live socket and refuses, instead of
+/// having taken the path for free (or the other's socket for stale) meanwhile.
+#[test]
+fn unix_socket_bind_waits_for_another_instance_binding_in_the_directory() {
+    let dir = fixture();
+    let sock = dir.path().join("raced.sock");
+    let lock = std::fs::File::open(dir.path()).expect("open the directory");
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).expect("flock");
+    let mut config = base_config(dir.path());
+    config.listen = ListenAddr::Unix(sock.clone());
+    let starting = std::thread::spawn(move || Server::bind(config).map(|_| ()));
+    std::thread::sleep(Duration::from_millis(300));
+    // The other instance's bind completes, then its lock goes.
+    let live = std::os::unix::net::UnixListener::bind(&sock).expect("the other's socket");
+    drop(lock);
+    match starting.join().expect("thread") {
+        Err(readyserve::server::StartError::Bind(_, e)) => {
+            assert!(
+                e.to_string().contains("another process is listening"),
+                "{e}"
+            )
+        }
+        Err(e) => panic!("{e}"),
+        Ok(()) => panic!("bound while another instance was binding the same path"),
+    }
+    assert!(
+        UnixStream::connect(&sock).is_ok(),
+        "the other's socket is gone"
+    );
+    drop(live);
+}
+
+/// A lock on the directory that is never let go (an instance stopped mid-bind) ends the
+/// wait with a clear error after two seconds, not with a race or a hang.
+#[test]
+fn unix_socket_bind_gives_up_on_a_lock_held_too_long() {
+    let dir = fixture();
+    let lock = std::fs::File::open(dir.path()).expect("open the directory");
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).expect("flock");
+    let mut config = base_config(dir.path());
+    config.listen = ListenAddr::Unix(dir.path().join("stuck.sock"));
+    match Server::bind(config) {
+        Err(readyserve::server::StartError::Bind(_, e)) => {
+            assert!(e.to_string().contains("held a lock"), "{e}")
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("bound while the directory was locked"),
+    }
+    assert!(!dir.path().join("stuck.sock").exists());
+    drop(lock);
+}
+
 /// A path that fits a socket address while the private name beside it does not: the
 /// socket is bound in place instead (with a warning), given its mode, and serves.
 #[test]
