@@ -748,7 +748,7 @@ pub fn answer_metrics(
     if req.path() != "/metrics" || req.method == Method::Options {
         return error(out, HttpError::NotFound, req, ctx);
     }
-    let body = metrics.render(ctx.open_connections);
+    let body = metrics.render(ctx.open_connections, ctx.access_log.dropped_total());
     let reply = Reply::new(200, "text/plain; version=0.0.4; charset=utf-8", body);
     write_reply(out, &reply, &Frame::of(req, ctx, None))
 }

@@ -418,13 +418,6 @@ fn bad_health_path_is_refused_at_start_up() {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 /// A connection accepted just before a shutdown, whose request has not arrived yet, is
 /// answered (with `Connection: close`), not closed unanswered: the client connected while
 /// the server was still accepting. An idle keep-alive connection is closed, as before.

@@ -404,9 +404,16 @@ fn an_access_log_reader_that_stops_reading_stops_nothing() {
 #[test]
 fn an_access_log_reader_that_reads_again_gets_the_lines_and_the_count() {
     let dir = fixture();
+    let metrics = format!("127.0.0.1:{}", free_port());
     let (child, addr, stderr) = spawn_server(
         Command::new(BIN)
-            .args(["--listen", "127.0.0.1:0", "--root"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                &metrics,
+                "--root",
+            ])
             .arg(dir.path().join("root"))
             .stdout(Stdio::piped()),
     );
@@ -425,6 +432,12 @@ fn an_access_log_reader_that_reads_again_gets_the_lines_and_the_count() {
     logged_get(&addr, "/?after=1");
     // The loop retries within 50 ms; the line is out long before the shutdown.
     std::thread::sleep(Duration::from_millis(300));
+    let scrape = get_at(&metrics, "/metrics");
+    let counted: usize = String::from_utf8_lossy(&scrape.body)
+        .lines()
+        .find_map(|l| l.strip_prefix("readyserve_access_log_dropped_lines_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("the dropped-lines counter");
     sigterm(&child.0);
     assert_eq!(exit_code_within_10s(&mut child), Some(0));
     let log = reader.join().expect("reader");
@@ -438,6 +451,7 @@ fn an_access_log_reader_that_reads_again_gets_the_lines_and_the_count() {
         .and_then(|rest| rest.split(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no count of dropped lines:\n{err}"));
     assert!(dropped > 0);
+    assert_eq!(counted, dropped);
     assert_eq!(text.lines().count() + dropped, stalled + 1, "{err}");
 }
 

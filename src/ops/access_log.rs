@@ -268,6 +268,8 @@ pub struct AccessLog {
     pending: Vec<u8>,
     /// Lines dropped since the last report, because `pending` had reached [`BACKLOG`].
     dropped: u64,
+    /// Lines dropped since the start, for `/metrics`.
+    dropped_total: u64,
     /// The last write would have waited: the reader is not keeping up.
     stalled: bool,
     /// stderr is the same pipe or socket as the log (`2>&1`, or journald's one socket): a
@@ -335,6 +337,7 @@ impl AccessLog {
             out,
             pending: Vec::new(),
             dropped: 0,
+            dropped_total: 0,
             stalled: false,
             quiet: false,
             muted: None,
@@ -367,6 +370,7 @@ impl AccessLog {
             self.write_pending();
             if self.pending.len() + self.line.len() > BACKLOG {
                 self.dropped += 1;
+                self.dropped_total += 1;
                 return;
             }
         }
@@ -427,6 +431,11 @@ impl AccessLog {
     /// calls this once per iteration.
     pub fn flush(&mut self) {
         self.write_pending();
+    }
+
+    /// Lines dropped since the start because the reader did not read (for `/metrics`).
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped_total
     }
 
     /// When the loop should wake up to try again, if lines wait for a stalled reader.

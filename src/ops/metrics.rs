@@ -152,7 +152,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition (format version 0.0.4).
-    pub fn render(&self, open_connections: usize) -> String {
+    pub fn render(&self, open_connections: usize, access_log_dropped: u64) -> String {
         let mut out = String::with_capacity(4096);
         let methods = ["GET", "HEAD", "OPTIONS", "OTHER"];
         family(
@@ -296,6 +296,16 @@ impl Metrics {
             "Readiness events handled; divided by iterations, the events per turn.",
         );
         let _ = writeln!(out, "readyserve_loop_events_total {}", self.events);
+        family(
+            &mut out,
+            "readyserve_access_log_dropped_lines_total",
+            "counter",
+            "Access-log lines dropped because the log's reader stopped reading (1 MiB waited).",
+        );
+        let _ = writeln!(
+            out,
+            "readyserve_access_log_dropped_lines_total {access_log_dropped}"
+        );
         out
     }
 }
@@ -321,12 +331,13 @@ mod tests {
         m.health_check(200);
         m.health_check(503);
         m.health_check(503);
-        let text = m.render(7);
+        let text = m.render(7, 4);
         for line in [
             "readyserve_requests_total{method=\"GET\",class=\"2xx\"} 1",
             "readyserve_requests_total{method=\"HEAD\",class=\"4xx\"} 1",
             "readyserve_response_body_bytes_total 150",
             "readyserve_open_connections 7",
+            "readyserve_access_log_dropped_lines_total 4",
             "readyserve_accepted_connections_total 1",
             "readyserve_timeouts_total{kind=\"header\"} 1",
             "readyserve_rejected_requests_total{reason=\"uri_too_long\"} 1",

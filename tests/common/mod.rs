@@ -174,6 +174,15 @@ impl Response {
 
 /// One GET of `target` on a fresh connection to `addr` (as the binary printed it), with a
 /// read timeout so that a hung server fails the test.
+/// A port on 127.0.0.1 that was free a moment ago, for a listener the test names itself
+/// (the metrics listener of a spawned binary, a front proxy).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
 pub fn get_at(addr: &str, target: &str) -> Response {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
