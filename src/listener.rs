@@ -498,10 +498,7 @@ fn bind_tcp(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
 /// socket address, it is bound at `path` and then chmod-ed, as before.
 fn bind_unix(path: &Path, mode: u32) -> io::Result<(UnixListener, (u64, u64))> {
     let set_mode = |at: &Path| std::fs::set_permissions(at, std::fs::Permissions::from_mode(mode));
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let parent = directory_of(path);
     // A name no one can guess ahead (the PID and the clock's nanoseconds): a directory made
     // there beforehand would turn the protection off.
     let nanos = std::time::SystemTime::now()
@@ -559,6 +556,14 @@ fn bind_unix(path: &Path, mode: u32) -> io::Result<(UnixListener, (u64, u64))> {
     Ok((listener, (meta.dev(), meta.ino())))
 }
 
+/// The directory a socket file is in (`.` for a bare name).
+fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 /// How long a start-up waits for another process's lock on the socket's directory.
 const DIRECTORY_LOCK_WAIT: Duration = Duration::from_secs(2);
 
@@ -571,10 +576,7 @@ const DIRECTORY_LOCK_WAIT: Duration = Duration::from_secs(2);
 /// read permission, a file system without flock) is bound as before, unlocked.
 fn lock_directory(path: &Path) -> io::Result<Option<File>> {
     use rustix::fs::FlockOperation;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let dir = directory_of(path);
     let Ok(handle) = File::open(dir) else {
         return Ok(None); // a missing directory is reported by the bind
     };
