@@ -28,10 +28,14 @@ fn main() -> ExitCode {
         .with_level(log::LevelFilter::Warn)
         .with_module_level("readyserve", level)
         .with_utc_timestamps();
-    if let Err(e) = logger.init() {
+    // Its lines are dropped, not waited for, when stderr would block (see `stderr_log`).
+    let max_level = logger.max_level();
+    let guarded = readyserve::ops::stderr_log::Guarded::new(logger);
+    if let Err(e) = log::set_boxed_logger(Box::new(guarded)) {
         eprintln!("readyserve: cannot start logging: {e}");
         return ExitCode::FAILURE;
     }
+    log::set_max_level(max_level);
 
     match readyserve::server::raise_fd_limit() {
         Some(limit) => log::info!("open-file limit: {limit}"),

@@ -20,15 +20,21 @@
 //! The loop must never wait for the log's reader. A pipe (stdout piped into a program, a
 //! FIFO) or a socket (journald's stdout) whose reader stops reading fills up, and a blocking
 //! write(2) would then stop the whole server, signals included. So writes that could wait
-//! do not: a pipe, FIFO or terminal is written through a non-blocking file description of
-//! its own (on Linux, stdout is reopened through `/proc/self/fd/1` for that, so that the
-//! description the process shares with others is left blocking), a socket with
-//! `MSG_DONTWAIT`. What the reader does not take waits in memory, up to [`BACKLOG`]; after
-//! that, lines are dropped and counted, and the count is reported once the reader reads
-//! again. A regular file is written as it is: a disk does not stall for long. When stderr
-//! is the same pipe or socket (`2>&1`, or journald's one socket for both), the server's
-//! own log would stall too, so it is silenced (`log::set_max_level(Off)`) until the reader
-//! reads again.
+//! do not:
+//! - a pipe, FIFO or terminal is written through a non-blocking file description of its
+//!   own. On Linux, stdout is reopened through `/proc/self/fd/1` for that, so that the
+//!   description the process shares with others stays blocking. Where that is not
+//!   possible (another system; another user's pipe), it is written only when poll(2) says
+//!   it is writable, `PIPE_BUF` bytes at a time;
+//! - a socket is written with `MSG_DONTWAIT`;
+//! - a regular file is written as it is: a disk does not stall for long.
+//!
+//! What the reader does not take waits in memory, up to [`BACKLOG`]; after that, lines are
+//! dropped and counted (`/metrics` too), and the count is reported once the reader reads
+//! again. A failed write (a full disk, a reader that exited) loses the lines until writing
+//! works again, which is reported with the count; a line cut short by it is finished first,
+//! so that lines never run into each other. The server's own log on stderr is guarded the
+//! same way ([`crate::ops::stderr_log`]).
 
 use std::collections::VecDeque;
 use std::fs::OpenOptions;
@@ -48,9 +54,9 @@ const WRITE_AT: usize = 64 * 1024;
 
 /// While lines wait for a reader that stopped reading, the loop wakes up this often to try
 /// again, even when nothing else happens.
-const RETRY: Duration = Duration::from_millis(50);
+const RETRY: Duration = Duration::from_millis(10);
 
-/// At exit, lines still waiting get this long (from the reader's last progress) to go out.
+/// At exit, lines still waiting get this long in all to go out.
 const LAST_WAIT: Duration = Duration::from_secs(1);
 
 /// Where access-log lines go.
@@ -272,12 +278,8 @@ pub struct AccessLog {
     dropped_total: u64,
     /// The last write would have waited: the reader is not keeping up.
     stalled: bool,
-    /// stderr is the same pipe or socket as the log (`2>&1`, or journald's one socket): a
-    /// stall of the log is a stall of stderr, and any log line would stop the loop.
-    quiet: bool,
-    /// While such a stall lasts, the process's log level is `Off`; this is the level to
-    /// give back when the reader reads again.
-    muted: Option<log::LevelFilter>,
+    /// The last byte written was not a line's last: the rest of that line comes first.
+    torn: bool,
     /// Where the lines go, for reopening.
     target: AccessLogTarget,
     format: AccessLogFormat,
@@ -286,7 +288,8 @@ pub struct AccessLog {
     /// The second `time_local` was last formatted for, and the text.
     second: u64,
     time_local: String,
-    /// A write failed; it has been reported once and will not be reported again.
+    /// A write failed (not a stall: a full disk, a reader that is gone); it has been
+    /// reported, and the recovery will be.
     failed: bool,
 }
 
@@ -301,9 +304,14 @@ impl std::fmt::Debug for AccessLog {
 impl AccessLog {
     /// Opens the access log named by `target`. A file is opened for appending.
     pub fn open(target: &AccessLogTarget, format: AccessLogFormat) -> io::Result<Self> {
-        let (out, quiet) = open_target(target, false)?;
+        let out = open_target(target, false).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENXIO) => io::Error::new(
+                e.kind(),
+                format!("{e}: a socket, or a FIFO no process reads (for stdout, use '-')"),
+            ),
+            _ => e,
+        })?;
         let mut log = Self::with_writer(out);
-        log.quiet = quiet;
         log.target = target.clone();
         log.format = format;
         Ok(log)
@@ -318,11 +326,7 @@ impl AccessLog {
         }
         self.flush();
         match open_target(&self.target, true) {
-            Ok((out, quiet)) => {
-                self.out = out;
-                self.quiet = quiet;
-                self.failed = false;
-            }
+            Ok(out) => self.out = out,
             Err(e) if e.raw_os_error() == Some(libc::ENXIO) => log::error!(
                 "cannot reopen the access log: it is a FIFO no process reads; keeping the old one"
             ),
@@ -339,8 +343,7 @@ impl AccessLog {
             dropped: 0,
             dropped_total: 0,
             stalled: false,
-            quiet: false,
-            muted: None,
+            torn: false,
             target: AccessLogTarget::Off,
             format: AccessLogFormat::Combined,
             line: Vec::with_capacity(256),
@@ -365,10 +368,18 @@ impl AccessLog {
             AccessLogFormat::Combined => self.format_combined(entry),
             AccessLogFormat::Json => self.format_json(entry),
         }
-        if self.pending.len() + self.line.len() > BACKLOG {
+        // A line longer than the backlog still goes out, alone, to a reader that reads.
+        if !self.pending.is_empty() && self.pending.len() + self.line.len() > BACKLOG {
             // The reader may have read since the last try: one more, before dropping.
             self.write_pending();
-            if self.pending.len() + self.line.len() > BACKLOG {
+            if !self.pending.is_empty() && self.pending.len() + self.line.len() > BACKLOG {
+                if self.dropped == 0 && !self.failed {
+                    log::warn!(
+                        "access log: its reader is not keeping up and {} KiB of lines wait; \
+                         dropping lines until it reads again",
+                        BACKLOG / 1024
+                    );
+                }
                 self.dropped += 1;
                 self.dropped_total += 1;
                 return;
@@ -443,40 +454,23 @@ impl AccessLog {
         (self.out.is_some() && !self.pending.is_empty()).then_some(RETRY)
     }
 
-    /// At exit: writes what is pending, waiting for a slow reader as long as it makes
-    /// progress, but at most a second for one that has stopped; reports what is lost.
+    /// At exit: writes what is pending, for at most a second in all (a reader that
+    /// takes a few bytes at a time must not hold the exit); reports what is lost.
     pub fn finish(&mut self) {
-        let mut give_up = Instant::now() + LAST_WAIT;
-        while self.out.is_some() && !self.pending.is_empty() {
-            let before = self.pending.len();
+        let give_up = Instant::now() + LAST_WAIT;
+        loop {
             self.write_pending();
-            if self.pending.len() < before {
-                give_up = Instant::now() + LAST_WAIT;
-            } else if Instant::now() >= give_up {
+            if self.out.is_none() || self.pending.is_empty() || Instant::now() >= give_up {
                 break;
-            } else {
-                std::thread::sleep(Duration::from_millis(10));
             }
+            std::thread::sleep(Duration::from_millis(10));
         }
-        let unwritten = self.pending.len();
-        if unwritten > 0 || self.dropped > 0 {
-            // Not written while muted: stderr is the reader that stopped.
-            log::warn!(
-                "access log: its reader did not read: {} lines dropped, {unwritten} bytes \
-                 not written",
-                self.dropped
-            );
+        let lost = self.dropped + lines_in(&self.pending);
+        if lost > 0 {
+            log::warn!("access log: {lost} lines lost at exit: they could not be written");
         }
         self.pending.clear();
         self.dropped = 0;
-        self.unmute();
-    }
-
-    /// Gives the process its log level back after a stall of a shared stderr.
-    fn unmute(&mut self) {
-        if let Some(level) = self.muted.take() {
-            log::set_max_level(level);
-        }
     }
 
     fn write_pending(&mut self) {
@@ -496,50 +490,53 @@ impl AccessLog {
                 Err(e) => break Err(e),
             }
         };
+        if done > 0 {
+            self.torn = self.pending[done - 1] != b'\n';
+        }
         self.pending.drain(..done);
         match result {
+            // Nothing to write says nothing about the reader or the disk.
+            Ok(()) if done == 0 => {}
             Ok(()) => {
-                self.unmute();
-                if self.stalled {
+                if self.failed {
+                    log::warn!(
+                        "access log: written again; {} lines were lost meanwhile",
+                        self.dropped
+                    );
+                } else if self.dropped > 0 {
                     log::warn!(
                         "access log: its reader reads again; {} lines were dropped meanwhile",
                         self.dropped
                     );
                 }
-                if self.stalled || self.dropped > 0 {
-                    self.dropped = 0;
-                }
-                self.stalled = false;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if !self.stalled && self.quiet {
-                    // stderr waits for the same reader: any log line, the one that says a
-                    // signal came included, would stop the loop. Silence until it reads.
-                    self.muted = Some(log::max_level());
-                    log::set_max_level(log::LevelFilter::Off);
-                } else if !self.stalled {
-                    log::warn!(
-                        "access log: its reader is not reading; keeping up to {} KiB of \
-                         lines, then dropping them",
-                        BACKLOG / 1024
-                    );
-                }
-                self.stalled = true;
-            }
-            Err(e) => {
-                // Gone (EPIPE: the reader exited) or failed (a full disk): the lines are lost.
-                self.report(&e);
-                self.pending.clear();
                 self.dropped = 0;
+                self.failed = false;
                 self.stalled = false;
-                self.unmute();
+            }
+            // The reader has not read yet: everything waits (new lines are dropped once
+            // the backlog is full).
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.stalled = true,
+            Err(e) => {
+                // A full disk, or a reader that is gone: the lines are lost, all but the
+                // rest of a line cut short, which is kept so that the next line written
+                // does not run into it.
+                self.report(&e);
+                let keep = match self.pending.iter().position(|&b| b == b'\n') {
+                    Some(end) if self.torn => end + 1,
+                    _ => 0,
+                };
+                let lost = lines_in(&self.pending[keep..]);
+                self.pending.truncate(keep);
+                self.dropped += lost;
+                self.dropped_total += lost;
+                self.stalled = false;
             }
         }
     }
 
     fn report(&mut self, e: &io::Error) {
         if !self.failed {
-            log::error!("access log write failed: {e} (further failures are not reported)");
+            log::error!("access log write failed: {e}; lines are lost until it works again");
             self.failed = true;
         }
     }
@@ -568,17 +565,22 @@ impl Drop for AccessLog {
     }
 }
 
+/// The number of whole lines in `bytes`.
+fn lines_in(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
 /// Opens where the lines go, for writes that never wait for a reader (see the module's
-/// docs); also says whether stderr is the same pipe or socket. `reopening`: a FIFO with no
-/// reader is an error instead of a wait for one (at start-up, the wait is what a FIFO
-/// user expects; in the running loop it would stop the server).
+/// docs). `reopening`: a FIFO with no reader is an error instead of a wait for one (at
+/// start-up, the wait is what a FIFO user expects; in the running loop it would stop the
+/// server).
 fn open_target(
     target: &AccessLogTarget,
     reopening: bool,
-) -> io::Result<(Option<Box<dyn Write + Send>>, bool)> {
+) -> io::Result<Option<Box<dyn Write + Send>>> {
     use rustix::fs::FileType;
     let fd: OwnedFd = match target {
-        AccessLogTarget::Off => return Ok((None, false)),
+        AccessLogTarget::Off => return Ok(None),
         AccessLogTarget::Stdout => io::stdout().as_fd().try_clone_to_owned()?,
         AccessLogTarget::File(path) => {
             let mut options = OpenOptions::new();
@@ -589,19 +591,20 @@ fn open_target(
             options.open(path)?.into()
         }
     };
-    let stat = rustix::fs::fstat(&fd)?;
-    let quiet = rustix::fs::fstat(io::stderr().as_fd()).is_ok_and(|err| {
-        (err.st_dev, err.st_ino) == (stat.st_dev, stat.st_ino)
-            && FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile
-    });
-    let out: Box<dyn Write + Send> = match FileType::from_raw_mode(stat.st_mode) {
+    let kind = FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode);
+    Ok(Some(match kind {
         FileType::RegularFile => Box::new(std::fs::File::from(fd)),
-        FileType::Socket => Box::new(DontWait(fd)),
-        _ if matches!(target, AccessLogTarget::Stdout) => match own_description(&fd) {
+        FileType::Socket => {
+            use rustix::net::{SocketType, sockopt};
+            let kind = sockopt::socket_type(&fd)?;
+            let datagrams = kind == SocketType::DGRAM || kind == SocketType::SEQPACKET;
+            Box::new(DontWait { fd, datagrams })
+        }
+        _ if matches!(target, AccessLogTarget::Stdout) => match own_description() {
             Some(file) => Box::new(file),
             None => {
-                log::debug!("access log: stdout stays blocking on this system");
-                Box::new(std::fs::File::from(fd))
+                log::debug!("access log: stdout is written when poll(2) says it is writable");
+                Box::new(Polled(fd))
             }
         },
         _ => {
@@ -609,15 +612,16 @@ fn open_target(
             rustix::io::ioctl_fionbio(&fd, true)?;
             Box::new(std::fs::File::from(fd))
         }
-    };
-    Ok((Some(out), quiet))
+    }))
 }
 
 /// A non-blocking description of its own for the pipe, FIFO or terminal that stdout is
 /// (setting O_NONBLOCK on stdout itself would change it for every process sharing it).
-/// Linux opens `/proc/self/fd/1` as the object itself, not as a copy of the descriptor.
+/// Linux opens `/proc/self/fd/1` as the object itself, not as a copy of the descriptor;
+/// it is refused (EACCES) to a user other than the pipe's maker (`sudo -u www readyserve |
+/// tee`), and then [`Polled`] writes instead.
 #[cfg(target_os = "linux")]
-fn own_description(_stdout: &OwnedFd) -> Option<std::fs::File> {
+fn own_description() -> Option<std::fs::File> {
     OpenOptions::new()
         .append(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
@@ -625,21 +629,51 @@ fn own_description(_stdout: &OwnedFd) -> Option<std::fs::File> {
         .ok()
 }
 
-/// Elsewhere `/dev/fd/1` duplicates the descriptor, sharing its flags: stdout stays blocking.
+/// Elsewhere `/dev/fd/1` duplicates the descriptor, sharing its flags: [`Polled`] writes.
 #[cfg(not(target_os = "linux"))]
-fn own_description(_stdout: &OwnedFd) -> Option<std::fs::File> {
+fn own_description() -> Option<std::fs::File> {
     None
 }
 
+/// A pipe or terminal shared with other processes, written only when poll(2) says it is
+/// writable, and at most `PIPE_BUF` bytes at a time: a write that small to a pipe that
+/// polls writable does not wait.
+struct Polled(OwnedFd);
+
+impl Write for Polled {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !crate::ops::stderr_log::writable_now(&self.0) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(libc::PIPE_BUF);
+        Ok(rustix::io::write(&self.0, &buf[..n])?)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A socket written with `MSG_DONTWAIT`: non-blocking per call, without changing the
-/// socket's flags for whoever shares it (journald's stdout socket, say).
-struct DontWait(OwnedFd);
+/// socket's flags for whoever shares it (journald's stdout socket, say). On a datagram
+/// socket each line is one message.
+struct DontWait {
+    fd: OwnedFd,
+    datagrams: bool,
+}
 
 impl Write for DontWait {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let end = match self.datagrams {
+            true => buf
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(buf.len(), |i| i + 1),
+            false => buf.len(),
+        };
         Ok(rustix::net::send(
-            &self.0,
-            buf,
+            &self.fd,
+            &buf[..end],
             rustix::net::SendFlags::DONTWAIT,
         )?)
     }
@@ -679,6 +713,165 @@ fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
+
+    /// A writer that takes at most `room` bytes per call, then fails with `then` (or takes
+    /// everything when `then` is `None`); the test can read back what it took.
+    #[derive(Clone)]
+    struct Scripted {
+        taken: Arc<Mutex<Vec<u8>>>,
+        plan: Arc<Mutex<(usize, Option<io::ErrorKind>)>>,
+    }
+
+    impl Scripted {
+        fn new() -> Self {
+            Scripted {
+                taken: Arc::default(),
+                plan: Arc::new(Mutex::new((usize::MAX, None))),
+            }
+        }
+        fn set(&self, room: usize, then: Option<io::ErrorKind>) {
+            *self.plan.lock().expect("plan") = (room, then);
+        }
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.taken.lock().expect("taken")).into_owned()
+        }
+    }
+
+    impl Write for Scripted {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let mut plan = self.plan.lock().expect("plan");
+            if plan.0 == 0 {
+                return Err(plan.1.unwrap_or(io::ErrorKind::WouldBlock).into());
+            }
+            let n = buf.len().min(plan.0);
+            if plan.1.is_some() {
+                plan.0 -= n;
+            }
+            self.taken
+                .lock()
+                .expect("taken")
+                .extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn line(log: &mut AccessLog, target: &str, agent: &[u8]) {
+        let request_line = format!("GET {target} HTTP/1.1");
+        log.log(
+            &Entry {
+                peer: None,
+                peer_is_unix: false,
+                request_line: request_line.as_bytes(),
+                status: 200,
+                body_bytes: 1,
+                referer: None,
+                user_agent: Some(agent),
+                micros: 1,
+            },
+            UNIX_EPOCH,
+        );
+    }
+
+    /// A full disk cuts a line short: the rest of that line is written first when space
+    /// comes back, so the next line does not run into it; lines in between are lost and
+    /// counted.
+    #[test]
+    fn a_line_cut_by_a_failed_write_is_finished_before_the_next() {
+        let out = Scripted::new();
+        let mut log = AccessLog::with_writer(Some(Box::new(out.clone())));
+        line(&mut log, "/a", b"x");
+        log.flush();
+        out.set(20, Some(io::ErrorKind::StorageFull)); // 20 bytes, then ENOSPC
+        line(&mut log, "/b", b"x");
+        log.flush();
+        line(&mut log, "/c", b"x");
+        log.flush();
+        out.set(usize::MAX, None);
+        line(&mut log, "/d", b"x");
+        log.flush();
+        let text = out.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[1].contains("\"GET /b HTTP/1.1\""), "{text}");
+        assert!(lines[2].contains("\"GET /d HTTP/1.1\""), "{text}");
+        assert_eq!(log.dropped_total(), 1); // /c
+    }
+
+    /// A line longer than the whole backlog is still written to a reader that reads.
+    #[test]
+    fn a_line_longer_than_the_backlog_is_written() {
+        let out = Scripted::new();
+        let mut log = AccessLog::with_writer(Some(Box::new(out.clone())));
+        line(&mut log, "/long", &vec![b'"'; BACKLOG]); // each escaped to 4 bytes
+        log.flush();
+        assert!(out.text().contains("GET /long"));
+        assert_eq!(log.dropped_total(), 0);
+    }
+
+    /// A reader that keeps taking a few bytes at a time cannot hold the exit: `finish`
+    /// gives up after a second in all. (This checks that it returns, not how fast.)
+    #[test]
+    fn finish_is_bounded_for_a_reader_that_trickles() {
+        let out = Scripted::new();
+        let mut log = AccessLog::with_writer(Some(Box::new(out.clone())));
+        out.set(0, None); // stalled
+        for i in 0..1000 {
+            line(&mut log, &format!("/{i}"), b"x");
+        }
+        log.flush();
+        // One byte per write: about 90 KB would take many seconds of 10 ms steps.
+        let trickle = std::thread::spawn(move || {
+            out.set(1, Some(io::ErrorKind::WouldBlock));
+            for _ in 0..2000 {
+                std::thread::sleep(Duration::from_millis(5));
+                out.set(1, Some(io::ErrorKind::WouldBlock));
+            }
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            log.finish();
+            let _ = tx.send(());
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_secs(8)).is_ok(),
+            "finish waited for as long as the reader trickled"
+        );
+        drop(trickle);
+    }
+
+    /// A pipe shared with others (not reopened) is written only when poll(2) says it is
+    /// writable, and then no more than PIPE_BUF: a full pipe says WouldBlock, it does not
+    /// block.
+    #[test]
+    fn a_shared_pipe_says_would_block_when_full() {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        let mut polled = Polled(OwnedFd::from(writer));
+        let (tx, rx) = std::sync::mpsc::channel();
+        // In a thread: a write that blocks would hang the test instead of failing it.
+        std::thread::spawn(move || {
+            let chunk = vec![b'x'; 100_000];
+            let mut total = 0;
+            let full = loop {
+                match polled.write(&chunk) {
+                    Ok(n) => total += n,
+                    Err(e) => break e,
+                }
+                if total > 10 << 20 {
+                    break io::Error::other("the pipe never filled");
+                }
+            };
+            let _ = tx.send((full.kind(), total));
+        });
+        let (kind, total) = rx
+            .recv_timeout(Duration::from_secs(8))
+            .expect("a write to the full pipe blocked");
+        assert_eq!(kind, io::ErrorKind::WouldBlock);
+        assert!(total > 0 && total <= 1 << 20, "{total}");
+        drop(reader);
+    }
 
     /// A writer the test can read back.
     #[derive(Clone, Default)]
