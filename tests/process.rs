@@ -426,13 +426,29 @@ fn an_access_log_reader_that_reads_again_gets_the_lines_and_the_count() {
         logged_get(&addr, "/");
     }
     let mut stdout = child.0.stdout.take().expect("stdout");
-    let reader = std::thread::spawn(move || {
-        let mut log = Vec::new();
-        stdout.read_to_end(&mut log).expect("read the log");
-        log
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = std::thread::spawn({
+        let log = std::sync::Arc::clone(&log);
+        move || {
+            let mut chunk = [0u8; 64 * 1024];
+            while let Ok(n @ 1..) = stdout.read(&mut chunk) {
+                log.lock().expect("log").extend_from_slice(&chunk[..n]);
+            }
+        }
     });
+    // The reader reads again: what waited comes (the loop retries every 10 ms). A line
+    // logged before the backlog has room again would be dropped, so wait for it to drain:
+    // nothing more for 300 ms.
+    let mut seen = 0;
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = log.lock().expect("log").len();
+        if now == seen && now > 0 {
+            break;
+        }
+        seen = now;
+    }
     logged_get(&addr, "/?after=1");
-    // The loop retries within 50 ms; the line is out long before the shutdown.
     std::thread::sleep(Duration::from_millis(300));
     let scrape = get_at(&metrics, "/metrics");
     let counted: usize = String::from_utf8_lossy(&scrape.body)
@@ -442,7 +458,8 @@ fn an_access_log_reader_that_reads_again_gets_the_lines_and_the_count() {
         .expect("the dropped-lines counter");
     sigterm(&child.0);
     assert_eq!(exit_code_within_10s(&mut child), Some(0));
-    let log = reader.join().expect("reader");
+    reader.join().expect("reader");
+    let log = log.lock().expect("log");
     let text = String::from_utf8_lossy(&log);
     assert!(text.ends_with('\n'), "a line was cut");
     assert!(text.lines().last().is_some_and(|l| l.contains("/?after=1")));
