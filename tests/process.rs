@@ -549,6 +549,9 @@ fn spawn_with_one_pipe(dir: &std::path::Path) -> (Reaped, String, std::io::PipeR
 fn a_nearly_full_pipe_shared_with_stderr_does_not_hold_the_shutdown() {
     let dir = fixture();
     let (mut child, addr, reader) = spawn_with_one_pipe(dir.path());
+    // The server widened its stderr pipe (this one) to 1 MiB; back to 64 KiB, to fill it
+    // sooner.
+    rustix::pipe::fcntl_setpipe_size(&reader, 64 * 1024).expect("F_SETPIPE_SZ");
     let mut s = TcpStream::connect(&addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");

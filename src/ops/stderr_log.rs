@@ -24,8 +24,16 @@ pub struct Guarded<L> {
 }
 
 impl<L: log::Log> Guarded<L> {
-    /// Guards `inner`, a logger that writes to stderr.
+    /// Guards `inner`, a logger that writes to stderr. On Linux, a stderr pipe is widened
+    /// to 1 MiB (the unprivileged maximum, `fs.pipe-max-size`), so that a burst of lines
+    /// (`--trace` under load) waits there for a reader that is merely slow, instead of
+    /// being dropped.
     pub fn new(inner: L) -> Self {
+        #[cfg(target_os = "linux")]
+        {
+            let stderr = io::stderr();
+            let _ = rustix::pipe::fcntl_setpipe_size(&stderr, 1024 * 1024);
+        }
         Guarded {
             inner,
             dropped: AtomicU64::new(0),
