@@ -592,3 +592,50 @@ fn a_log_pipe_whose_reader_exits_does_not_end_the_server() {
     sigterm(&child.0);
     assert_eq!(exit_code_within_10s(&mut child), Some(0));
 }
+
+/// stderr on a terminal that is never read (an ssh session whose network stalled): its
+/// buffer fills after a few dozen lines. The server's next log line used to block in
+/// write(2) for good, SIGTERM included. Here each SIGHUP logs one line.
+#[test]
+fn an_unread_terminal_on_stderr_stops_nothing() {
+    use rustix::process::{Pid, Signal, kill_process};
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    let dir = fixture();
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("openpt");
+    grantpt(&master).expect("grantpt");
+    unlockpt(&master).expect("unlockpt");
+    let name = ptsname(&master, Vec::new()).expect("ptsname");
+    let terminal = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.to_string_lossy().as_ref())
+        .expect("open the terminal");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Reaped(
+        Command::new(BIN)
+            .args(["--listen", &addr, "--access-log", "off", "--root"])
+            .arg(dir.path().join("root"))
+            .stderr(terminal)
+            .spawn()
+            .expect("spawn"),
+    );
+    let pid = Pid::from_raw(child.0.id() as i32).expect("pid");
+    // Up once it answers (its "serving" line went to the terminal).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(&addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..500 {
+        kill_process(pid, Signal::HUP).expect("SIGHUP");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    logged_get(&addr, "/");
+    sigterm(&child.0);
+    assert_eq!(exit_code_within_10s(&mut child), Some(0));
+    drop(master);
+}

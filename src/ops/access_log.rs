@@ -598,19 +598,19 @@ fn open_target(
             use rustix::net::{SocketType, sockopt};
             let kind = sockopt::socket_type(&fd)?;
             let datagrams = kind == SocketType::DGRAM || kind == SocketType::SEQPACKET;
-            Box::new(DontWait { fd, datagrams })
+            Box::new(WholeLines(DontWait { fd, datagrams }))
         }
         _ if matches!(target, AccessLogTarget::Stdout) => match own_description() {
-            Some(file) => Box::new(file),
+            Some(file) => Box::new(WholeLines(file)),
             None => {
                 log::debug!("access log: stdout is written when poll(2) says it is writable");
-                Box::new(Polled(fd))
+                Box::new(WholeLines(Polled(fd)))
             }
         },
         _ => {
             // Opened here: the description is ours alone.
             rustix::io::ioctl_fionbio(&fd, true)?;
-            Box::new(std::fs::File::from(fd))
+            Box::new(WholeLines(std::fs::File::from(fd)))
         }
     }))
 }
@@ -635,9 +635,35 @@ fn own_description() -> Option<std::fs::File> {
     None
 }
 
+/// Writes whole lines, at most `PIPE_BUF` bytes of them at a time (a longer line alone). A
+/// pipe takes a write that size whole or not at all, so a reader that stalls is never left
+/// with part of a line that another writer's bytes (the server's own log, with `2>&1`)
+/// would then follow.
+struct WholeLines<W>(W);
+
+impl<W: Write> Write for WholeLines<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let head = &buf[..buf.len().min(libc::PIPE_BUF)];
+        let end = match head.iter().rposition(|&b| b == b'\n') {
+            Some(last) => last + 1,
+            None => buf
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(buf.len(), |i| i + 1),
+        };
+        self.0.write(&buf[..end])
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// A pipe or terminal shared with other processes, written only when poll(2) says it is
 /// writable, and at most `PIPE_BUF` bytes at a time: a write that small to a pipe that
-/// polls writable does not wait.
+/// polls writable does not wait. (A terminal polls writable with less room than that: one
+/// that stops being read can still make a write wait. Only another user's terminal, which
+/// cannot be reopened, is written this way.)
 struct Polled(OwnedFd);
 
 impl Write for Polled {
@@ -840,6 +866,41 @@ mod tests {
             "finish waited for as long as the reader trickled"
         );
         drop(trickle);
+    }
+
+    /// Writes to a pipe are whole lines of at most PIPE_BUF bytes (a longer line alone), so
+    /// a pipe takes each whole or not at all.
+    #[test]
+    fn pipe_writes_are_whole_lines() {
+        let out = Scripted::new();
+        let mut lines = WholeLines(out.clone());
+        let mut buf = Vec::new();
+        for i in 0..200 {
+            buf.extend_from_slice(format!("line {i} {}\n", "x".repeat(i)).as_bytes());
+        }
+        let mut sizes = Vec::new();
+        let mut at = 0;
+        while at < buf.len() {
+            let n = lines.write(&buf[at..]).expect("write");
+            sizes.push(n);
+            at += n;
+            assert_eq!(buf[at - 1], b'\n', "a write ended inside a line");
+        }
+        assert!(sizes.iter().all(|&n| n <= libc::PIPE_BUF), "{sizes:?}");
+        assert!(sizes.len() > 1);
+        let long = format!("{}\nnext\n", "y".repeat(3 * libc::PIPE_BUF));
+        assert_eq!(
+            lines.write(long.as_bytes()).expect("write"),
+            3 * libc::PIPE_BUF + 1
+        );
+        assert_eq!(
+            out.text(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&buf),
+                &long[..3 * libc::PIPE_BUF + 1]
+            )
+        );
     }
 
     /// A pipe shared with others (not reopened) is written only when poll(2) says it is

@@ -5,39 +5,59 @@
 //! whose reader stops reading (`2>&1 | program`, a stalled journald) stops the whole server,
 //! signals included; one whose reader exits (`2>&1 | head`) ends it at the next log line.
 //!
-//! [`Guarded`] wraps the logger. Before each line, poll(2) says whether stderr takes it
-//! now: a pipe that reports POLLOUT has a free buffer, so a line of up to `PIPE_BUF` bytes
-//! goes in without waiting; one whose reader is gone reports POLLERR. A line stderr would
-//! not take is dropped and counted, and the count is logged before the next line that goes
-//! out. A panic from the write itself (the reader went between the poll and the write) is
-//! caught. A regular file always takes the line, at the cost of one poll(2) per line.
+//! [`Guarded`] wraps the logger:
+//! - on Linux, a stderr pipe or terminal is replaced (dup2) by a non-blocking description
+//!   of its own, opened through `/proc/self/fd/2`, as the access log does with stdout: a
+//!   write to it fails with EAGAIN instead of waiting (the description shared with other
+//!   processes stays as it was). A pipe is also widened to 1 MiB, so that a burst of lines
+//!   (`--trace` under load) waits there for a reader that is merely slow;
+//! - before each line, poll(2) says whether stderr takes it now: a pipe that reports
+//!   POLLOUT has room for `PIPE_BUF` bytes, so a line that long goes in whole; one whose
+//!   reader is gone reports POLLERR. A line stderr would not take is dropped and counted,
+//!   and the count is logged before the next line that goes out;
+//! - a write that fails anyway (EAGAIN on a terminal, which polls writable with little
+//!   room; EPIPE; ENOSPC) makes `eprintln!` panic: the panic is caught, the line counted,
+//!   and stderr is left alone for a second, since each caught panic is costly.
+//!
+//! What it cannot help: a terminal or pipe of another user, which cannot be reopened (a
+//! `sudo -u www` server in a terminal), stays blocking, and a terminal that stops being
+//! read while it is nearly full can still stop the loop there.
 
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// After a write to stderr failed, lines are dropped (counted) for this long.
+const BACK_OFF: Duration = Duration::from_secs(1);
 
 /// A logger whose lines go to stderr only when it takes them without waiting.
 pub struct Guarded<L> {
     inner: L,
     /// Lines dropped since the last one written.
     dropped: AtomicU64,
+    /// When the guard was made: the origin of `quiet_until`.
+    made: Instant,
+    /// After a failed write, no line is tried until this many milliseconds after `made`.
+    quiet_until: AtomicU64,
 }
 
 impl<L: log::Log> Guarded<L> {
-    /// Guards `inner`, a logger that writes to stderr. On Linux, a stderr pipe is widened
-    /// to 1 MiB (the unprivileged maximum, `fs.pipe-max-size`), so that a burst of lines
-    /// (`--trace` under load) waits there for a reader that is merely slow, instead of
-    /// being dropped.
+    /// Guards `inner`, a logger that writes to stderr (see the module's docs). On Linux,
+    /// this replaces a stderr pipe or terminal with a non-blocking description of its own.
     pub fn new(inner: L) -> Self {
         #[cfg(target_os = "linux")]
-        {
-            let stderr = io::stderr();
-            let _ = rustix::pipe::fcntl_setpipe_size(&stderr, 1024 * 1024);
-        }
+        own_stderr_description();
         Guarded {
             inner,
             dropped: AtomicU64::new(0),
+            made: Instant::now(),
+            quiet_until: AtomicU64::new(0),
         }
+    }
+
+    fn millis(&self) -> u64 {
+        u64::try_from(self.made.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 }
 
@@ -50,12 +70,12 @@ impl<L: log::Log> log::Log for Guarded<L> {
         if !self.inner.enabled(record.metadata()) {
             return;
         }
-        if !stderr_takes_a_line() {
+        if self.millis() < self.quiet_until.load(Ordering::Relaxed) || !stderr_takes_a_line() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let dropped = self.dropped.swap(0, Ordering::Relaxed);
-        let _ = catch_unwind(AssertUnwindSafe(|| {
+        let written = catch_unwind(AssertUnwindSafe(|| {
             if dropped > 0 {
                 self.inner.log(
                     &log::Record::builder()
@@ -69,10 +89,43 @@ impl<L: log::Log> log::Log for Guarded<L> {
             }
             self.inner.log(record);
         }));
+        if written.is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            let until = self.millis().saturating_add(BACK_OFF.as_millis() as u64);
+            self.quiet_until.store(until, Ordering::Relaxed);
+        }
     }
 
     fn flush(&self) {
         let _ = catch_unwind(AssertUnwindSafe(|| self.inner.flush()));
+    }
+}
+
+/// Replaces stderr, if it is a pipe or a terminal, with a non-blocking description of its
+/// own (`/proc/self/fd/2` opens the pipe or terminal itself, not a copy of the descriptor),
+/// and widens a pipe to 1 MiB (the unprivileged maximum, `fs.pipe-max-size`). Left as it
+/// is when that is refused (another user's pipe or terminal).
+#[cfg(target_os = "linux")]
+fn own_stderr_description() {
+    use rustix::fs::FileType;
+    use std::os::unix::fs::OpenOptionsExt;
+    let stderr = io::stderr();
+    let Ok(stat) = rustix::fs::fstat(&stderr) else {
+        return;
+    };
+    match FileType::from_raw_mode(stat.st_mode) {
+        FileType::Fifo => {
+            let _ = rustix::pipe::fcntl_setpipe_size(&stderr, 1024 * 1024);
+        }
+        FileType::CharacterDevice => {}
+        _ => return, // a regular file or a socket: as it is
+    }
+    if let Ok(own) = std::fs::OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open("/proc/self/fd/2")
+    {
+        let _ = rustix::stdio::dup2_stderr(&own);
     }
 }
 
