@@ -81,12 +81,17 @@
 //! [`ops`] is what operating the server needs:
 //!
 //! - [`ops::access_log`]: one Combined Log Format (or JSON) line per request, written when
-//!   its response has been sent (with the bytes that went out), buffered per turn.
+//!   its response has been sent (with the bytes that went out), buffered per turn, and
+//!   never waited for: a reader that stops reading gets lines kept, then dropped and
+//!   counted, while the loop goes on.
 //! - [`ops::metrics`]: Prometheus counters, served by a second listener in the same loop.
 //! - [`ops::proxy`]: the real client address behind a trusted proxy (X-Forwarded-For).
 //! - [`ops::proxy_protocol`]: the PROXY protocol header (v1 and v2) a TCP proxy sends first.
 //! - [`ops::live`]: the live view of the loop (`/loop` on the metrics listener): the page
 //!   and the snapshots that its event stream carries.
+//! - [`ops::stderr_log`]: the binary's log on stderr, guarded so that a stderr that does not
+//!   take a line (a stalled pipe, an unread terminal, a reader that exited) costs the line,
+//!   not the loop.
 //!
 //! ## The life of a request
 //!
