@@ -467,7 +467,7 @@ impl AccessLog {
         }
         let lost = self.dropped + lines_in(&self.pending);
         if lost > 0 {
-            log::warn!("access log: {lost} lines lost at exit: they could not be written");
+            log::warn!("access log: {lost} lines lost at exit (dropped before, or still waiting)");
         }
         self.pending.clear();
         self.dropped = 0;

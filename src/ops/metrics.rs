@@ -300,7 +300,7 @@ impl Metrics {
             &mut out,
             "readyserve_access_log_dropped_lines_total",
             "counter",
-            "Access-log lines dropped because the log's reader stopped reading (1 MiB waited).",
+            "Access-log lines lost: the log's reader stopped reading (1 MiB waited), or a write failed.",
         );
         let _ = writeln!(
             out,
