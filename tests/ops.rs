@@ -49,6 +49,23 @@ fn unix_get(path: &Path, request: &str) -> String {
     out
 }
 
+/// A socket file's permission bits.
+fn socket_mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .expect("socket")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// `GET /index.html` over the Unix socket at `path`, with `Connection: close`.
+fn unix_get_index(path: &Path) -> String {
+    unix_get(
+        path,
+        "GET /index.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+}
+
 #[test]
 fn unix_socket_serving_mode_stale_file_and_cleanup() {
     let dir = fixture();
@@ -60,16 +77,8 @@ fn unix_socket_serving_mode_stale_file_and_cleanup() {
     config.listen = ListenAddr::Unix(sock.clone());
     config.unix_mode = 0o660;
     let (_, _, handle, thread) = spawn(config);
-    let mode = std::fs::metadata(&sock)
-        .expect("socket")
-        .permissions()
-        .mode()
-        & 0o777;
-    assert_eq!(mode, 0o660);
-    let response = unix_get(
-        &sock,
-        "GET /index.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-    );
+    assert_eq!(socket_mode(&sock), 0o660);
+    let response = unix_get_index(&sock);
     assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
     assert!(response.ends_with(INDEX));
     // A second server may not steal a socket that is in use.
@@ -94,12 +103,7 @@ fn unix_socket_leaves_no_staging_directory() {
     config.listen = ListenAddr::Unix(sock.clone());
     config.unix_mode = 0o600;
     let (_, _, handle, thread) = spawn(config);
-    let mode = std::fs::metadata(&sock)
-        .expect("socket")
-        .permissions()
-        .mode()
-        & 0o777;
-    assert_eq!(mode, 0o600);
+    assert_eq!(socket_mode(&sock), 0o600);
     let names: Vec<String> = std::fs::read_dir(dir.path())
         .expect("dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
@@ -171,10 +175,7 @@ fn unix_socket_file_of_another_instance_is_left_alone() {
         sock.exists(),
         "the first server removed the second's socket"
     );
-    let response = unix_get(
-        &sock,
-        "GET /index.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-    );
+    let response = unix_get_index(&sock);
     assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
     second.stop();
     second_thread.join().expect("thread").expect("run");
@@ -275,16 +276,8 @@ fn unix_socket_path_near_the_limit_binds_in_place() {
     config.listen = ListenAddr::Unix(near.clone());
     config.unix_mode = 0o600;
     let (_, _, handle, thread) = spawn(config);
-    let mode = std::fs::metadata(&near)
-        .expect("socket")
-        .permissions()
-        .mode()
-        & 0o777;
-    assert_eq!(mode, 0o600);
-    let response = unix_get(
-        &near,
-        "GET /index.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-    );
+    assert_eq!(socket_mode(&near), 0o600);
+    let response = unix_get_index(&near);
     assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
     handle.stop();
     thread.join().expect("thread").expect("run");
