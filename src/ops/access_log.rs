@@ -45,6 +45,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::ops::stderr_log::{own_description, writable_now};
+
 /// Lines the log's reader has not taken yet are kept up to this many bytes (a few thousand
 /// lines); after that, new lines are dropped and counted.
 pub const BACKLOG: usize = 1024 * 1024;
@@ -600,7 +602,8 @@ fn open_target(
             let datagrams = kind == SocketType::DGRAM || kind == SocketType::SEQPACKET;
             Box::new(WholeLines(DontWait { fd, datagrams }))
         }
-        _ if matches!(target, AccessLogTarget::Stdout) => match own_description() {
+        // Where stdout cannot be reopened (another user's pipe, another system), `Polled`.
+        _ if matches!(target, AccessLogTarget::Stdout) => match own_description(1) {
             Some(file) => Box::new(WholeLines(file)),
             None => {
                 log::debug!("access log: stdout is written when poll(2) says it is writable");
@@ -613,26 +616,6 @@ fn open_target(
             Box::new(WholeLines(std::fs::File::from(fd)))
         }
     }))
-}
-
-/// A non-blocking description of its own for the pipe, FIFO or terminal that stdout is
-/// (setting O_NONBLOCK on stdout itself would change it for every process sharing it).
-/// Linux opens `/proc/self/fd/1` as the object itself, not as a copy of the descriptor;
-/// it is refused (EACCES) to a user other than the pipe's maker (`sudo -u www readyserve |
-/// tee`), and then [`Polled`] writes instead.
-#[cfg(target_os = "linux")]
-fn own_description() -> Option<std::fs::File> {
-    OpenOptions::new()
-        .append(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open("/proc/self/fd/1")
-        .ok()
-}
-
-/// Elsewhere `/dev/fd/1` duplicates the descriptor, sharing its flags: [`Polled`] writes.
-#[cfg(not(target_os = "linux"))]
-fn own_description() -> Option<std::fs::File> {
-    None
 }
 
 /// Writes whole lines, at most `PIPE_BUF` bytes of them at a time (a longer line alone). A
@@ -668,7 +651,7 @@ struct Polled(OwnedFd);
 
 impl Write for Polled {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if !crate::ops::stderr_log::writable_now(&self.0) {
+        if !writable_now(&self.0) {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let n = buf.len().min(libc::PIPE_BUF);

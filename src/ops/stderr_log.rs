@@ -108,7 +108,6 @@ impl<L: log::Log> log::Log for Guarded<L> {
 #[cfg(target_os = "linux")]
 fn own_stderr_description() {
     use rustix::fs::FileType;
-    use std::os::unix::fs::OpenOptionsExt;
     let stderr = io::stderr();
     let Ok(stat) = rustix::fs::fstat(&stderr) else {
         return;
@@ -120,13 +119,30 @@ fn own_stderr_description() {
         FileType::CharacterDevice => {}
         _ => return, // a regular file or a socket: as it is
     }
-    if let Ok(own) = std::fs::OpenOptions::new()
-        .append(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open("/proc/self/fd/2")
-    {
+    if let Some(own) = own_description(2) {
         let _ = rustix::stdio::dup2_stderr(&own);
     }
+}
+
+/// A non-blocking description of its own for the pipe, FIFO or terminal that descriptor
+/// `fd` (1 or 2) is: setting O_NONBLOCK on the descriptor itself would change it for every
+/// process sharing it. Linux opens `/proc/self/fd/N` as the object itself, not as a copy of
+/// the descriptor. It is refused (EACCES) to a user other than the pipe's or terminal's
+/// owner (`sudo -u www readyserve | tee`): `None` then, and the caller writes as it can.
+#[cfg(target_os = "linux")]
+pub(crate) fn own_description(fd: u8) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(format!("/proc/self/fd/{fd}"))
+        .ok()
+}
+
+/// Elsewhere `/dev/fd/N` duplicates the descriptor, sharing its flags: `None`.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn own_description(_fd: u8) -> Option<std::fs::File> {
+    None
 }
 
 /// Whether a write of one line to stderr would go through at once.
