@@ -238,7 +238,10 @@ fn parse_v2(buf: &[u8], max: usize) -> Result<Parsed, ProxyHeaderError> {
     } else {
         source
     };
-    if command == 1 {
+    // UNSPEC carries addresses of a protocol we do not know, of a size we cannot know, so
+    // the block is skipped whole, as the spec asks ("the receiver should ignore address
+    // information"): only where TLVs are known to start can they be checked.
+    if command == 1 && family != 0x00 {
         check_tlvs(&rest[addresses..])?;
     }
     Ok(Parsed::Complete { source, len })
@@ -400,6 +403,12 @@ mod tests {
             (v2(1, 0x31, &[0; 216]), complete(Source::Unix, 232)),
             (v2(1, 0x00, &[]), complete(Source::Connection, 16)),
             (v2(0, 0x00, &[]), complete(Source::Connection, 16)),
+            // UNSPEC with a block that is not TLVs (an unknown protocol's addresses):
+            // skipped whole, the connection's own address kept.
+            (
+                v2(1, 0x00, &[0xde, 0xad, 0xbe, 0xef, 0x01]),
+                complete(Source::Connection, 21),
+            ),
             // LOCAL with addresses: they are the proxy's own, ignored.
             (v2(0, 0x11, &v4), complete(Source::Connection, 28)),
             (
