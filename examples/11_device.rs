@@ -172,8 +172,13 @@ fn main() -> ExitCode {
         let logger = simple_logger::SimpleLogger::new()
             .with_level(log::LevelFilter::Warn)
             .with_module_level("readyserve", log::LevelFilter::Trace);
-        if let Err(e) = logger.init() {
-            eprintln!("cannot start logging: {e}");
+        // Guarded, as the binary's: a stderr nobody reads drops lines (and counts them)
+        // instead of stopping the loop at the next one.
+        let max_level = logger.max_level();
+        let guarded = readyserve::ops::stderr_log::Guarded::new(logger);
+        match log::set_boxed_logger(Box::new(guarded)) {
+            Ok(()) => log::set_max_level(max_level),
+            Err(e) => eprintln!("cannot start logging: {e}"),
         }
     }
     let listen = match listen.parse() {

@@ -48,11 +48,17 @@ impl Running {
 
 /// Starts an example on port 0 and returns it with the address it printed.
 fn start(name: &str) -> (Running, String) {
+    start_with(name, &[], Stdio::null())
+}
+
+/// As [`start`], with more arguments after the address and stderr as given.
+fn start_with(name: &str, args: &[&str], stderr: Stdio) -> (Running, String) {
     let mut child = Command::new(example(name))
         .arg("127.0.0.1:0")
+        .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     let stdout = child.stdout.take().expect("stdout");
@@ -423,6 +429,21 @@ fn put_setpoint(addr: &str, body: &str) -> String {
             body.len()
         ),
     )
+}
+
+/// With `--trace` the device example logs every step to stderr, and here nobody reads its
+/// stderr. Its logger is guarded: once the pipe is full, lines are dropped (and counted)
+/// instead of stopping the loop. Unguarded, it stopped answering after about 50 requests.
+#[test]
+fn step_11_device_keeps_answering_when_its_trace_log_is_not_read() {
+    let (_ex, addr) = start_with("11_device", &["--trace"], Stdio::piped());
+    for i in 0..3000 {
+        let response = http_get(&addr, "/");
+        assert!(
+            response.starts_with("HTTP/1.1 200"),
+            "request {i}: {response:.60}"
+        );
+    }
 }
 
 #[test]
