@@ -12,8 +12,8 @@
 //! whether the connection stays open after it is decided in one place, [`keep_alive`].
 //!
 //! For files it applies RFC 9110 in this order: conditional requests (section 13.2.2:
-//! If-None-Match, else If-Modified-Since → 304), then Range (section 14, made conditional
-//! by If-Range) → 206 or 416, else 200.
+//! If-Match, else If-Unmodified-Since → 412; If-None-Match, else If-Modified-Since → 304),
+//! then Range (section 14, made conditional by If-Range) → 206 or 416, else 200.
 
 use std::borrow::Cow;
 use std::fs::File;
@@ -21,7 +21,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use crate::buffers::OutBuf;
 use crate::context::Context;
@@ -618,11 +618,28 @@ fn respond_with_file(
     frame: &Frame<'_>,
 ) -> Outcome {
     let len = view.len;
-    if conditional::evaluate(view.validators, req.if_none_match, req.if_modified_since)
-        == Condition::NotModified
-    {
-        let headers = |head: &mut Vec<u8>| validator_headers(head, view);
-        return respond(out, None, frame, (304, "Not Modified"), headers, Body::None);
+    let preconditions = req.preconditions();
+    match conditional::evaluate(view.validators, &preconditions, SystemTime::now) {
+        Condition::Send => {}
+        Condition::NotModified => {
+            let headers = |head: &mut Vec<u8>| validator_headers(head, view);
+            return respond(out, None, frame, (304, "Not Modified"), headers, Body::None);
+        }
+        Condition::PreconditionFailed => {
+            let status = (412, "Precondition Failed");
+            let page = response::error_page(status.0, status.1);
+            let headers = |head: &mut Vec<u8>| {
+                response::header(head, "Content-Type", "text/html; charset=utf-8");
+            };
+            return respond(
+                out,
+                None,
+                frame,
+                status,
+                headers,
+                Body::Copy(page.as_bytes()),
+            );
+        }
     }
 
     let wanted = match req.range {

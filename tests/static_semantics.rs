@@ -32,6 +32,7 @@ fn validators_and_conditional_table() {
     );
     let older = "Mon, 01 Jan 2001 00:00:00 GMT";
     let newer = "Fri, 01 Jan 2100 00:00:00 GMT";
+    let recent = httpdate::fmt_http_date(std::time::SystemTime::now());
     let weak = format!("W/{etag}");
     let list = format!("\"nope\", {etag}");
     let cases: Vec<(String, u16)> = vec![
@@ -41,7 +42,9 @@ fn validators_and_conditional_table() {
         ("If-None-Match: *\r\n".to_string(), 304),
         ("If-None-Match: \"nope\"\r\n".to_string(), 200),
         (format!("If-Modified-Since: {lm}\r\n"), 304),
-        (format!("If-Modified-Since: {newer}\r\n"), 304),
+        (format!("If-Modified-Since: {recent}\r\n"), 304),
+        // A date after the server's clock is not a valid one (RFC 7232 section 3.3).
+        (format!("If-Modified-Since: {newer}\r\n"), 200),
         (format!("If-Modified-Since: {older}\r\n"), 200),
         ("If-Modified-Since: yesterday\r\n".to_string(), 200),
         // If-None-Match wins over If-Modified-Since.
@@ -66,6 +69,79 @@ fn validators_and_conditional_table() {
             assert_eq!(r.body_text(), INDEX);
         }
     }
+}
+
+/// If-Match and If-Unmodified-Since (RFC 9110 sections 13.1.1, 13.1.4): a client that
+/// wants this version only gets 412 once the file is another one. That is what keeps a
+/// resumed download (Range with one of them) from joining bytes of two versions.
+#[test]
+fn preconditions_table_and_a_resumed_download() {
+    let server = TestServer::start();
+    let r = server.get("/index.html");
+    let etag = r.header("ETag").expect("ETag").to_string();
+    let lm = r
+        .header("Last-Modified")
+        .expect("Last-Modified")
+        .to_string();
+    let older = "Mon, 01 Jan 2001 00:00:00 GMT";
+    let cases: Vec<(&str, String, u16)> = vec![
+        ("GET", format!("If-Match: {etag}\r\n"), 200),
+        ("GET", format!("If-Match: \"nope\", {etag}\r\n"), 200),
+        ("GET", "If-Match: *\r\n".to_string(), 200),
+        ("GET", "If-Match: \"nope\"\r\n".to_string(), 412),
+        // Strong comparison: a weak tag never matches.
+        ("GET", format!("If-Match: W/{etag}\r\n"), 412),
+        ("GET", format!("If-Unmodified-Since: {lm}\r\n"), 200),
+        ("GET", format!("If-Unmodified-Since: {older}\r\n"), 412),
+        ("GET", "If-Unmodified-Since: yesterday\r\n".to_string(), 200),
+        ("HEAD", "If-Match: \"nope\"\r\n".to_string(), 412),
+        // Resuming: the same version gets its bytes, another gets 412, never a mix.
+        (
+            "GET",
+            format!("Range: bytes=2-5\r\nIf-Unmodified-Since: {lm}\r\n"),
+            206,
+        ),
+        (
+            "GET",
+            format!("Range: bytes=2-5\r\nIf-Unmodified-Since: {older}\r\n"),
+            412,
+        ),
+        (
+            "GET",
+            format!("Range: bytes=2-5\r\nIf-Match: {etag}\r\n"),
+            206,
+        ),
+        (
+            "GET",
+            "Range: bytes=2-5\r\nIf-Match: \"nope\"\r\n".to_string(),
+            412,
+        ),
+        // 412 comes before 304.
+        (
+            "GET",
+            format!("If-Match: \"nope\"\r\nIf-None-Match: {etag}\r\n"),
+            412,
+        ),
+    ];
+    for (method, headers, want) in cases {
+        let r = request(&server, method, "/index.html", &headers);
+        assert_eq!(r.status, want, "{method} {headers:?}");
+        match want {
+            412 if method == "HEAD" => assert!(r.body.is_empty()),
+            412 => assert!(r.body_text().contains("412"), "{}", r.body_text()),
+            206 => assert_eq!(r.body_text(), &INDEX[2..6]),
+            _ => assert_eq!(r.body_text(), INDEX),
+        }
+    }
+    // A 412 is an ordinary answer: the connection goes on.
+    let mut s = server.connect();
+    send(
+        &mut s,
+        "GET /index.html HTTP/1.1\r\nHost: t\r\nIf-Match: \"nope\"\r\n\r\n",
+    );
+    assert_eq!(read_response(&mut s, false).status, 412);
+    send(&mut s, "GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(read_response(&mut s, false).status, 200);
 }
 
 #[test]

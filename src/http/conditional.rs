@@ -74,16 +74,57 @@ pub enum Condition {
     Send,
     /// 304 Not Modified: the client's copy is current.
     NotModified,
+    /// 412 Precondition Failed: the client asked for this version only (`If-Match`,
+    /// `If-Unmodified-Since`), and the file is another one now.
+    PreconditionFailed,
 }
 
-/// Evaluates `If-None-Match` and `If-Modified-Since` (RFC 9110 section 13.2.2, steps 3-4).
-/// If-None-Match wins: when it is present, If-Modified-Since is not looked at.
+/// The conditional headers of a request, as sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Preconditions<'b> {
+    /// `If-Match`: send only if the file is still one of these versions (strong tags).
+    pub if_match: Option<&'b [u8]>,
+    /// `If-Unmodified-Since`: send only if the file has not changed since.
+    pub if_unmodified_since: Option<&'b [u8]>,
+    /// `If-None-Match`: 304 if the file is still one of these versions (weak tags).
+    pub if_none_match: Option<&'b [u8]>,
+    /// `If-Modified-Since`: 304 if the file has not changed since.
+    pub if_modified_since: Option<&'b [u8]>,
+}
+
+/// Evaluates the conditional headers of a GET or HEAD in the order of RFC 9110 section
+/// 13.2.2, steps 1 to 4:
+///
+/// 1. `If-Match`: unless one of its tags matches by strong comparison (or it is `*`: the
+///    file exists), 412.
+/// 2. Without `If-Match`, `If-Unmodified-Since`: if the file changed after that date, 412.
+///    Ignored when it is not a date, or the file has none.
+/// 3. `If-None-Match`: if one of its tags matches by weak comparison, 304.
+/// 4. Without `If-None-Match`, `If-Modified-Since`: if the file has not changed since, 304.
+///    Ignored when it is not a date, or a date after `now` (RFC 7232 section 3.3 calls such
+///    a date invalid; a client whose clock runs ahead would otherwise keep a stale copy
+///    until then).
+///
+/// Steps 1 and 2 are what make a resumed download safe: `Range` with `If-Unmodified-Since`
+/// (or `If-Match`) gets 412 instead of bytes of a different version of the file.
+///
+/// `now` is asked for only when step 4 has a date to check.
 pub fn evaluate(
     v: &Validators,
-    if_none_match: Option<&[u8]>,
-    if_modified_since: Option<&[u8]>,
+    p: &Preconditions<'_>,
+    now: impl FnOnce() -> SystemTime,
 ) -> Condition {
-    if let Some(list) = if_none_match {
+    if let Some(list) = p.if_match {
+        if !list_matches(list, &v.etag, true) {
+            return Condition::PreconditionFailed;
+        }
+    } else if let (Some(modified), Some(since)) =
+        (v.modified, p.if_unmodified_since.and_then(parse_date))
+        && modified > since
+    {
+        return Condition::PreconditionFailed;
+    }
+    if let Some(list) = p.if_none_match {
         // Weak comparison (section 8.8.3.2): `W/"x"` matches `"x"`.
         return if list_matches(list, &v.etag, false) {
             Condition::NotModified
@@ -92,8 +133,9 @@ pub fn evaluate(
         };
     }
     // Without a date of our own there is nothing to compare with: send.
-    if let (Some(modified), Some(since)) = (v.modified, if_modified_since.and_then(parse_date))
+    if let (Some(modified), Some(since)) = (v.modified, p.if_modified_since.and_then(parse_date))
         && modified <= since
+        && since <= now()
     {
         return Condition::NotModified;
     }
@@ -148,6 +190,20 @@ mod tests {
     const OLDER: &str = "Sun, 06 Nov 1994 08:49:36 GMT";
     const NEWER: &str = "Sun, 06 Nov 1994 08:49:38 GMT";
 
+    /// When the tests say "now": well after every date they use.
+    fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_000_000_000)
+    }
+
+    fn none_match(inm: Option<&str>, ims: Option<&str>) -> Condition {
+        let p = Preconditions {
+            if_none_match: inm.map(str::as_bytes),
+            if_modified_since: ims.map(str::as_bytes),
+            ..Preconditions::default()
+        };
+        evaluate(&v(), &p, now)
+    }
+
     #[test]
     fn conditional_table() {
         use Condition::*;
@@ -169,12 +225,81 @@ mod tests {
             (Some("\"abc-10-5\""), Some(OLDER), NotModified),
         ];
         for (inm, ims, want) in cases {
-            let got = evaluate(&v(), inm.map(str::as_bytes), ims.map(str::as_bytes));
             assert_eq!(
-                got, *want,
+                none_match(*inm, *ims),
+                *want,
                 "If-None-Match {inm:?}, If-Modified-Since {ims:?}"
             );
         }
+    }
+
+    /// A date after "now" is not a date the file can have been checked against: ignored.
+    #[test]
+    fn if_modified_since_in_the_future_is_ignored() {
+        let later = httpdate::fmt_http_date(now() + Duration::from_secs(1));
+        assert_eq!(none_match(None, Some(&later)), Condition::Send);
+        let at_now = httpdate::fmt_http_date(now());
+        assert_eq!(none_match(None, Some(&at_now)), Condition::NotModified);
+    }
+
+    /// Steps 1 and 2 (If-Match, If-Unmodified-Since), and how they combine with 3 and 4.
+    #[test]
+    fn precondition_table() {
+        use Condition::*;
+        // (If-Match, If-Unmodified-Since, If-None-Match, If-Modified-Since, outcome)
+        type Case<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<&'a str>,
+            Condition,
+        );
+        let cases: &[Case<'_>] = &[
+            (Some("\"abc-10-5\""), None, None, None, Send),
+            (Some("\"x\", \"abc-10-5\""), None, None, None, Send),
+            (Some("*"), None, None, None, Send),
+            (Some("\"other\""), None, None, None, PreconditionFailed),
+            // If-Match compares strongly: a weak tag never matches.
+            (Some("W/\"abc-10-5\""), None, None, None, PreconditionFailed),
+            (None, Some(DATE), None, None, Send),
+            (None, Some(NEWER), None, None, Send),
+            (None, Some(OLDER), None, None, PreconditionFailed),
+            (None, Some("not a date"), None, None, Send),
+            // If-Match present: If-Unmodified-Since is not looked at.
+            (Some("\"abc-10-5\""), Some(OLDER), None, None, Send),
+            // 412 comes before 304.
+            (
+                Some("\"other\""),
+                None,
+                Some("\"abc-10-5\""),
+                None,
+                PreconditionFailed,
+            ),
+            (None, Some(OLDER), None, Some(DATE), PreconditionFailed),
+            // Preconditions that hold leave the 304 steps to decide.
+            (Some("*"), None, Some("\"abc-10-5\""), None, NotModified),
+            (None, Some(DATE), None, Some(DATE), NotModified),
+            (None, Some(DATE), Some("\"other\""), Some(DATE), Send),
+        ];
+        for &(im, ius, inm, ims, want) in cases {
+            let p = Preconditions {
+                if_match: im.map(str::as_bytes),
+                if_unmodified_since: ius.map(str::as_bytes),
+                if_none_match: inm.map(str::as_bytes),
+                if_modified_since: ims.map(str::as_bytes),
+            };
+            assert_eq!(evaluate(&v(), &p, now), want, "{p:?}");
+        }
+        // A file without a date of its own: If-Unmodified-Since cannot fail.
+        let undated = Validators {
+            modified: None,
+            ..v()
+        };
+        let p = Preconditions {
+            if_unmodified_since: Some(OLDER.as_bytes()),
+            ..Preconditions::default()
+        };
+        assert_eq!(evaluate(&undated, &p, now), Send);
     }
 
     #[test]
@@ -216,10 +341,11 @@ mod tests {
             modified: None,
             ..v()
         };
-        assert_eq!(
-            evaluate(&undated, None, Some(DATE.as_bytes())),
-            Condition::Send
-        );
+        let since = Preconditions {
+            if_modified_since: Some(DATE.as_bytes()),
+            ..Preconditions::default()
+        };
+        assert_eq!(evaluate(&undated, &since, now), Condition::Send);
         assert!(!if_range_allows(&undated, Some(DATE.as_bytes())));
         assert!(if_range_allows(&undated, Some(b"\"abc-10-5\"")));
     }

@@ -17,6 +17,8 @@ pub enum HttpError {
     BadFraming,
     /// The target is not a usable path: not origin-form, NUL, encoded slash, above the root.
     BadPath,
+    /// A header that may appear once (`Range`, a conditional) appears twice.
+    DuplicateHeader,
     /// A request line longer than the limit.
     UriTooLong,
     /// A request head over `--max-header-bytes`, or too many header lines.
@@ -50,7 +52,8 @@ impl HttpError {
             HttpError::BadSyntax
             | HttpError::BadHost
             | HttpError::BadFraming
-            | HttpError::BadPath => (400, "Bad Request"),
+            | HttpError::BadPath
+            | HttpError::DuplicateHeader => (400, "Bad Request"),
             HttpError::Forbidden => (403, "Forbidden"),
             HttpError::NotFound => (404, "Not Found"),
             HttpError::MethodNotAllowed => (405, "Method Not Allowed"),

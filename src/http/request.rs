@@ -130,6 +130,10 @@ pub struct Request<'b> {
     pub referer: Option<&'b [u8]>,
     /// The `User-Agent` header, for the access log.
     pub user_agent: Option<&'b [u8]>,
+    /// The `If-Match` header.
+    pub if_match: Option<&'b [u8]>,
+    /// The `If-Unmodified-Since` header.
+    pub if_unmodified_since: Option<&'b [u8]>,
     /// The `If-None-Match` header.
     pub if_none_match: Option<&'b [u8]>,
     /// The `If-Modified-Since` header.
@@ -142,7 +146,17 @@ pub struct Request<'b> {
     pub accept_encoding: Option<&'b [u8]>,
 }
 
-impl Request<'_> {
+impl<'b> Request<'b> {
+    /// The conditional headers, for [`crate::http::conditional::evaluate`].
+    pub fn preconditions(&self) -> crate::http::conditional::Preconditions<'b> {
+        crate::http::conditional::Preconditions {
+            if_match: self.if_match,
+            if_unmodified_since: self.if_unmodified_since,
+            if_none_match: self.if_none_match,
+            if_modified_since: self.if_modified_since,
+        }
+    }
+
     /// The target's path, as sent, without query or fragment: what names the file (and
     /// the cache entry).
     pub fn path(&self) -> &str {
@@ -225,6 +239,10 @@ fn parse_head<'h, 'b>(
 
 /// What [`parse`] found in the buffer.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "it lives on the stack for one call; boxing the request would allocate for every one"
+)]
 pub enum Parsed<'b> {
     /// The head is not complete yet: read more bytes and call [`parse`] again.
     Partial,
@@ -285,6 +303,8 @@ pub fn parse(buf: &[u8], max_head: usize, max_body: u64) -> Result<Parsed<'_>, H
     let mut expects_continue = false;
     let mut referer = None;
     let mut user_agent = None;
+    let mut if_match = None;
+    let mut if_unmodified_since = None;
     let mut if_none_match = None;
     let mut if_modified_since = None;
     let mut range = None;
@@ -318,14 +338,18 @@ pub fn parse(buf: &[u8], max_head: usize, max_body: u64) -> Result<Parsed<'_>, H
             referer = Some(h.value);
         } else if name.eq_ignore_ascii_case(b"user-agent") {
             user_agent = Some(h.value);
+        } else if name.eq_ignore_ascii_case(b"if-match") {
+            once(&mut if_match, h.value)?;
+        } else if name.eq_ignore_ascii_case(b"if-unmodified-since") {
+            once(&mut if_unmodified_since, h.value)?;
         } else if name.eq_ignore_ascii_case(b"if-none-match") {
-            if_none_match = Some(h.value);
+            once(&mut if_none_match, h.value)?;
         } else if name.eq_ignore_ascii_case(b"if-modified-since") {
-            if_modified_since = Some(h.value);
+            once(&mut if_modified_since, h.value)?;
         } else if name.eq_ignore_ascii_case(b"range") {
-            range = Some(h.value);
+            once(&mut range, h.value)?;
         } else if name.eq_ignore_ascii_case(b"if-range") {
-            if_range = Some(h.value);
+            once(&mut if_range, h.value)?;
         } else if name.eq_ignore_ascii_case(b"accept-encoding") {
             accept_encoding = Some(h.value);
         }
@@ -384,6 +408,8 @@ pub fn parse(buf: &[u8], max_head: usize, max_body: u64) -> Result<Parsed<'_>, H
             raw_head: head,
             referer,
             user_agent,
+            if_match,
+            if_unmodified_since,
             if_none_match,
             if_modified_since,
             range,
@@ -392,6 +418,18 @@ pub fn parse(buf: &[u8], max_head: usize, max_body: u64) -> Result<Parsed<'_>, H
         },
         n,
     ))
+}
+
+/// Keeps the value of a header that may appear once. The conditional headers and `Range`
+/// decide what is sent; when one appears twice, readers disagree (we kept the last line,
+/// nginx the first, or refuses with 400), and a cache in front may have acted on the
+/// other line. So a second line is a 400, as in nginx, rather than a guess. (RFC 9110
+/// section 5.3 would join two `If-None-Match` lines into one list; no client sends two.)
+fn once<'b>(slot: &mut Option<&'b [u8]>, value: &'b [u8]) -> Result<(), HttpError> {
+    if slot.replace(value).is_some() {
+        return Err(HttpError::DuplicateHeader);
+    }
+    Ok(())
 }
 
 /// What the Transfer-Encoding lines so far say, as far as framing cares.
@@ -556,6 +594,31 @@ mod tests {
             ("GET / HTTP/1.0\r\n\r\n", Ok(false)),
             ("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", Ok(true)),
             ("GET http://a/x HTTP/1.1\r\nHost: a\r\n\r\n", Ok(true)),
+            // Headers that decide what is sent may appear once (nginx: 400 as well).
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nIf-None-Match: \"x\"\r\nIf-None-Match: \"y\"\r\n\r\n",
+                Err(DuplicateHeader),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nRange: bytes=0-1\r\nrange: bytes=2-3\r\n\r\n",
+                Err(DuplicateHeader),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nIf-Match: *\r\nIf-Match: *\r\n\r\n",
+                Err(DuplicateHeader),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nIf-Modified-Since: x\r\nIf-Modified-Since: x\r\n\r\n",
+                Err(DuplicateHeader),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nIf-Unmodified-Since: x\r\nIf-Unmodified-Since: x\r\n\r\n",
+                Err(DuplicateHeader),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nIf-Range: x\r\nIf-Range: x\r\n\r\n",
+                Err(DuplicateHeader),
+            ),
             ("GET / HTTP/1.1\r\n\r\n", Err(BadHost)),
             ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", Err(BadHost)),
             // The value must be a host and an optional port (RFC 9112 section 3.2).
