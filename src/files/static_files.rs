@@ -108,8 +108,12 @@ impl MappedPath {
 pub fn map_target(target: &str, serve_dotfiles: bool) -> Result<MappedPath, HttpError> {
     let path = origin_path(target).ok_or(HttpError::BadPath)?;
     let mut segments: Vec<Vec<u8>> = Vec::new();
+    // Whether the path names a directory: it ends in `/`, or in `.` or `..` (`/a/.` is
+    // `/a/`, as a browser resolves it), so `/file/.` is no more a file than `/file/`.
+    let mut trailing_slash = false;
     for raw in path.split('/') {
         let segment: Vec<u8> = percent_decode_str(raw).collect();
+        trailing_slash = matches!(segment.as_slice(), b"" | b"." | b"..");
         match segment.as_slice() {
             b"" | b"." => {}
             b".." => {
@@ -127,7 +131,7 @@ pub fn map_target(target: &str, serve_dotfiles: bool) -> Result<MappedPath, Http
     }
     Ok(MappedPath {
         segments,
-        trailing_slash: path.ends_with('/'),
+        trailing_slash,
     })
 }
 
@@ -191,12 +195,18 @@ fn origin_path(target: &str) -> Option<&str> {
     if without_query.starts_with('/') {
         return Some(without_query);
     }
-    // absolute-form: scheme "://" authority path
+    // absolute-form: scheme "://" authority path. The authority must be a host: not empty
+    // (`http:///x`), and without the userinfo that RFC 9110 section 4.2.4 forbids in an
+    // http URI (`http://user@h/x`), both refused as nginx refuses them.
     let (scheme, rest) = without_query.split_once("://")?;
     if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
         return None;
     }
-    Some(rest.find('/').map_or("/", |i| &rest[i..]))
+    let (authority, path) = rest.find('/').map_or((rest, "/"), |i| rest.split_at(i));
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    Some(path)
 }
 
 /// What a target resolved to on disk.
@@ -683,7 +693,12 @@ mod tests {
                 ][..],
                 "/a/b.txt",
             ),
-            (&["/d/", "/d/./", "/d//", "/%64/", "/d/x/../"], "/d/"),
+            (
+                &[
+                    "/d/", "/d/./", "/d//", "/%64/", "/d/x/../", "/d/.", "/d/x/..", "/d/%2e",
+                ][..],
+                "/d/",
+            ),
             (&["/a%20b", "/a%20%62"], "/a%20b"),
             (&["/it's(1)", "/it%27s%281%29"], "/it's(1)"),
             (&["/%C3%A9", "/%c3%a9"], "/%C3%A9"),
@@ -732,6 +747,10 @@ mod tests {
             ("*", Err(BadPath)),
             ("index.html", Err(BadPath)),
             ("ftp://example.com/x", Err(BadPath)),
+            ("http:///index.html", Err(BadPath)),
+            ("http://user@example.com/index.html", Err(BadPath)),
+            ("http://user:pw@example.com", Err(BadPath)),
+            ("http://example.com:8080", Ok("")),
         ];
         for (target, want) in cases {
             let got = mapped(target);
@@ -748,6 +767,21 @@ mod tests {
         };
         assert!(m.trailing_slash);
         assert_eq!(m.url_path(true), "/docs/a%20b/");
+        // A path ending in `.` or `..` names a directory too: `/file/.` is `/file/`.
+        for target in ["/index.html/.", "/a/b/..", "/a/%2E", "/."] {
+            assert_eq!(
+                map_target(target, false).map(|m| m.trailing_slash),
+                Ok(true),
+                "{target}"
+            );
+        }
+        for target in ["/index.html", "/a/.b", "/a/..b"] {
+            assert_eq!(
+                map_target(target, true).map(|m| m.trailing_slash),
+                Ok(false),
+                "{target}"
+            );
+        }
         let m = map_target("//evil.example//x", false).map_err(|e| e.to_string());
         assert_eq!(
             m.map(|m| m.url_path(true)),

@@ -205,6 +205,14 @@ fn parse_v2(buf: &[u8], max: usize) -> Result<Parsed, ProxyHeaderError> {
     if buf.len() < len {
         return Ok(Parsed::Partial);
     }
+    // LOCAL: the proxy speaks for itself (a health check). The receiver must discard the
+    // block, family included (section 2.2), so it is not read, whatever its size.
+    if command == 0 {
+        return Ok(Parsed::Complete {
+            source: Source::Connection,
+            len,
+        });
+    }
     let rest = &buf[V2_FIXED..len];
     // The address block's size for the family; TLVs fill the rest (section 2.2).
     let (source, addresses) = match family {
@@ -229,19 +237,12 @@ fn parse_v2(buf: &[u8], max: usize) -> Result<Parsed, ProxyHeaderError> {
             rest.get(..216).ok_or(ProxyHeaderError::V2Length)?;
             (Source::Unix, 216)
         }
-        // LOCAL ignores the family: the proxy speaks for itself, whatever it put there.
-        _ if command == 0 => (Source::Connection, 0),
         other => return Err(ProxyHeaderError::V2Family(other)),
-    };
-    let source = if command == 0 {
-        Source::Connection
-    } else {
-        source
     };
     // UNSPEC carries addresses of a protocol we do not know, of a size we cannot know, so
     // the block is skipped whole, as the spec asks ("the receiver should ignore address
     // information"): only where TLVs are known to start can they be checked.
-    if command == 1 && family != 0x00 {
+    if family != 0x00 {
         check_tlvs(&rest[addresses..])?;
     }
     Ok(Parsed::Complete { source, len })
@@ -411,6 +412,11 @@ mod tests {
             ),
             // LOCAL with addresses: they are the proxy's own, ignored.
             (v2(0, 0x11, &v4), complete(Source::Connection, 28)),
+            // ... and not read at all: too short for its family, or a family we do not
+            // know, LOCAL is still accepted (section 2.2: the block is discarded).
+            (v2(0, 0x11, &[]), complete(Source::Connection, 16)),
+            (v2(0, 0x21, &[0; 12]), complete(Source::Connection, 28)),
+            (v2(0, 0x99, &[1, 2]), complete(Source::Connection, 18)),
             (
                 v2(1, 0x11, &with_tlvs),
                 complete(addr("192.0.2.7:56324"), 28 + 9),
