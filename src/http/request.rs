@@ -568,6 +568,24 @@ mod tests {
     const MAX_HEAD: usize = 16 * 1024;
     const MAX_BODY: u64 = 1024 * 1024;
 
+    /// At most `MAX_HEADERS` header lines, whatever their bytes (the README says 100).
+    #[test]
+    fn header_lines_are_counted() {
+        let head = |lines: usize| {
+            let extra: String = (1..lines).map(|i| format!("X-{i}: y\r\n")).collect();
+            format!("GET / HTTP/1.1\r\nHost: a\r\n{extra}\r\n")
+        };
+        assert_eq!(MAX_HEADERS, 100);
+        assert!(matches!(
+            parse(head(100).as_bytes(), MAX_HEAD, MAX_BODY),
+            Ok(Parsed::Complete(..))
+        ));
+        assert!(matches!(
+            parse(head(101).as_bytes(), MAX_HEAD, MAX_BODY),
+            Err(HttpError::HeadersTooLarge)
+        ));
+    }
+
     fn parse_ok(raw: &str) -> (Request<'_>, usize) {
         match parse(raw.as_bytes(), MAX_HEAD, MAX_BODY) {
             Ok(Parsed::Complete(req, n)) => (req, n),

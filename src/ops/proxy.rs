@@ -82,6 +82,18 @@ impl std::str::FromStr for TrustedProxy {
                 .filter(|p| *p <= max)
                 .ok_or_else(|| format!("'{s}': the prefix length must be 0 to {max}"))?,
         };
+        // `::ffff:a.b.c.d` is how an IPv6 socket shows an IPv4 client, and `contains`
+        // compares such clients as IPv4: keep the range as the IPv4 one it means, or it
+        // would never match.
+        if let std::net::IpAddr::V6(v6) = addr
+            && prefix >= 96
+            && let Some(v4) = v6.to_ipv4_mapped()
+        {
+            return Ok(TrustedProxy::Net {
+                addr: v4.into(),
+                prefix: prefix - 96,
+            });
+        }
         Ok(TrustedProxy::Net { addr, prefix })
     }
 }
@@ -385,6 +397,29 @@ mod tests {
                 "{trusted:?} {header:?} {values:?}"
             );
         }
+    }
+
+    /// A range written as IPv4-mapped IPv6 means the IPv4 range, and matches IPv4 peers
+    /// however their socket shows them.
+    #[test]
+    fn mapped_ranges_match_ipv4_peers() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("address");
+        for (range, inside, outside) in [
+            ("::ffff:127.0.0.1", "127.0.0.1", "127.0.0.2"),
+            ("::ffff:127.0.0.1/128", "::ffff:127.0.0.1", "::1"),
+            ("::ffff:10.0.0.0/104", "10.200.0.1", "11.0.0.1"),
+        ] {
+            let range: TrustedProxy = range.parse().expect("range");
+            assert!(range.contains(ip(inside)), "{range:?} {inside}");
+            assert!(!range.contains(ip(outside)), "{range:?} {outside}");
+        }
+        assert_eq!(
+            "::ffff:10.0.0.0/104".parse(),
+            Ok(TrustedProxy::Net {
+                addr: ip("10.0.0.0"),
+                prefix: 8
+            })
+        );
     }
 
     #[test]
