@@ -781,7 +781,11 @@ fn watch_the_loop(
     call: &mut Call<'_>,
 ) -> Option<Outcome> {
     let mailbox = Arc::clone(ctx.mailbox?);
-    ctx.watchers.as_ref()?;
+    if ctx.watchers.as_ref()?.len() >= live::MAX_WATCHERS {
+        let busy = Reply::text(503, "too many live views open; try again later\n")
+            .with_header("Retry-After", "1");
+        return Some(write_reply(out, &busy, &Frame::of(req, ctx, None)));
+    }
     let (later, sender) = Later::stream(mailbox, call.key, live::QUEUE);
     let Later::Stream(mut stream) = later else {
         return None;

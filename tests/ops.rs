@@ -675,6 +675,55 @@ fn metrics_connections_have_their_own_cap() {
     thread.join().expect("thread").expect("run");
 }
 
+/// Live views (`/loop/events`) have no deadline, so they have a cap of their own, below
+/// the metrics listener's: past it a new one is 503, and health checks and scrapes still
+/// get in however many watchers stay. (Before the cap, 16 watchers shut out `/healthz`.)
+#[test]
+fn live_views_cannot_crowd_out_health_checks() {
+    let dir = fixture();
+    let mut config = base_config(dir.path());
+    config.metrics_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    let (_, metrics, handle, thread) = spawn(config);
+    let metrics = metrics.expect("metrics listener");
+    let watch = || {
+        let mut s = std::net::TcpStream::connect(metrics).expect("connect metrics");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        send(&mut s, "GET /loop/events HTTP/1.1\r\nHost: t\r\n\r\n");
+        s
+    };
+    let mut watchers = Vec::new();
+    for _ in 0..readyserve::ops::live::MAX_WATCHERS {
+        let mut s = watch();
+        assert_eq!(read_response(&mut s, true).status, 200);
+        watchers.push(s);
+    }
+    let mut one_more = watch();
+    let r = read_response(&mut one_more, false);
+    assert_eq!((r.status, r.header("Retry-After")), (503, Some("1")));
+    for _ in 0..readyserve::server::MAX_METRICS_CONNECTIONS {
+        let mut s = std::net::TcpStream::connect(metrics).expect("connect metrics");
+        send(
+            &mut s,
+            "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(read_response(&mut s, false).status, 200);
+    }
+    // The watchers' streams are still going: snapshots keep coming.
+    for s in watchers.iter_mut() {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("data: {") {
+            let n = s.read(&mut buf).expect("a live view went quiet");
+            assert!(n > 0, "a live view was closed");
+            seen.extend_from_slice(&buf[..n]);
+        }
+    }
+    handle.stop();
+    drop(watchers);
+    thread.join().expect("thread").expect("run");
+}
+
 /// The metrics listener decides keep-alive as the site does: a request that says
 /// `Expect: 100-continue` is answered before its body, so the connection closes after the
 /// answer (the body's bytes could not be told from a next request).

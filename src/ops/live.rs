@@ -31,6 +31,12 @@ pub const INTERVAL: Duration = Duration::from_millis(250);
 /// due is dropped (its stream ends), not buffered for.
 pub const QUEUE: usize = 4;
 
+/// Most `/loop/events` streams open at once. A stream has no deadline (it ends when its
+/// watcher leaves), and each holds one of the metrics listener's
+/// [`crate::server::MAX_METRICS_CONNECTIONS`] connections: past this, a new one gets 503,
+/// so that watchers can never take the places of scrapes and health checks.
+pub const MAX_WATCHERS: usize = 4;
+
 /// How many turns' event counts a snapshot carries.
 const RECENT_TURNS: usize = 64;
 
