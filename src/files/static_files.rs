@@ -112,6 +112,11 @@ pub fn map_target(target: &str, serve_dotfiles: bool) -> Result<MappedPath, Http
     // `/a/`, as a browser resolves it), so `/file/.` is no more a file than `/file/`.
     let mut trailing_slash = false;
     for raw in path.split('/') {
+        // A `%` not followed by two hex digits is no escape (RFC 3986 section 2.1): 400,
+        // as nginx says, rather than a name looked up with the `%` in it.
+        if !escapes_are_valid(raw.as_bytes()) {
+            return Err(HttpError::BadPath);
+        }
         let segment: Vec<u8> = percent_decode_str(raw).collect();
         trailing_slash = matches!(segment.as_slice(), b"" | b"." | b"..");
         match segment.as_slice() {
@@ -132,6 +137,16 @@ pub fn map_target(target: &str, serve_dotfiles: bool) -> Result<MappedPath, Http
     Ok(MappedPath {
         segments,
         trailing_slash,
+    })
+}
+
+/// Whether every `%` in `raw` starts a `%XX` escape.
+fn escapes_are_valid(raw: &[u8]) -> bool {
+    raw.iter().enumerate().all(|(i, &b)| {
+        b != b'%'
+            || raw
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
     })
 }
 
@@ -748,6 +763,11 @@ mod tests {
             ("index.html", Err(BadPath)),
             ("ftp://example.com/x", Err(BadPath)),
             ("http:///index.html", Err(BadPath)),
+            ("/%ZZ", Err(BadPath)),
+            ("/a%2", Err(BadPath)),
+            ("/a%", Err(BadPath)),
+            ("/100%25", Ok("100%")),
+            ("/a?x=%ZZ", Ok("a")),
             ("http://user@example.com/index.html", Err(BadPath)),
             ("http://user:pw@example.com", Err(BadPath)),
             ("http://example.com:8080", Ok("")),
