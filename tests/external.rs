@@ -719,6 +719,8 @@ fn systemd_units_pass_systemd_analyze_verify() {
             ],
             &["readyserve.socket", "readyserve.service"],
         ),
+        // The template, verified as an instance of it.
+        (&["readyserve@.service"], &["readyserve@1.service"]),
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let units = dir.path();
@@ -736,9 +738,15 @@ fn systemd_units_pass_systemd_analyze_verify() {
         // SYSTEMD_UNIT_PATH (with the trailing ':' keeping the default path) makes
         // systemd-analyze load the drop-in next to the unit, and find the service that the
         // socket unit activates.
+        // A unit with a file of its own is named by its path; a template's instance, by
+        // its name, which systemd-analyze finds through SYSTEMD_UNIT_PATH.
+        let named = |unit: &&str| match units.join(unit) {
+            path if path.exists() => path.into_os_string(),
+            _ => unit.into(),
+        };
         let out = Command::new("systemd-analyze")
             .arg("verify")
-            .args(verify.iter().map(|unit| units.join(unit)))
+            .args(verify.iter().map(named))
             .env("SYSTEMD_UNIT_PATH", format!("{}:", units.display()))
             .output()
             .expect("run systemd-analyze (is it installed?)");
