@@ -199,7 +199,8 @@ pub struct Config {
     pub shutdown_grace: u64,
 
     /// Largest request head (request line plus headers) in bytes, 256 to 1048576; over it
-    /// the answer is 431 (a request line over 8 KiB: 414).
+    /// the answer is 431 (a request line over 8 KiB, when the limit is above 8 KiB: 414).
+    /// Also at most 100 header lines.
     #[arg(long, env = "READYSERVE_MAX_HEADER_BYTES", default_value_t = 16 * 1024,
           value_parser = clap::value_parser!(u32).range(256..=1024 * 1024))]
     pub max_header_bytes: u32,
