@@ -1103,14 +1103,15 @@ impl<S: Transport> Connection<S> {
             .take(1024)
             .position(|&b| b == b'\r' || b == b'\n')
             .unwrap_or(pending.len().min(1024));
+        let (referer, user_agent) = request::referer_and_user_agent(pending);
         let entry = Entry {
             peer: self.peer.map(|p| p.ip()),
             peer_is_unix: self.peer.is_none(),
             request_line: &pending[..line_end],
             status: e.status().0,
             body_bytes,
-            referer: None,
-            user_agent: None,
+            referer,
+            user_agent,
             micros: 0,
         };
         let end = self.output_end();

@@ -759,14 +759,28 @@ fn access_log_has_error_bytes_and_no_scrapes() {
     send(&mut s, "GET  / HTTP/1.1\r\nHost: t\r\n\r\n");
     let r = read_response(&mut s, false);
     assert_eq!(r.status, 400);
+    // A head that parses but is refused (413) keeps its Referer and User-Agent in the log.
+    let mut big = std::net::TcpStream::connect(addr).expect("connect");
+    send(
+        &mut big,
+        "PUT /x HTTP/1.1\r\nHost: t\r\nUser-Agent: ua/1\r\nReferer: http://r/\r\n\
+         Content-Length: 99999999999\r\n\r\n",
+    );
+    assert_eq!(read_response(&mut big, false).status, 413);
     handle.stop();
-    drop(s);
+    drop((s, big));
     thread.join().expect("thread").expect("run");
     let text = std::fs::read_to_string(&log).expect("log");
     assert!(!text.contains("/metrics"), "a scrape was logged:\n{text}");
     let line = text.lines().next().expect("the 400 is logged");
     let want = format!("\"GET  / HTTP/1.1\" 400 {} ", r.body.len());
     assert!(line.contains(&want), "{line}");
+    assert!(line.contains("\"-\" \"-\""), "{line}");
+    let line = text.lines().nth(1).expect("the 413 is logged");
+    assert!(
+        line.contains("\"PUT /x HTTP/1.1\" 413 ") && line.contains("\"http://r/\" \"ua/1\""),
+        "{line}"
+    );
 }
 
 /// A request that times out is answered 408 and logged like any other answer, with what
