@@ -608,6 +608,29 @@ fn validator_headers(head: &mut Vec<u8>, view: &FileView<'_>) {
     }
 }
 
+/// A file's request that gets an error page but keeps the connection (412, 416): the
+/// page, its type, and the header lines `extra` writes.
+fn file_error_page(
+    out: &mut OutBuf,
+    frame: &Frame<'_>,
+    status: (u16, &str),
+    extra: impl FnOnce(&mut Vec<u8>),
+) -> Outcome {
+    let page = response::error_page(status.0, status.1);
+    let headers = |head: &mut Vec<u8>| {
+        extra(head);
+        response::header(head, "Content-Type", "text/html; charset=utf-8");
+    };
+    respond(
+        out,
+        None,
+        frame,
+        status,
+        headers,
+        Body::Copy(page.as_bytes()),
+    )
+}
+
 /// Conditionals, then Range, then the head and the body (RFC 9110 sections 13.2.2, 14).
 fn respond_with_file(
     req: &Request<'_>,
@@ -626,19 +649,7 @@ fn respond_with_file(
             return respond(out, None, frame, (304, "Not Modified"), headers, Body::None);
         }
         Condition::PreconditionFailed => {
-            let status = (412, "Precondition Failed");
-            let page = response::error_page(status.0, status.1);
-            let headers = |head: &mut Vec<u8>| {
-                response::header(head, "Content-Type", "text/html; charset=utf-8");
-            };
-            return respond(
-                out,
-                None,
-                frame,
-                status,
-                headers,
-                Body::Copy(page.as_bytes()),
-            );
+            return file_error_page(out, frame, (412, "Precondition Failed"), |_| {});
         }
     }
 
@@ -652,20 +663,10 @@ fn respond_with_file(
         RangeRequest::Full => ((200, "OK"), 0, len),
         RangeRequest::Partial { start, end } => ((206, "Partial Content"), start, end - start + 1),
         RangeRequest::Unsatisfiable => {
-            let status = (416, "Range Not Satisfiable");
-            let page = response::error_page(status.0, status.1);
-            let headers = |head: &mut Vec<u8>| {
+            let range = |head: &mut Vec<u8>| {
                 response::header(head, "Content-Range", &format!("bytes */{len}"));
-                response::header(head, "Content-Type", "text/html; charset=utf-8");
             };
-            return respond(
-                out,
-                None,
-                frame,
-                status,
-                headers,
-                Body::Copy(page.as_bytes()),
-            );
+            return file_error_page(out, frame, (416, "Range Not Satisfiable"), range);
         }
     };
     let headers = |head: &mut Vec<u8>| match (status.0, view.prebuilt) {

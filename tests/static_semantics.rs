@@ -17,15 +17,18 @@ fn request(server: &TestServer, method: &str, target: &str, headers: &str) -> Re
     read_response(&mut s, method == "HEAD")
 }
 
+/// index.html's `ETag` and `Last-Modified`.
+fn validators(server: &TestServer) -> (String, String) {
+    let r = server.get("/index.html");
+    let etag = r.header("ETag").expect("ETag").to_string();
+    let lm = r.header("Last-Modified").expect("Last-Modified");
+    (etag, lm.to_string())
+}
+
 #[test]
 fn validators_and_conditional_table() {
     let server = TestServer::start();
-    let r = server.get("/index.html");
-    let etag = r.header("ETag").expect("ETag").to_string();
-    let lm = r
-        .header("Last-Modified")
-        .expect("Last-Modified")
-        .to_string();
+    let (etag, lm) = validators(&server);
     assert!(
         etag.starts_with('"') && etag.ends_with('"'),
         "strong ETag: {etag}"
@@ -77,12 +80,7 @@ fn validators_and_conditional_table() {
 #[test]
 fn preconditions_table_and_a_resumed_download() {
     let server = TestServer::start();
-    let r = server.get("/index.html");
-    let etag = r.header("ETag").expect("ETag").to_string();
-    let lm = r
-        .header("Last-Modified")
-        .expect("Last-Modified")
-        .to_string();
+    let (etag, lm) = validators(&server);
     let older = "Mon, 01 Jan 2001 00:00:00 GMT";
     let cases: Vec<(&str, String, u16)> = vec![
         ("GET", format!("If-Match: {etag}\r\n"), 200),
