@@ -65,7 +65,7 @@
 //! - [`http::body`]: request bodies, skipped byte-exact (Content-Length and chunked).
 //! - [`http::response`]: response heads and the cached `Date`.
 //! - [`http::error`]: [`HttpError`] and the one `match` that maps it to a status code.
-//! - [`http::conditional`]: ETag, Last-Modified, and 304 Not Modified.
+//! - [`http::conditional`]: ETag, Last-Modified, 304 Not Modified and 412 Precondition Failed.
 //! - [`http::range`]: the Range header: 206 Partial Content and 416.
 //! - [`http::encoding`]: choosing a precompressed `.br`/`.gz` sidecar from Accept-Encoding.
 //!

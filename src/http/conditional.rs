@@ -4,7 +4,8 @@
 //! size and modification time in nanoseconds. Any write changes at least one of them. The
 //! client sends the tag back in `If-None-Match` (and we answer 304 if nothing changed), or
 //! the `Last-Modified` date in `If-Modified-Since`, or either one in `If-Range` to make a
-//! Range request conditional.
+//! Range request conditional. A client that wants this version and no other sends
+//! `If-Match` or `If-Unmodified-Since`, and gets 412 once the file has changed.
 //!
 //! A file's modification time comes from the disk, and the disk may say anything: tmpfs and
 //! btrfs keep times before 1970 and after the year 9999, which an HTTP date cannot express
