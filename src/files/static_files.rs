@@ -210,15 +210,17 @@ fn origin_path(target: &str) -> Option<&str> {
     if without_query.starts_with('/') {
         return Some(without_query);
     }
-    // absolute-form: scheme "://" authority path. The authority must be a host: not empty
-    // (`http:///x`), and without the userinfo that RFC 9110 section 4.2.4 forbids in an
-    // http URI (`http://user@h/x`), both refused as nginx refuses them.
+    // absolute-form: scheme "://" authority path. The authority must be what a Host header
+    // may say (a host and an optional port), so not empty (`http:///x`, `http://:80/x`),
+    // and without the userinfo that RFC 9110 section 4.2.4 forbids in an http URI
+    // (`http://user@h/x`): refused as nginx refuses them.
     let (scheme, rest) = without_query.split_once("://")?;
     if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
         return None;
     }
     let (authority, path) = rest.find('/').map_or((rest, "/"), |i| rest.split_at(i));
-    if authority.is_empty() || authority.contains('@') {
+    let authority = authority.as_bytes();
+    if !crate::http::request::is_valid_host(authority) || !escapes_are_valid(authority) {
         return None;
     }
     Some(path)
@@ -770,6 +772,12 @@ mod tests {
             ("/a?x=%ZZ", Ok("a")),
             ("http://user@example.com/index.html", Err(BadPath)),
             ("http://user:pw@example.com", Err(BadPath)),
+            ("http://:80/index.html", Err(BadPath)),
+            ("http://:/index.html", Err(BadPath)),
+            ("http://h%zz/index.html", Err(BadPath)),
+            ("http://[/index.html", Err(BadPath)),
+            ("http://h:abc/index.html", Err(BadPath)),
+            ("http://[::1]:8080/x", Ok("x")),
             ("http://example.com:8080", Ok("")),
         ];
         for (target, want) in cases {

@@ -10,8 +10,10 @@
 //! A file's modification time comes from the disk, and the disk may say anything: tmpfs and
 //! btrfs keep times before 1970 and after the year 9999, which an HTTP date cannot express
 //! (RFC 9110 section 5.6.7 has four-digit years). [`http_date`] is the only way a file time
-//! becomes text here, and it returns `None` for such times instead of panicking; a file
-//! with one is served without `Last-Modified`, and dates never validate it.
+//! becomes text here, and it returns `None` for such times instead of panicking. A file
+//! dated before 1970 is served without `Last-Modified`, and dates never validate it; one
+//! dated after now (9999 and later included) is dated now, as RFC 9110 section 8.8.2.1
+//! asks.
 
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
@@ -56,9 +58,15 @@ impl Validators {
             meta.size(),
             nanos.unsigned_abs()
         );
+        // A time after now by our clock goes out as now: RFC 9110 section 8.8.2.1 forbids
+        // a Last-Modified later than the response's Date. (A client echoing a future date
+        // back would find it ignored, as every date after now is.)
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         Validators {
             etag,
-            modified: representable(meta.mtime()),
+            modified: representable(meta.mtime().min(now)),
         }
     }
 
@@ -232,6 +240,30 @@ mod tests {
                 "If-None-Match {inm:?}, If-Modified-Since {ims:?}"
             );
         }
+    }
+
+    /// A file dated in the future is sent with Last-Modified = now, and that date, sent
+    /// back, gives 304 (RFC 9110 section 8.8.2.1).
+    #[test]
+    fn a_file_from_the_future_is_dated_now() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        let file = std::fs::File::create(&path).expect("create");
+        let future = SystemTime::now() + Duration::from_secs(10 * 365 * 86_400);
+        file.set_modified(future).expect("set mtime");
+        let before = SystemTime::now() - Duration::from_secs(1);
+        let v = Validators::of(&file.metadata().expect("metadata"));
+        let modified = v.modified.expect("a date");
+        assert!(
+            modified >= before && modified <= SystemTime::now(),
+            "{modified:?}"
+        );
+        let echoed = v.last_modified().expect("Last-Modified");
+        let p = Preconditions {
+            if_modified_since: Some(echoed.as_bytes()),
+            ..Preconditions::default()
+        };
+        assert_eq!(evaluate(&v, &p, SystemTime::now), Condition::NotModified);
     }
 
     /// A date after "now" is not a date the file can have been checked against: ignored.

@@ -505,7 +505,7 @@ fn request_line_len(buf: &[u8]) -> usize {
 /// one (RFC 9110 section 4.2.1); so is an empty label (`a..b`, `.`). Invalid values are a
 /// 400: stricter than nginx, which takes `user@host` or `host?x`, and like it for spaces,
 /// slashes and empty labels. The Host is not used to find files, but a handler may use it.
-fn is_valid_host(value: &[u8]) -> bool {
+pub(crate) fn is_valid_host(value: &[u8]) -> bool {
     // reg-name and IPv4address: unreserved, pct-encoded, sub-delims.
     let reg_name = |b: &u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(b);
     let (host, port) = match value.strip_prefix(b"[") {
