@@ -620,6 +620,17 @@ impl<S: Transport> Connection<S> {
         self.run(ctx);
     }
 
+    /// Closes the connection if it waits for nothing of ours: idle between requests, or
+    /// connected without a byte of a request yet. Whether it did. A full metrics listener
+    /// makes room this way for a new scraper (`server::make_room_for_metrics`).
+    pub fn close_if_waiting(&mut self, why: &'static str) -> bool {
+        if !(self.is_idle() || self.sent_no_request_byte()) {
+            return false;
+        }
+        self.close(why);
+        true
+    }
+
     /// No byte of a request has come yet: nothing at all, or only a PROXY header.
     fn sent_no_request_byte(&self) -> bool {
         !self.served_any

@@ -426,7 +426,7 @@ impl Server {
                                 &mut metrics_open,
                                 now,
                                 &self.limits,
-                                &mut schedule.timers,
+                                &mut schedule,
                             );
                         }
                     }
@@ -812,9 +812,11 @@ fn accept_all(
 
 /// Accepts what is waiting on the metrics listener. These few connections are not counted
 /// against `--max-connections`, so that a server at its cap can still be observed; they have
-/// their own cap, [`MAX_METRICS_CONNECTIONS`]. Past it, a new one is accepted and closed at
-/// once: the listener is edge-triggered, so leaving it in the queue would leave it hanging
-/// until some other scraper connects, while a close tells the scraper to retry.
+/// their own cap, [`MAX_METRICS_CONNECTIONS`]. At the cap, one of them that waits for
+/// nothing makes room ([`make_room_for_metrics`]), so idle connections cannot lock health
+/// checks out. If every one is busy, the new one is accepted and closed at once: the
+/// listener is edge-triggered, so leaving it in the queue would leave it hanging until some
+/// other scraper connects, while a close tells the scraper to retry.
 #[allow(clippy::too_many_arguments)]
 fn accept_metrics(
     listener: &Listener,
@@ -823,14 +825,21 @@ fn accept_metrics(
     metrics_open: &mut usize,
     now: Instant,
     limits: &Limits,
-    timers: &mut Timers,
+    schedule: &mut Schedule,
 ) {
     loop {
         match listener.accept() {
-            Ok((_, peer)) if *metrics_open >= MAX_METRICS_CONNECTIONS => {
-                log::debug!("metrics: {MAX_METRICS_CONNECTIONS} connections open; closed {peer:?}");
-            }
             Ok((stream, peer)) => {
+                if *metrics_open >= MAX_METRICS_CONNECTIONS
+                    && !make_room_for_metrics(registry, slots, schedule, limits)
+                {
+                    log::debug!(
+                        "metrics: {MAX_METRICS_CONNECTIONS} connections open and busy; \
+                         closed {peer:?}"
+                    );
+                    continue; // dropping `stream` closes it
+                }
+                let timers = &mut schedule.timers;
                 if insert_connection(stream, peer, true, registry, slots, now, limits, timers) {
                     *metrics_open += 1;
                 }
@@ -844,6 +853,30 @@ fn accept_metrics(
             }
         }
     }
+}
+
+/// Makes room on a full metrics listener by closing one of its connections that waits for
+/// nothing: idle between requests, or with no byte of a request yet. Nginx, out of
+/// connections, reuses its idle ones the same way. Whether it found one. The one closed is
+/// freed at the end of the turn, so until then the count is over the cap by one.
+fn make_room_for_metrics(
+    registry: &Registry,
+    slots: &mut Slab<Slot>,
+    schedule: &mut Schedule,
+    limits: &Limits,
+) -> bool {
+    for (key, slot) in slots.iter_mut() {
+        if slot.metrics
+            && !slot.closing
+            && slot
+                .conn
+                .close_if_waiting("metrics listener full: room for a new connection")
+        {
+            schedule.settle(registry, key, slot, limits);
+            return true;
+        }
+    }
+    false
 }
 
 /// Registers a new connection under a token equal to its slab key, and gives it its first

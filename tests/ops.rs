@@ -620,33 +620,84 @@ fn a_failing_access_log_is_reported_once_and_serving_goes_on() {
     assert_eq!(log.matches("access log write failed").count(), 1, "{log}");
 }
 
-/// Idle metrics connections neither use up the site's `--max-connections` nor pile up
-/// without bound: the metrics listener has a small cap of its own.
+/// Metrics connections neither use up the site's `--max-connections` nor pile up without
+/// bound: the metrics listener has a small cap of its own. At the cap, a connection that
+/// waits for nothing (idle after a scrape, or silent since its connect) makes room for a
+/// new one, so idle connections cannot lock health checks out; busy ones (a request half
+/// sent) are not touched, and then the new one is closed.
 #[test]
 fn metrics_connections_have_their_own_cap() {
     let dir = fixture();
     let mut config = base_config(dir.path());
     config.metrics_listen = Some("127.0.0.1:0".parse().expect("addr"));
     config.max_connections = 2;
-    // Longer than any read below waits, so no idle scraper times out during the test.
+    // Longer than any read below waits, so no connection times out during the test.
     config.header_timeout = 60;
+    config.keep_alive_timeout = 60;
     let (addr, metrics, handle, thread) = spawn(config);
     let (addr, metrics) = (addr.expect("tcp"), metrics.expect("metrics listener"));
     let cap = readyserve::server::MAX_METRICS_CONNECTIONS;
-    // Idle scrapers, more than their cap: the first `cap` stay open, the rest are closed.
-    let mut idle: Vec<std::net::TcpStream> = (0..cap + 4)
-        .map(|_| std::net::TcpStream::connect(metrics).expect("connect metrics"))
+    let connect = || {
+        let s = std::net::TcpStream::connect(metrics).expect("connect metrics");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        s
+    };
+    let scrape_on = |s: &mut std::net::TcpStream| {
+        send(s, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+        try_read_response(s, false).map(|r| r.status)
+    };
+
+    // Busy: every connection has half a request in. A new one is closed.
+    let mut busy: Vec<std::net::TcpStream> = (0..cap).map(|_| connect()).collect();
+    for s in busy.iter_mut() {
+        send(s, "GET /healthz HTTP/1.1\r\n");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        is_closed(&mut connect()),
+        "a connection over a busy cap stayed open"
+    );
+    for s in busy.iter_mut() {
+        assert!(is_open(s), "a busy metrics connection was closed");
+    }
+    drop(busy);
+
+    // Idle: every connection has been answered and waits. New ones get in, each closing
+    // one of them, and the count stays at the cap.
+    // (The busy ones just dropped are freed when the server reads their close: until then a
+    // new connection may find the cap busy and be closed, so each is tried until it is in.)
+    let mut idle: Vec<std::net::TcpStream> = (0..cap)
+        .map(|i| {
+            (0..100)
+                .find_map(|_| {
+                    let mut s = connect();
+                    let answered = scrape_on(&mut s) == Some(200);
+                    if !answered {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    answered.then_some(s)
+                })
+                .unwrap_or_else(|| panic!("idle connection {i} never got in"))
+        })
         .collect();
-    let extra = idle.split_off(cap);
-    for mut s in extra {
-        assert!(
-            is_closed(&mut s),
-            "a metrics connection over the cap stayed open"
-        );
+    for round in 0..3 {
+        let mut s = connect();
+        assert_eq!(scrape_on(&mut s), Some(200), "round {round}: locked out");
+        idle.push(s); // idle in its turn, and as likely to make room next
     }
+    // The server closed them before it answered the new ones: their FIN is here already.
+    let mut closed = 0;
     for s in idle.iter_mut() {
-        assert!(is_open(s), "a metrics connection under the cap was closed");
+        s.set_nonblocking(true).expect("nonblocking");
+        let mut byte = [0u8; 1];
+        closed += usize::from(matches!(s.read(&mut byte), Ok(0)));
     }
+    assert_eq!(
+        closed, 3,
+        "one idle connection closed for each new one, the rest open"
+    );
+
     // The site still has both of its connections.
     let mut site: Vec<std::net::TcpStream> = (0..2)
         .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
@@ -658,20 +709,13 @@ fn metrics_connections_have_their_own_cap() {
         let r = try_read_response(s, false).expect("the site is locked out");
         assert_eq!(r.status, 200);
     }
-    // One scraper leaves; another gets in.
-    drop(idle.pop());
-    let text = (0..50)
-        .find_map(|_| {
-            std::thread::sleep(Duration::from_millis(20));
-            let mut s = std::net::TcpStream::connect(metrics).ok()?;
-            send(&mut s, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
-            try_read_response(&mut s, false)
-        })
-        .expect("a scrape once a slot freed");
+    let mut s = connect();
+    send(&mut s, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+    let text = try_read_response(&mut s, false).expect("a scrape");
     assert_eq!(text.status, 200);
     assert_eq!(value(&text.body_text(), "readyserve_open_connections"), 2);
     handle.stop();
-    drop((idle, site));
+    drop((idle, site, s));
     thread.join().expect("thread").expect("run");
 }
 
