@@ -620,15 +620,31 @@ impl<S: Transport> Connection<S> {
         self.run(ctx);
     }
 
-    /// Closes the connection if it waits for nothing of ours: idle between requests, or
-    /// connected without a byte of a request yet. Whether it did. A full metrics listener
-    /// makes room this way for a new scraper (`server::make_room_for_metrics`).
-    pub fn close_if_waiting(&mut self, why: &'static str) -> bool {
-        if !(self.is_idle() || self.sent_no_request_byte()) {
-            return false;
+    /// Whether, and how readily, a full metrics listener may close this connection to make
+    /// room for a new one (`server::make_room_for_metrics`): lower ranks first, and within
+    /// a rank the one that has held its place longest. Rank 0: it waits for nothing of ours
+    /// (idle between requests, or silent since its connect). Rank 1: a request is coming
+    /// in, and slower than any scraper sends one (a slowloris holds a slot this way until
+    /// its header timeout, then reconnects). `None`: the server is working for it (an
+    /// answer being written, a live stream, a graceful close), and it is never closed for
+    /// room.
+    pub fn room_rank(&self) -> Option<(u8, Instant)> {
+        match self.waiting_for() {
+            Waiting::NextRequest(since)
+            | Waiting::FirstRequest(since)
+            | Waiting::ProxyHeader(since) => Some((0, since)),
+            Waiting::Head(since) | Waiting::Body(since) => Some((1, since)),
+            Waiting::Room(_)
+            | Waiting::Linger(_)
+            | Waiting::Handler(_)
+            | Waiting::Stream
+            | Waiting::Nothing => None,
         }
-        self.close(why);
-        true
+    }
+
+    /// Closes the connection to make room for a new one (see [`Connection::room_rank`]).
+    pub fn close_for_room(&mut self) {
+        self.close("metrics listener full: room for a new connection");
     }
 
     /// No byte of a request has come yet: nothing at all, or only a PROXY header.

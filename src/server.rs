@@ -812,11 +812,11 @@ fn accept_all(
 
 /// Accepts what is waiting on the metrics listener. These few connections are not counted
 /// against `--max-connections`, so that a server at its cap can still be observed; they have
-/// their own cap, [`MAX_METRICS_CONNECTIONS`]. At the cap, one of them that waits for
-/// nothing makes room ([`make_room_for_metrics`]), so idle connections cannot lock health
-/// checks out. If every one is busy, the new one is accepted and closed at once: the
-/// listener is edge-triggered, so leaving it in the queue would leave it hanging until some
-/// other scraper connects, while a close tells the scraper to retry.
+/// their own cap, [`MAX_METRICS_CONNECTIONS`]. At the cap, an idle or slow one makes room
+/// ([`make_room_for_metrics`]), so neither idle connections nor a slowloris can lock health
+/// checks out. If the server is working for every one, the new one is accepted and closed
+/// at once: the listener is edge-triggered, so leaving it in the queue would leave it
+/// hanging until some other scraper connects, while a close tells the scraper to retry.
 #[allow(clippy::too_many_arguments)]
 fn accept_metrics(
     listener: &Listener,
@@ -855,28 +855,35 @@ fn accept_metrics(
     }
 }
 
-/// Makes room on a full metrics listener by closing one of its connections that waits for
-/// nothing: idle between requests, or with no byte of a request yet. Nginx, out of
-/// connections, reuses its idle ones the same way. Whether it found one. The one closed is
-/// freed at the end of the turn, so until then the count is over the cap by one.
+/// Makes room on a full metrics listener by closing one of its connections: the one that
+/// has waited longest for nothing (idle between requests, or silent since its connect), as
+/// nginx, out of connections, reuses its oldest idle ones; failing that, the one whose
+/// request has been coming in longest (a slowloris: a scraper sends its request at once).
+/// Connections the server is working for (an answer being written, a live stream) are
+/// never closed for room. Whether it found one. The one closed is freed at the end of the
+/// turn, so until then the count is over the cap by one.
 fn make_room_for_metrics(
     registry: &Registry,
     slots: &mut Slab<Slot>,
     schedule: &mut Schedule,
     limits: &Limits,
 ) -> bool {
-    for (key, slot) in slots.iter_mut() {
-        if slot.metrics
-            && !slot.closing
-            && slot
-                .conn
-                .close_if_waiting("metrics listener full: room for a new connection")
-        {
-            schedule.settle(registry, key, slot, limits);
-            return true;
-        }
-    }
-    false
+    let candidates = slots
+        .iter()
+        .filter(|(_, slot)| slot.metrics && !slot.closing);
+    let Some(key) = candidates
+        .filter_map(|(key, slot)| slot.conn.room_rank().map(|rank| (rank, key)))
+        .min()
+        .map(|(_, key)| key)
+    else {
+        return false;
+    };
+    let Some(slot) = slots.get_mut(key) else {
+        return false;
+    };
+    slot.conn.close_for_room();
+    schedule.settle(registry, key, slot, limits);
+    true
 }
 
 /// Registers a new connection under a token equal to its slab key, and gives it its first

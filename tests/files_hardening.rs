@@ -92,11 +92,11 @@ fn file_times_outside_http_dates_are_served_without_last_modified() {
         ("long-ago.txt", -10_000_000_000, false),
     ];
     if far.is_some() {
-        // Times after now, those no HTTP date can express included, go out as now (RFC
+        // Times after now, whether an HTTP date can express them or not, give no date (RFC
         // 9110 section 8.8.2.1: never a Last-Modified later than the Date).
-        cases.push(("last-second-of-9999.txt", 253_402_300_799, true));
-        cases.push(("year-10000.txt", 253_402_300_800, true));
-        cases.push(("far-future.txt", 300_000_000_000, true));
+        cases.push(("last-second-of-9999.txt", 253_402_300_799, false));
+        cases.push(("year-10000.txt", 253_402_300_800, false));
+        cases.push(("far-future.txt", 300_000_000_000, false));
     } else {
         eprintln!("no tmpfs at /dev/shm: times after 9999 not tried");
     }
@@ -106,7 +106,7 @@ fn file_times_outside_http_dates_are_served_without_last_modified() {
         set_mtime(&path, *secs);
         assert_eq!(mtime_of(&path), *secs, "the filesystem kept {name}'s time");
     }
-    for (name, secs, dated) in &cases {
+    for (name, _, dated) in &cases {
         let target = format!("/times/{name}");
         // Twice: from disk, then from the cache.
         for round in ["disk", "cache"] {
@@ -121,23 +121,6 @@ fn file_times_outside_http_dates_are_served_without_last_modified() {
                 *dated,
                 "{name} {round}"
             );
-            if *secs > 2_000_000_000 {
-                // Dated when its validators were made: at this response, or when it was
-                // cached, just before.
-                let date = |h: &str| {
-                    let value = r.header(h).unwrap_or_default();
-                    httpdate::parse_http_date(value).expect("an HTTP date")
-                };
-                let (modified, sent) = (date("Last-Modified"), date("Date"));
-                assert!(
-                    modified <= sent,
-                    "{name} {round}: {modified:?} after {sent:?}"
-                );
-                assert!(
-                    sent.duration_since(modified).unwrap_or_default() < Duration::from_secs(60),
-                    "{name} {round}"
-                );
-            }
             assert!(r.header("ETag").is_some(), "{name} {round}");
         }
         if !dated {

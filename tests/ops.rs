@@ -621,10 +621,10 @@ fn a_failing_access_log_is_reported_once_and_serving_goes_on() {
 }
 
 /// Metrics connections neither use up the site's `--max-connections` nor pile up without
-/// bound: the metrics listener has a small cap of its own. At the cap, a connection that
-/// waits for nothing (idle after a scrape, or silent since its connect) makes room for a
-/// new one, so idle connections cannot lock health checks out; busy ones (a request half
-/// sent) are not touched, and then the new one is closed.
+/// bound: the metrics listener has a small cap of its own. At the cap, the connection
+/// that has waited longest for nothing (idle after a scrape, or silent since its connect)
+/// makes room for a new one, or failing that the one whose request has been coming in
+/// longest, so neither idle connections nor a slowloris can lock health checks out.
 #[test]
 fn metrics_connections_have_their_own_cap() {
     let dir = fixture();
@@ -648,20 +648,23 @@ fn metrics_connections_have_their_own_cap() {
         try_read_response(s, false).map(|r| r.status)
     };
 
-    // Busy: every connection has half a request in. A new one is closed.
-    let mut busy: Vec<std::net::TcpStream> = (0..cap).map(|_| connect()).collect();
-    for s in busy.iter_mut() {
-        send(s, "GET /healthz HTTP/1.1\r\n");
+    // A slowloris: every connection has half a request in, sent in turn. A scraper still
+    // gets in, and the slot it takes is the one whose request has been coming in longest.
+    let mut slow: Vec<std::net::TcpStream> = Vec::new();
+    for _ in 0..cap {
+        let mut s = connect();
+        send(&mut s, "GET /healthz HTTP/1.1\r\n");
+        slow.push(s);
+        std::thread::sleep(Duration::from_millis(5));
     }
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(
-        is_closed(&mut connect()),
-        "a connection over a busy cap stayed open"
-    );
-    for s in busy.iter_mut() {
-        assert!(is_open(s), "a busy metrics connection was closed");
+    std::thread::sleep(Duration::from_millis(100));
+    let mut scraper = connect();
+    assert_eq!(scrape_on(&mut scraper), Some(200), "a slowloris locks out");
+    assert!(is_closed(&mut slow[0]), "the oldest half request was kept");
+    for s in slow[1..].iter_mut() {
+        assert!(is_open(s), "a newer half request was closed first");
     }
-    drop(busy);
+    drop((slow, scraper));
 
     // Idle: every connection has been answered and waits. New ones get in, each closing
     // one of them, and the count stays at the cap.
@@ -684,19 +687,19 @@ fn metrics_connections_have_their_own_cap() {
     for round in 0..3 {
         let mut s = connect();
         assert_eq!(scrape_on(&mut s), Some(200), "round {round}: locked out");
-        idle.push(s); // idle in its turn, and as likely to make room next
+        idle.push(s); // idle in its turn, the newest
     }
     // The server closed them before it answered the new ones: their FIN is here already.
-    let mut closed = 0;
-    for s in idle.iter_mut() {
+    let mut closed = Vec::new();
+    for (i, s) in idle.iter_mut().enumerate() {
         s.set_nonblocking(true).expect("nonblocking");
         let mut byte = [0u8; 1];
-        closed += usize::from(matches!(s.read(&mut byte), Ok(0)));
+        if matches!(s.read(&mut byte), Ok(0)) {
+            closed.push(i);
+        }
     }
-    assert_eq!(
-        closed, 3,
-        "one idle connection closed for each new one, the rest open"
-    );
+    // One for each new one, the longest idle first; the rest are open.
+    assert_eq!(closed, [0, 1, 2]);
 
     // The site still has both of its connections.
     let mut site: Vec<std::net::TcpStream> = (0..2)

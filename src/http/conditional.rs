@@ -11,9 +11,8 @@
 //! btrfs keep times before 1970 and after the year 9999, which an HTTP date cannot express
 //! (RFC 9110 section 5.6.7 has four-digit years). [`http_date`] is the only way a file time
 //! becomes text here, and it returns `None` for such times instead of panicking. A file
-//! dated before 1970 is served without `Last-Modified`, and dates never validate it; one
-//! dated after now (9999 and later included) is dated now, as RFC 9110 section 8.8.2.1
-//! asks.
+//! dated before 1970, or after now (RFC 9110 section 8.8.2.1 forbids a Last-Modified later
+//! than the Date), is served without `Last-Modified`, and dates never validate it.
 
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
@@ -58,15 +57,18 @@ impl Validators {
             meta.size(),
             nanos.unsigned_abs()
         );
-        // A time after now by our clock goes out as now: RFC 9110 section 8.8.2.1 forbids
-        // a Last-Modified later than the response's Date. (A client echoing a future date
-        // back would find it ignored, as every date after now is.)
+        // A time after now by our clock is no date to send: RFC 9110 section 8.8.2.1 forbids
+        // a Last-Modified later than the response's Date, and replacing it with now would
+        // give a date that changes with every response (or cache entry) for one unchanged
+        // file, so that If-Unmodified-Since and If-Range fail on it. Such a file goes
+        // without, as one before 1970 does; its ETag still validates it.
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let mtime = meta.mtime();
         Validators {
             etag,
-            modified: representable(meta.mtime().min(now)),
+            modified: representable(mtime).filter(|_| mtime <= now),
         }
     }
 
@@ -242,28 +244,37 @@ mod tests {
         }
     }
 
-    /// A file dated in the future is sent with Last-Modified = now, and that date, sent
-    /// back, gives 304 (RFC 9110 section 8.8.2.1).
+    /// A file dated after now has no date to send (RFC 9110 section 8.8.2.1), and the
+    /// same validators every time: its ETag validates it; a date never does.
     #[test]
-    fn a_file_from_the_future_is_dated_now() {
+    fn a_file_from_the_future_has_no_date() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("f");
         let file = std::fs::File::create(&path).expect("create");
         let future = SystemTime::now() + Duration::from_secs(10 * 365 * 86_400);
         file.set_modified(future).expect("set mtime");
-        let before = SystemTime::now() - Duration::from_secs(1);
-        let v = Validators::of(&file.metadata().expect("metadata"));
-        let modified = v.modified.expect("a date");
-        assert!(
-            modified >= before && modified <= SystemTime::now(),
-            "{modified:?}"
-        );
-        let echoed = v.last_modified().expect("Last-Modified");
-        let p = Preconditions {
-            if_modified_since: Some(echoed.as_bytes()),
+        let meta = file.metadata().expect("metadata");
+        let v = Validators::of(&meta);
+        assert_eq!(v.modified, None);
+        assert_eq!(v, Validators::of(&meta), "the same validators each time");
+        let date = httpdate::fmt_http_date(SystemTime::now());
+        for p in [
+            Preconditions {
+                if_modified_since: Some(date.as_bytes()),
+                ..Preconditions::default()
+            },
+            Preconditions {
+                if_unmodified_since: Some(date.as_bytes()),
+                ..Preconditions::default()
+            },
+        ] {
+            assert_eq!(evaluate(&v, &p, SystemTime::now), Condition::Send, "{p:?}");
+        }
+        let tag = Preconditions {
+            if_none_match: Some(v.etag.as_bytes()),
             ..Preconditions::default()
         };
-        assert_eq!(evaluate(&v, &p, SystemTime::now), Condition::NotModified);
+        assert_eq!(evaluate(&v, &tag, SystemTime::now), Condition::NotModified);
     }
 
     /// A date after "now" is not a date the file can have been checked against: ignored.
