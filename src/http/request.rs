@@ -213,11 +213,16 @@ impl<'b> Request<'b> {
         // The head parsed once already, so it parses again; on the impossible failure the
         // answer is simply "no such header".
         let (req, _) = parse_head(self.raw_head, &mut slots).ok()?;
-        req.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
+        first_named(req.headers, name)
     }
+}
+
+/// The value of the first of `headers` called `name` (case-insensitive), if any.
+fn first_named<'b>(headers: &[httparse::Header<'b>], name: &str) -> Option<&'b [u8]> {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value)
 }
 
 /// `Referer` and `User-Agent` of a head that parses but was refused (a 413, a duplicate
@@ -227,13 +232,10 @@ pub fn referer_and_user_agent(head: &[u8]) -> (Option<&[u8]>, Option<&[u8]>) {
     let Ok((req, httparse::Status::Complete(_))) = parse_head(head, &mut slots) else {
         return (None, None);
     };
-    let named = |name: &str| {
-        req.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
-    };
-    (named("referer"), named("user-agent"))
+    (
+        first_named(req.headers, "referer"),
+        first_named(req.headers, "user-agent"),
+    )
 }
 
 /// Room for the header lines of one head, left uninitialised: httparse writes only the
